@@ -1,0 +1,159 @@
+//! Node configuration (`village.toml`, later `town.toml`, `county.toml`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::case_doc::Divisions;
+use crate::catalog::Tier;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeSection,
+    pub http: HttpSection,
+    pub store: StoreSection,
+    pub catalog: CatalogSection,
+    #[serde(default)]
+    pub demo: bool,
+    /// Where relative paths point: the config file's folder. Set by [`Config::load`].
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    pub id: String,
+    pub role: Tier,
+    pub name: String,
+    /// This node's own division code (12 digits).
+    pub division: String,
+    /// The town and county above it (for a town node, `town` is its own code).
+    pub town_division: String,
+    pub county_division: String,
+    /// Local time zone, hours east of UTC (China: 8). Used for receipt dates.
+    #[serde(default = "default_utc_offset")]
+    pub utc_offset_hours: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    pub listen: SocketAddr,
+    /// Minutes of inactivity before a session ends.
+    #[serde(default = "default_idle_minutes")]
+    pub idle_logout_minutes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    pub path: PathBuf,
+    /// Most writes one commit may carry; 1 turns group commit off (the bench baseline).
+    #[serde(default = "default_group_commit_max")]
+    pub group_commit_max: usize,
+    #[serde(default = "default_blob_max_bytes")]
+    pub blob_max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogSection {
+    pub path: PathBuf,
+}
+
+fn default_utc_offset() -> i32 {
+    8
+}
+fn default_idle_minutes() -> u64 {
+    30
+}
+fn default_group_commit_max() -> usize {
+    256
+}
+fn default_blob_max_bytes() -> usize {
+    5 * 1024 * 1024
+}
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("config {file}: {reason}")]
+    Read { file: PathBuf, reason: String },
+    #[error("config {file}: {place}: {reason}")]
+    Invalid {
+        file: PathBuf,
+        place: String,
+        reason: String,
+    },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            file: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            file: path.to_path_buf(),
+            place: e
+                .span()
+                .map(|s| format!("line {}", text[..s.start.min(text.len())].matches('\n').count() + 1))
+                .unwrap_or_else(|| "document".into()),
+            reason: e.message().to_string(),
+        })?;
+        config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        config.check().map_err(|(place, reason)| ConfigError::Invalid {
+            file: path.to_path_buf(),
+            place,
+            reason,
+        })?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), (String, String)> {
+        for (place, code) in [
+            ("node.division", &self.node.division),
+            ("node.town_division", &self.node.town_division),
+            ("node.county_division", &self.node.county_division),
+        ] {
+            if code.len() != 12 || !code.bytes().all(|b| b.is_ascii_digit()) {
+                return Err((place.into(), format!("{code:?} is not a 12-digit division code")));
+            }
+        }
+        if self.node.id.is_empty() || !self.node.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(("node.id".into(), "use ASCII letters, digits and '-'".into()));
+        }
+        if !(-12..=14).contains(&self.node.utc_offset_hours) {
+            return Err(("node.utc_offset_hours".into(), "must be between -12 and 14".into()));
+        }
+        if self.store.group_commit_max == 0 {
+            return Err(("store.group_commit_max".into(), "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() { p.to_path_buf() } else { self.base_dir.join(p) }
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.resolve(&self.store.path)
+    }
+
+    pub fn catalog_path(&self) -> PathBuf {
+        self.resolve(&self.catalog.path)
+    }
+
+    /// The divisions a case accepted here belongs to.
+    pub fn divisions(&self) -> Divisions {
+        Divisions {
+            village: self.node.division.clone(),
+            town: self.node.town_division.clone(),
+            county: self.node.county_division.clone(),
+        }
+    }
+}

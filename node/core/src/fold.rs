@@ -1,0 +1,301 @@
+//! Workflow state as a deterministic fold over a case's events (DESIGN.md §3).
+//!
+//! Events are sorted by `(at, node, id)`, duplicates (same id) counted once, and applied in
+//! that order. An event that is not legal where it falls is kept and listed as superseded with
+//! the reason; when a withdrawal and a decision cross, the case carries a conflict until a
+//! person resolves it. The same events always give the same state, byte for byte.
+//!
+//! This build folds `accepted`, `withdrawn` and `comment`; every other kind is kept and marked
+//! superseded as "not handled by this version" until the review flow lands.
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Tier;
+use crate::event::{Event, EventKind};
+use crate::hlc::Hlc;
+
+/// Where a case stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// No legal `accepted` event yet.
+    New,
+    UnderReview,
+    SupplementRequested,
+    ReadyToIssue,
+    Rejected,
+    Issued,
+    Completed,
+    Withdrawn,
+}
+
+impl Status {
+    pub const ALL: [Status; 8] = [
+        Status::New,
+        Status::UnderReview,
+        Status::SupplementRequested,
+        Status::ReadyToIssue,
+        Status::Rejected,
+        Status::Issued,
+        Status::Completed,
+        Status::Withdrawn,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::New => "new",
+            Status::UnderReview => "under_review",
+            Status::SupplementRequested => "supplement_requested",
+            Status::ReadyToIssue => "ready_to_issue",
+            Status::Rejected => "rejected",
+            Status::Issued => "issued",
+            Status::Completed => "completed",
+            Status::Withdrawn => "withdrawn",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn zh(self) -> &'static str {
+        match self {
+            Status::New => "未受理",
+            Status::UnderReview => "审核中",
+            Status::SupplementRequested => "待补正",
+            Status::ReadyToIssue => "待出件",
+            Status::Rejected => "不予许可",
+            Status::Issued => "已出件",
+            Status::Completed => "已办结",
+            Status::Withdrawn => "已撤回",
+        }
+    }
+}
+
+/// An event that did not move the case, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Superseded {
+    pub event_id: String,
+    pub reason: String,
+}
+
+/// The state every node computes from the same events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseState {
+    pub status: Status,
+    /// The current step of the route (`town:review`), `None` once the case is closed.
+    pub step: Option<String>,
+    /// The tier holding the baton for `step`.
+    pub tier: Option<Tier>,
+    pub accepted_at: Option<Hlc>,
+    /// Whether a decision (review passed, approved, rejected) has been taken.
+    pub decided: bool,
+    pub superseded: Vec<Superseded>,
+    /// Set when events crossed in a way a person must resolve.
+    pub conflict: Option<String>,
+    /// Distinct events folded.
+    pub event_count: usize,
+}
+
+impl CaseState {
+    fn initial() -> Self {
+        Self {
+            status: Status::New,
+            step: None,
+            tier: None,
+            accepted_at: None,
+            decided: false,
+            superseded: Vec::new(),
+            conflict: None,
+            event_count: 0,
+        }
+    }
+}
+
+/// Folds `events` over the case's `route` (the route as it was when the case was accepted).
+pub fn fold(route: &[String], events: &[Event]) -> CaseState {
+    let mut sorted: Vec<&Event> = events.iter().collect();
+    sorted.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+    sorted.dedup_by(|a, b| a.id == b.id);
+    let mut state = CaseState::initial();
+    state.event_count = sorted.len();
+    for event in sorted {
+        if let Err(reason) = apply(&mut state, route, event) {
+            state.superseded.push(Superseded {
+                event_id: event.id.clone(),
+                reason: reason.to_string(),
+            });
+        }
+    }
+    state
+}
+
+fn apply(state: &mut CaseState, route: &[String], event: &Event) -> Result<(), &'static str> {
+    match &event.kind {
+        EventKind::Accepted => {
+            if state.status != Status::New {
+                return Err("the case was already accepted");
+            }
+            if event.tier != Tier::Village || route.first().map(String::as_str) != Some("village:accept") {
+                return Err("only the village accepts a case");
+            }
+            state.accepted_at = Some(event.at);
+            enter_step(state, route, 1);
+            Ok(())
+        }
+        EventKind::Withdrawn => {
+            if event.tier != Tier::Village {
+                return Err("a withdrawal is recorded at the village");
+            }
+            match state.status {
+                Status::New => Err("the case has not been accepted"),
+                Status::Withdrawn => Err("the case was already withdrawn"),
+                _ if state.decided => {
+                    state.conflict =
+                        Some("withdrawal crossed a decision; resolve with a new event".into());
+                    Err("a decision was taken before the withdrawal")
+                }
+                Status::UnderReview | Status::SupplementRequested | Status::ReadyToIssue => {
+                    state.status = Status::Withdrawn;
+                    state.step = None;
+                    state.tier = None;
+                    Ok(())
+                }
+                _ => Err("the case is closed"),
+            }
+        }
+        EventKind::Comment => Ok(()),
+        _ => Err("not handled by this version"),
+    }
+}
+
+/// Moves the baton to `route[index]`, or closes the case past the end.
+fn enter_step(state: &mut CaseState, route: &[String], index: usize) {
+    let Some(step) = route.get(index) else {
+        state.status = Status::Completed;
+        state.step = None;
+        state.tier = None;
+        return;
+    };
+    state.status = if step == "village:issue" {
+        Status::ReadyToIssue
+    } else {
+        Status::UnderReview
+    };
+    state.tier = step.split_once(':').and_then(|(t, _)| Tier::parse(t));
+    state.step = Some(step.clone());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn route() -> Vec<String> {
+        ["village:accept", "town:review", "village:issue"].map(String::from).to_vec()
+    }
+
+    fn ev(id: &str, ms: u64, node: &str, tier: Tier, kind: EventKind) -> Event {
+        Event {
+            id: id.into(),
+            at: Hlc { wall_ms: ms, counter: 0 },
+            node: node.into(),
+            tier,
+            user: "u".into(),
+            role: "clerk".into(),
+            kind,
+            payload: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn accepted_hands_the_baton_to_the_town() {
+        let s = fold(&route(), &[ev("a", 1, "v1", Tier::Village, EventKind::Accepted)]);
+        assert_eq!(s.status, Status::UnderReview);
+        assert_eq!(s.step.as_deref(), Some("town:review"));
+        assert_eq!(s.tier, Some(Tier::Town));
+    }
+
+    #[test]
+    fn immediate_item_is_ready_to_issue_at_once() {
+        let r = ["village:accept", "village:issue"].map(String::from).to_vec();
+        let s = fold(&r, &[ev("a", 1, "v1", Tier::Village, EventKind::Accepted)]);
+        assert_eq!((s.status, s.tier), (Status::ReadyToIssue, Some(Tier::Village)));
+    }
+
+    #[test]
+    fn withdrawal_before_acceptance_is_superseded_and_kept() {
+        let events = [
+            ev("w", 1, "v1", Tier::Village, EventKind::Withdrawn),
+            ev("a", 2, "v1", Tier::Village, EventKind::Accepted),
+        ];
+        let s = fold(&route(), &events);
+        assert_eq!(s.status, Status::UnderReview);
+        assert_eq!(s.superseded.len(), 1);
+        assert_eq!(s.superseded[0].event_id, "w");
+        assert_eq!(s.event_count, 2);
+    }
+
+    #[test]
+    fn withdrawal_closes_and_a_second_one_is_superseded() {
+        let events = [
+            ev("a", 1, "v1", Tier::Village, EventKind::Accepted),
+            ev("c", 2, "t1", Tier::Town, EventKind::Comment),
+            ev("w", 3, "v1", Tier::Village, EventKind::Withdrawn),
+            ev("w2", 4, "v1", Tier::Village, EventKind::Withdrawn),
+            ev("t", 5, "t1", Tier::Town, EventKind::Withdrawn),
+        ];
+        let s = fold(&route(), &events);
+        assert_eq!(s.status, Status::Withdrawn);
+        assert_eq!((s.step, s.tier), (None, None));
+        let ids: Vec<_> = s.superseded.iter().map(|x| x.event_id.as_str()).collect();
+        assert_eq!(ids, ["w2", "t"]);
+    }
+
+    #[test]
+    fn ties_on_the_clock_break_by_node_then_id() {
+        let events = [
+            ev("b", 1, "v2", Tier::Village, EventKind::Accepted),
+            ev("a", 1, "v1", Tier::Village, EventKind::Accepted),
+        ];
+        let s = fold(&route(), &events);
+        assert_eq!(s.superseded[0].event_id, "b");
+    }
+
+    fn arb_event() -> impl Strategy<Value = Event> {
+        let kinds = prop_oneof![
+            Just(EventKind::Accepted),
+            Just(EventKind::Withdrawn),
+            Just(EventKind::Comment),
+            Just(EventKind::ReviewPassed),
+        ];
+        let tiers = prop_oneof![Just(Tier::Village), Just(Tier::Town), Just(Tier::County)];
+        (0u64..20, 0u8..3, 0u32..1000, kinds, tiers).prop_map(|(ms, node, id, kind, tier)| {
+            ev(&format!("e{id}"), ms, &format!("n{node}"), tier, kind)
+        })
+    }
+
+    proptest! {
+        // Any delivery order with any duplication folds to the same state.
+        #[test]
+        fn order_and_duplicates_do_not_matter(
+            events in proptest::collection::vec(arb_event(), 0..12),
+            seed in any::<u64>(),
+        ) {
+            // Ids are unique per event content in real logs; make them so here.
+            let events: Vec<Event> = events.into_iter().enumerate()
+                .map(|(i, mut e)| { e.id = format!("{}-{i}", e.id); e }).collect();
+            let reference = fold(&route(), &events);
+            let mut shuffled = events.clone();
+            shuffled.extend(events.iter().take((seed % 4) as usize).cloned());
+            let n = shuffled.len().max(1);
+            shuffled.rotate_left((seed as usize) % n);
+            shuffled.reverse();
+            let other = fold(&route(), &shuffled);
+            prop_assert_eq!(
+                serde_json::to_string(&reference).unwrap(),
+                serde_json::to_string(&other).unwrap()
+            );
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! # yiciban-core
+//!
+//! The domain of a yiciban node, with no HTTP and no HTML:
+//!
+//! - [`catalog`]: the service items (事项) and their guides, routes, materials and fields;
+//! - [`application`]: validation of a submission (GB 11643 ID numbers, phones, fields, materials);
+//! - [`case_doc`]: the Automerge schema of a case; [`event`] and [`fold`]: the event log and the
+//!   deterministic fold that gives a case its state;
+//! - [`store`]: redb with one writer task, group commit and projections in the same transaction;
+//! - [`users`]: roles, Argon2id passwords, login lockout;
+//! - [`node`]: the runtime the web layer calls.
+//!
+//! ```
+//! use yiciban_core::fold::{fold, Status};
+//! let route = ["village:accept", "town:review", "village:issue"].map(String::from);
+//! assert_eq!(fold(&route, &[]).status, Status::New);
+//! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod application;
+pub mod case_doc;
+pub mod catalog;
+pub mod config;
+pub mod event;
+pub mod fold;
+pub mod hlc;
+pub mod idcard;
+pub mod message;
+pub mod node;
+pub mod store;
+pub mod summary;
+pub mod users;
+
+/// The demo catalogue shipped in `config/catalog.toml`, embedded so `yiciban demo` runs anywhere.
+pub const DEMO_CATALOG: &str = include_str!("../../../config/catalog.toml");

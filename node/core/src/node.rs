@@ -1,0 +1,313 @@
+//! The node runtime the web layer talks to: config, catalogue, store and clock together, and
+//! the operations a user performs (file an application, record an event, log in).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use thiserror::Error;
+
+use crate::application::{self, ApplicationInput, FieldErrors};
+use crate::case_doc::{self, Case};
+use crate::catalog::{Catalog, Tier};
+use crate::config::Config;
+use crate::event::{Event, EventKind};
+use crate::fold::CaseState;
+use crate::hlc::HlcClock;
+use crate::message::Msg;
+use crate::store::{Store, StoreError};
+use crate::summary::CaseSummary;
+use crate::users::{self, LoginGuard, Role, User};
+
+/// Failed logins before an account is locked, and for how long.
+const MAX_LOGIN_FAILURES: u32 = 5;
+const LOCKOUT: Duration = Duration::from_secs(15 * 60);
+
+/// Who is acting: the logged-in user.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub username: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    #[error("the application is not valid")]
+    Invalid(FieldErrors),
+    #[error("{0}")]
+    Forbidden(Msg),
+    #[error("{0}")]
+    NotFound(Msg),
+    #[error("{0}")]
+    Conflict(Msg),
+    #[error("{0}")]
+    BadRequest(Msg),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum LoginError {
+    #[error("wrong username or password")]
+    BadCredentials,
+    #[error("account locked for {0:?} after repeated failures")]
+    Locked(Duration),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A filed case with its state.
+#[derive(Debug, Clone)]
+pub struct Filed {
+    pub case: Case,
+    pub state: CaseState,
+}
+
+/// The running node.
+#[derive(Debug)]
+pub struct Node {
+    pub config: Config,
+    pub catalog: Catalog,
+    pub store: Store,
+    clock: HlcClock,
+    logins: LoginGuard,
+    started: Instant,
+}
+
+impl Node {
+    pub fn new(config: Config, catalog: Catalog, store: Store) -> Result<Arc<Self>, StoreError> {
+        let clock = HlcClock::new(store.hlc_floor()?);
+        Ok(Arc::new(Self {
+            config,
+            catalog,
+            store,
+            clock,
+            logins: LoginGuard::new(MAX_LOGIN_FAILURES, LOCKOUT),
+            started: Instant::now(),
+        }))
+    }
+
+    pub fn tier(&self) -> Tier {
+        self.config.node.role
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Local time of the node (China: UTC+8).
+    pub fn local_now(&self) -> DateTime<FixedOffset> {
+        let offset = FixedOffset::east_opt(self.config.node.utc_offset_hours * 3600)
+            .unwrap_or_else(|| FixedOffset::east_opt(8 * 3600).unwrap_or(Utc.fix()));
+        Utc::now().with_timezone(&offset)
+    }
+
+    pub fn today(&self) -> NaiveDate {
+        self.local_now().date_naive()
+    }
+
+    fn stamp(&self) -> crate::hlc::Hlc {
+        let wall_ms = u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0);
+        self.clock.now(wall_ms)
+    }
+
+    /// Checks a login; Argon2 verification is slow on purpose, so call from a blocking task.
+    pub fn login(&self, username: &str, password: &str) -> Result<User, LoginError> {
+        let now = Instant::now();
+        if let Some(left) = self.logins.locked(username, now) {
+            return Err(LoginError::Locked(left));
+        }
+        let user = self.store.user(username)?;
+        let ok = match &user {
+            Some(u) => !u.disabled && users::verify_password(&u.password_hash, password),
+            // Spend the same time on unknown users, so timing does not reveal who exists.
+            None => {
+                users::verify_password(DUMMY_HASH, password);
+                false
+            }
+        };
+        match user {
+            Some(u) if ok => {
+                self.logins.succeeded(username);
+                Ok(u)
+            }
+            _ => {
+                self.logins.failed(username, now);
+                Err(LoginError::BadCredentials)
+            }
+        }
+    }
+
+    /// Validates and files an application: receipt number, document, projections, photos, all
+    /// in one commit. Returns once the case is on disk.
+    pub async fn file_application(
+        &self,
+        input: &ApplicationInput,
+        photos: Vec<Vec<u8>>,
+        actor: &Actor,
+    ) -> Result<Filed, NodeError> {
+        if actor.role != Role::Clerk || self.tier() != Tier::Village {
+            return Err(NodeError::Forbidden(Msg::new(
+                "只有村级受理员可以受理申请",
+                "only a village clerk accepts applications",
+            )));
+        }
+        let mut blobs = Vec::with_capacity(photos.len());
+        for bytes in photos {
+            let hash = self.store.check_blob(&bytes).map_err(|e| photo_error(&e))?;
+            blobs.push((hash, bytes));
+        }
+        let fresh: Vec<&str> = blobs.iter().map(|(h, _)| h.as_str()).collect();
+        let exists = |hash: &str| fresh.contains(&hash) || self.store.blob_exists(hash);
+        let today = self.today();
+        let app = application::validate(&self.catalog, input, today, &exists).map_err(NodeError::Invalid)?;
+        let item = self
+            .catalog
+            .get(&app.item_code)
+            .ok_or_else(|| NodeError::BadRequest(Msg::new("事项不存在", "unknown item")))?;
+        // Only keep photos the application refers to.
+        blobs.retain(|(h, _)| app.materials.iter().any(|m| m.blob.as_deref() == Some(h)));
+
+        let date = today.format("%Y%m%d").to_string();
+        let seq = self.store.reserve_receipt_seq(&date)?;
+        let receipt_no = format!("{}-{date}-{seq:04}", self.config.node.division);
+        let event = Event {
+            id: uuid::Uuid::now_v7().to_string(),
+            at: self.stamp(),
+            node: self.config.node.id.clone(),
+            tier: self.tier(),
+            user: actor.username.clone(),
+            role: actor.role.as_str().into(),
+            kind: EventKind::Accepted,
+            payload: serde_json::json!({}),
+        };
+        let case = Case {
+            id: uuid::Uuid::now_v7().to_string(),
+            receipt_no,
+            item_code: item.code.clone(),
+            item_name: item.name.clone(),
+            node: self.config.node.id.clone(),
+            route: item.route_steps(),
+            division: self.config.divisions(),
+            applicant: app.applicant,
+            proxy: app.proxy,
+            form: app.form,
+            materials: app.materials,
+            events: vec![event],
+        };
+        let state = case.state();
+        let mut doc = case_doc::build(&case, case_doc::node_actor(&self.config.node.id)).map_err(StoreError::from)?;
+        let summary = CaseSummary::of(&case, &state);
+        self.store
+            .put_new_case(&case, doc.save(), summary, (date, seq), blobs)
+            .await?;
+        tracing::info!(receipt = %case.receipt_no, item = %case.item_code, id_number = %crate::idcard::mask(&case.applicant.id_number), "application accepted");
+        Ok(Filed { case, state })
+    }
+
+    /// Records an event on a case. Refused with nothing written when it is not legal now.
+    pub async fn record_event(
+        &self,
+        case_id: &str,
+        kind: EventKind,
+        payload: serde_json::Value,
+        actor: &Actor,
+    ) -> Result<Filed, NodeError> {
+        if !actor.role.handles_cases() {
+            return Err(NodeError::Forbidden(Msg::new("当前角色不能办理案件", "this role does not handle cases")));
+        }
+        match kind {
+            EventKind::Withdrawn if actor.role != Role::Clerk => {
+                return Err(NodeError::Forbidden(Msg::new("撤回由村受理员登记", "a withdrawal is recorded by the village clerk")));
+            }
+            EventKind::Withdrawn | EventKind::Comment => {}
+            other => {
+                return Err(NodeError::BadRequest(Msg::new(
+                    format!("暂不支持的事件：{}", other.as_str()),
+                    format!("event kind {} is not supported yet", other.as_str()),
+                )));
+            }
+        }
+        let text_key = if kind == EventKind::Comment { "text" } else { "reason" };
+        let text = payload.get(text_key).and_then(|v| v.as_str()).unwrap_or("").trim().to_string();
+        if kind == EventKind::Comment && text.is_empty() {
+            return Err(NodeError::BadRequest(Msg::new("备注内容不能为空", "a comment needs text")));
+        }
+        if text.chars().count() > 1000 {
+            return Err(NodeError::BadRequest(Msg::new("内容过长（最多1000字）", "text is too long (1000 characters at most)")));
+        }
+        let event = Event {
+            id: uuid::Uuid::now_v7().to_string(),
+            at: self.stamp(),
+            node: self.config.node.id.clone(),
+            tier: self.tier(),
+            user: actor.username.clone(),
+            role: actor.role.as_str().into(),
+            kind,
+            payload: serde_json::json!({ text_key: text }),
+        };
+        let actor_id = case_doc::node_actor(&self.config.node.id);
+        match self.store.append_event(case_id, event, actor_id).await {
+            Ok(case) => {
+                let state = case.state();
+                Ok(Filed { case, state })
+            }
+            Err(StoreError::NotFound(_)) => Err(NodeError::NotFound(Msg::new("案件不存在", "no such case"))),
+            Err(StoreError::Refused(reason)) => Err(NodeError::Conflict(Msg::new(
+                format!("当前状态下不能办理此操作：{reason}"),
+                format!("not allowed in the case's current state: {reason}"),
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates a user on this node.
+    pub async fn add_user(&self, username: &str, display_name: &str, role: Role, password: &str) -> Result<(), NodeError> {
+        add_user(&self.store, username, display_name, role, password).await
+    }
+}
+
+/// Creates a user in a store (also used by `yiciban user add` without a running node).
+pub async fn add_user(store: &Store, username: &str, display_name: &str, role: Role, password: &str) -> Result<(), NodeError> {
+    if !users::valid_username(username) {
+        return Err(NodeError::BadRequest(Msg::new(
+            "用户名应为2到32位字母、数字、点、下划线或连字符",
+            "username must be 2-32 ASCII letters, digits, '.', '_' or '-'",
+        )));
+    }
+    let password_hash = users::hash_password(password)
+        .map_err(|e| NodeError::BadRequest(Msg::new(format!("密码不符合要求：至少{}位", users::MIN_PASSWORD_CHARS), e.to_string())))?;
+    let user = User {
+        username: username.to_string(),
+        display_name: display_name.to_string(),
+        role,
+        password_hash,
+        disabled: false,
+    };
+    match store.put_user(user, false).await {
+        Err(StoreError::Exists(_)) => Err(NodeError::Conflict(Msg::new("用户已存在", "user already exists"))),
+        other => other.map_err(NodeError::from),
+    }
+}
+
+pub fn photo_error(e: &StoreError) -> NodeError {
+    match e {
+        StoreError::BlobTooLarge { size, max } => NodeError::BadRequest(Msg::new(
+            format!("照片过大（{} KB），上限为 {} KB", size / 1024, max / 1024),
+            format!("photo too large ({} KB); the limit is {} KB", size / 1024, max / 1024),
+        )),
+        StoreError::NotAnImage => NodeError::BadRequest(Msg::new(
+            "上传的文件不是图片（支持 JPEG、PNG、WebP、GIF）",
+            "the upload is not a JPEG, PNG, WebP or GIF image",
+        )),
+        other => NodeError::BadRequest(Msg::new("照片无法保存", other.to_string())),
+    }
+}
+
+
+/// A valid Argon2id hash of a random password nobody knows, for constant-time misses.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$7eWXqTJ2kz1VDFyIi3J0iQDy4lH7Ujx3LtKKYv7Jq0o";
+
+use chrono::Offset;

@@ -1,0 +1,464 @@
+//! The redb store: case documents with their projections, blobs, users, the change feed.
+//!
+//! One writer task owns every write transaction and commits in groups ([`writer`]); readers
+//! open their own read transactions. Every commit is `Durability::Immediate`: a write is
+//! acknowledged only once it is on disk.
+
+mod migrations;
+mod tables;
+mod writer;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use automerge::AutoCommit;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::case_doc::{self, Case, DocError};
+use crate::event::Event;
+use crate::fold::Status;
+use crate::hlc::Hlc;
+use crate::summary::CaseSummary;
+use crate::users::User;
+
+pub use tables::SEP;
+use tables::*;
+pub use writer::WriteOutcome;
+use writer::{WriteOp, WriteRequest};
+
+/// Requests the writer queue holds before senders wait.
+const WRITE_QUEUE_CAPACITY: usize = 1024;
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("storage: {0}")]
+    Redb(Box<redb::Error>),
+    #[error("the store {0} is in use by another process (is a node already running on it?)")]
+    InUse(PathBuf),
+    #[error("the store has schema version {found}; this build knows up to {known}")]
+    NewerSchema { found: u64, known: u64 },
+    #[error("case document: {0}")]
+    Doc(#[from] DocError),
+    #[error("photo of {size} bytes is larger than the limit of {max} bytes")]
+    BlobTooLarge { size: usize, max: usize },
+    #[error("the upload is not a JPEG, PNG, WebP or GIF image")]
+    NotAnImage,
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("already exists: {0}")]
+    Exists(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the store's writer has stopped")]
+    Closed,
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Redb(Box::new(e.into()))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// A search over the case projections.
+#[derive(Debug, Clone, Default)]
+pub struct CaseQuery {
+    /// Receipt number (or its prefix), applicant name (or its prefix), or the last 4 of the ID.
+    pub q: Option<String>,
+    pub status: Option<Status>,
+    pub limit: usize,
+}
+
+/// The open store. Cheap to clone: clones share the database and the writer.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    writer: mpsc::Sender<WriteRequest>,
+    receipts: Arc<Mutex<HashMap<String, u64>>>,
+    blob_max_bytes: usize,
+}
+
+impl Store {
+    /// Opens (or creates) the store, runs migrations and starts the writer thread.
+    pub fn open(path: &Path, group_commit_max: usize, blob_max_bytes: usize) -> Result<Self, StoreError> {
+        let db = match Database::create(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::InUse(path.to_path_buf())),
+            Err(e) => return Err(e.into()),
+        };
+        migrations::run(&db)?;
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
+        writer::spawn(db.clone(), rx, group_commit_max.max(1))?;
+        Ok(Self {
+            db,
+            writer: tx,
+            receipts: Arc::new(Mutex::new(HashMap::new())),
+            blob_max_bytes,
+        })
+    }
+
+    async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(WriteRequest { op, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Reserves the next receipt sequence number of `date` (`YYYYMMDD`). The number becomes
+    /// durable with the case that carries it; a number reserved but never committed was never
+    /// shown to anyone, and the next start resumes after the highest committed one.
+    pub fn reserve_receipt_seq(&self, date: &str) -> Result<u64, StoreError> {
+        let mut receipts = self.receipts.lock().unwrap_or_else(|e| e.into_inner());
+        let next = match receipts.get(date) {
+            Some(last) => last + 1,
+            None => {
+                let txn = self.db.begin_read()?;
+                let table = txn.open_table(RECEIPT_SEQ)?;
+                table.get(date)?.map_or(0, |v| v.value()) + 1
+            }
+        };
+        receipts.insert(date.to_string(), next);
+        Ok(next)
+    }
+
+    /// Stores a new case: its document, projections, receipt sequence and photos, in one commit.
+    pub async fn put_new_case(
+        &self,
+        case: &Case,
+        doc: Vec<u8>,
+        summary: CaseSummary,
+        receipt: (String, u64),
+        blobs: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        let at = case.events.iter().map(|e| e.at).max().unwrap_or_default();
+        self.write(WriteOp::PutCase {
+            id: case.id.clone(),
+            doc,
+            summary: Box::new(summary),
+            receipt,
+            blobs,
+            at,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Appends an event to a case. Refused, with nothing written, if the fold would mark the
+    /// event superseded: a local action must be legal where it falls.
+    pub async fn append_event(&self, case_id: &str, event: Event, actor: automerge::ActorId) -> Result<Case, StoreError> {
+        match self
+            .write(WriteOp::AppendEvent {
+                case_id: case_id.to_string(),
+                event: Box::new(event),
+                actor,
+            })
+            .await?
+        {
+            WriteOutcome::Case(case) => Ok(*case),
+            WriteOutcome::Done => Err(StoreError::Corrupt("writer returned no case".into())),
+        }
+    }
+
+    /// Checks a photo and returns its content hash; stores nothing.
+    pub fn check_blob(&self, bytes: &[u8]) -> Result<String, StoreError> {
+        if bytes.len() > self.blob_max_bytes {
+            return Err(StoreError::BlobTooLarge {
+                size: bytes.len(),
+                max: self.blob_max_bytes,
+            });
+        }
+        if !is_image(bytes) {
+            return Err(StoreError::NotAnImage);
+        }
+        Ok(hex::encode(Sha256::digest(bytes)))
+    }
+
+    /// Stores a photo by its content hash (idempotent) and returns the hash.
+    pub async fn put_blob(&self, bytes: Vec<u8>) -> Result<String, StoreError> {
+        let hash = self.check_blob(&bytes)?;
+        self.write(WriteOp::PutBlob {
+            hash: hash.clone(),
+            bytes,
+        })
+        .await?;
+        Ok(hash)
+    }
+
+    pub fn blob_max_bytes(&self) -> usize {
+        self.blob_max_bytes
+    }
+
+    /// Creates a user; refused if the username exists and `replace` is false.
+    pub async fn put_user(&self, user: User, replace: bool) -> Result<(), StoreError> {
+        self.write(WriteOp::PutUser {
+            user: Box::new(user),
+            replace,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub fn blob(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BLOBS)?;
+        Ok(table.get(hash)?.map(|v| v.value().to_vec()))
+    }
+
+    pub fn blob_exists(&self, hash: &str) -> bool {
+        self.db
+            .begin_read()
+            .ok()
+            .and_then(|txn| txn.open_table(BLOBS).ok())
+            .and_then(|t| t.get(hash).ok().flatten().map(|_| ()))
+            .is_some()
+    }
+
+    /// The case document's saved bytes.
+    pub fn case_doc_bytes(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CASE_DOCS)?;
+        Ok(table.get(id)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Loads one case from its document.
+    pub fn case(&self, id: &str) -> Result<Option<Case>, StoreError> {
+        let Some(bytes) = self.case_doc_bytes(id)? else {
+            return Ok(None);
+        };
+        let doc = AutoCommit::load(&bytes).map_err(DocError::from)?;
+        Ok(Some(case_doc::read(&doc)?))
+    }
+
+    pub fn case_id_by_receipt(&self, receipt_no: &str) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CASE_BY_RECEIPT)?;
+        Ok(table.get(receipt_no)?.map(|v| v.value().to_string()))
+    }
+
+    pub fn case_count(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(CASE_DOCS)?.len()?)
+    }
+
+    /// Cases per status, from the status index.
+    pub fn status_counts(&self) -> Result<Vec<(Status, u64)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CASE_BY_STATUS)?;
+        let mut out = Vec::new();
+        for status in Status::ALL {
+            let prefix = format!("{}{SEP}", status.as_str());
+            let n = prefix_range(&table, &prefix)?.len() as u64;
+            out.push((status, n));
+        }
+        Ok(out)
+    }
+
+    /// Lists case summaries, newest first. Reads projections only, never documents.
+    pub fn list_cases(&self, query: &CaseQuery) -> Result<Vec<CaseSummary>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let summaries = txn.open_table(CASE_SUMMARIES)?;
+        let limit = query.limit.max(1);
+        let q = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+        let mut out = Vec::new();
+        let Some(q) = q else {
+            // Newest first from the date or status index.
+            let keys: Vec<String> = match query.status {
+                Some(status) => {
+                    let table = txn.open_table(CASE_BY_STATUS)?;
+                    let prefix = format!("{}{SEP}", status.as_str());
+                    let mut keys = prefix_range(&table, &prefix)?;
+                    keys.reverse();
+                    keys.truncate(limit);
+                    keys
+                }
+                None => {
+                    let table = txn.open_table(CASE_BY_DATE)?;
+                    let mut keys = Vec::new();
+                    for entry in table.iter()?.rev().take(limit) {
+                        keys.push(entry?.0.value().to_string());
+                    }
+                    keys
+                }
+            };
+            for key in keys {
+                let id = key.rsplit(SEP).next().unwrap_or_default();
+                if let Some(s) = load_summary(&summaries, id)? {
+                    out.push(s);
+                }
+            }
+            return Ok(out);
+        };
+        let mut ids = BTreeSet::new();
+        let upper = q.to_uppercase();
+        let receipts = txn.open_table(CASE_BY_RECEIPT)?;
+        for entry in receipts.range(upper.as_str()..)? {
+            let (k, v) = entry?;
+            if !k.value().starts_with(upper.as_str()) || ids.len() >= limit * 4 {
+                break;
+            }
+            ids.insert(v.value().to_string());
+        }
+        let names = txn.open_table(CASE_BY_NAME)?;
+        for key in prefix_range(&names, q)?.into_iter().take(limit * 4) {
+            ids.insert(key.rsplit(SEP).next().unwrap_or_default().to_string());
+        }
+        if upper.chars().count() == 4 {
+            let tails = txn.open_table(CASE_BY_ID_TAIL)?;
+            for key in prefix_range(&tails, &format!("{upper}{SEP}"))?.into_iter().take(limit * 4) {
+                ids.insert(key.rsplit(SEP).next().unwrap_or_default().to_string());
+            }
+        }
+        for id in ids {
+            if let Some(s) = load_summary(&summaries, &id)? {
+                if query.status.is_none_or(|st| st == s.status) {
+                    out.push(s);
+                }
+            }
+        }
+        out.sort_by(|a, b| b.accepted_at.cmp(&a.accepted_at).then_with(|| a.id.cmp(&b.id)));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    pub fn user(&self, username: &str) -> Result<Option<User>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(USERS)?;
+        match table.get(username)? {
+            Some(v) => serde_json::from_slice(v.value())
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("user {username}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    pub fn users(&self) -> Result<Vec<User>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(USERS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            let user = serde_json::from_slice(v.value())
+                .map_err(|e| StoreError::Corrupt(format!("user {}: {e}", k.value())))?;
+            out.push(user);
+        }
+        Ok(out)
+    }
+
+    /// The newest HLC stamp this store has written, so a restarted clock never goes back.
+    pub fn hlc_floor(&self) -> Result<Hlc, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta
+            .get("hlc_last")?
+            .and_then(|v| std::str::from_utf8(v.value()).ok().and_then(Hlc::parse))
+            .unwrap_or_default())
+    }
+
+    /// Bytes the store file takes on disk.
+    pub fn file_size(path: &Path) -> u64 {
+        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+fn load_summary(
+    table: &redb::ReadOnlyTable<&str, &[u8]>,
+    id: &str,
+) -> Result<Option<CaseSummary>, StoreError> {
+    match table.get(id)? {
+        Some(v) => serde_json::from_slice(v.value())
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("summary of {id}: {e}"))),
+        None => Ok(None),
+    }
+}
+
+/// Keys of `table` that start with `prefix`, in order.
+fn prefix_range<V: redb::Value + 'static>(
+    table: &redb::ReadOnlyTable<&str, V>,
+    prefix: &str,
+) -> Result<Vec<String>, StoreError> {
+    let mut keys = Vec::new();
+    for entry in table.range(prefix..)? {
+        let (k, _) = entry?;
+        let key = k.value();
+        if !key.starts_with(prefix) {
+            break;
+        }
+        keys.push(key.to_string());
+    }
+    Ok(keys)
+}
+
+/// Magic bytes of the image formats a camera or phone produces.
+fn is_image(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0xFF, 0xD8, 0xFF])
+        || bytes.starts_with(b"\x89PNG\r\n\x1a\n")
+        || bytes.starts_with(b"GIF87a")
+        || bytes.starts_with(b"GIF89a")
+        || (bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP")
+}
+
+impl yiciban_sync::store::ReplicaStore for Store {
+    type Error = StoreError;
+
+    fn feed_since(&self, since: u64, limit: usize) -> Result<Vec<yiciban_sync::store::FeedEntry>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let feed = txn.open_table(FEED)?;
+        let mut out = Vec::new();
+        for entry in feed.range(since.saturating_add(1)..)?.take(limit) {
+            let (seq, id) = entry?;
+            out.push(yiciban_sync::store::FeedEntry {
+                seq: seq.value(),
+                doc_id: id.value().to_string(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn feed_head(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let feed = txn.open_table(FEED)?;
+        Ok(feed.last()?.map_or(0, |(k, _)| k.value()))
+    }
+
+    fn doc_heads(&self, doc_id: &str) -> Result<Option<Vec<[u8; 32]>>, StoreError> {
+        let Some(bytes) = self.case_doc_bytes(doc_id)? else {
+            return Ok(None);
+        };
+        let mut doc = AutoCommit::load(&bytes).map_err(DocError::from)?;
+        Ok(Some(doc.get_heads().into_iter().map(|h| h.0).collect()))
+    }
+
+    fn changes_after(&self, doc_id: &str, have: &[[u8; 32]]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let Some(bytes) = self.case_doc_bytes(doc_id)? else {
+            return Err(StoreError::NotFound(doc_id.to_string()));
+        };
+        let mut doc = AutoCommit::load(&bytes).map_err(DocError::from)?;
+        let have: Vec<automerge::ChangeHash> = have.iter().map(|h| automerge::ChangeHash(*h)).collect();
+        Ok(doc.get_changes(&have).into_iter().map(|c| c.raw_bytes().to_vec()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests;

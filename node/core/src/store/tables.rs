@@ -1,0 +1,34 @@
+//! Table definitions. Names carry a version (`-1`); a new layout gets a new name and a
+//! numbered migration in [`super::migrations`].
+
+use redb::TableDefinition;
+
+/// Case id → the case's saved Automerge document.
+pub const CASE_DOCS: TableDefinition<&str, &[u8]> = TableDefinition::new("case_docs-1");
+/// Case id → JSON [`crate::summary::CaseSummary`], the projection lists read.
+pub const CASE_SUMMARIES: TableDefinition<&str, &[u8]> = TableDefinition::new("case_summaries-1");
+/// `status \x1f accepted_at \x1f id` → (); the list by status and date.
+pub const CASE_BY_STATUS: TableDefinition<&str, ()> = TableDefinition::new("case_by_status-1");
+/// `accepted_at \x1f id` → (); the list by date, all statuses.
+pub const CASE_BY_DATE: TableDefinition<&str, ()> = TableDefinition::new("case_by_date-1");
+/// Receipt number → case id.
+pub const CASE_BY_RECEIPT: TableDefinition<&str, &str> = TableDefinition::new("case_by_receipt-1");
+/// `applicant name \x1f id` → (); lookup by name or name prefix.
+pub const CASE_BY_NAME: TableDefinition<&str, ()> = TableDefinition::new("case_by_name-1");
+/// `last 4 of the ID number \x1f id` → ().
+pub const CASE_BY_ID_TAIL: TableDefinition<&str, ()> = TableDefinition::new("case_by_id_tail-1");
+/// Receipt date `YYYYMMDD` → highest sequence number used that day.
+pub const RECEIPT_SEQ: TableDefinition<&str, u64> = TableDefinition::new("receipt_seq-1");
+/// SHA-256 hex → blob bytes (photos of materials).
+pub const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs-1");
+/// Username → JSON [`crate::users::User`].
+pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users-1");
+/// Feed sequence → document id: the change feed peers read with a cursor.
+pub const FEED: TableDefinition<u64, &str> = TableDefinition::new("feed-1");
+/// Document id → its current feed sequence (so a document holds one feed entry).
+pub const FEED_POS: TableDefinition<&str, u64> = TableDefinition::new("feed_pos-1");
+/// Key → value: `schema_version` and other node facts.
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
+
+/// Separator inside composite index keys; never appears in names, ids or stamps.
+pub const SEP: char = '\u{1f}';

@@ -1,0 +1,145 @@
+use super::*;
+use crate::case_doc::tests_support::sample_case;
+use crate::summary::CaseSummary;
+
+fn open(dir: &tempfile::TempDir) -> Store {
+    Store::open(&dir.path().join("node.redb"), 64, 1024).unwrap()
+}
+
+async fn put(store: &Store, id: &str, receipt_seq: u64) -> Case {
+    let mut case = sample_case();
+    case.id = id.into();
+    case.receipt_no = format!("430181101001-20261122-{receipt_seq:04}");
+    let mut doc = case_doc::build(&case, case_doc::node_actor("v")).unwrap();
+    let summary = CaseSummary::of(&case, &case.state());
+    store
+        .put_new_case(&case, doc.save(), summary, ("20261122".into(), receipt_seq), vec![])
+        .await
+        .unwrap();
+    case
+}
+
+#[tokio::test]
+async fn cases_and_receipt_sequence_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(&dir);
+        assert_eq!(store.reserve_receipt_seq("20261122").unwrap(), 1);
+        let case = put(&store, "c1", 1).await;
+        assert_eq!(store.case("c1").unwrap().unwrap(), case);
+    }
+    // The writer thread holds the database until its channel closes; wait for it.
+    let store = loop {
+        match Store::open(&dir.path().join("node.redb"), 64, 1024) {
+            Ok(s) => break s,
+            Err(StoreError::InUse(_)) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(store.case_count().unwrap(), 1);
+    assert_eq!(store.reserve_receipt_seq("20261122").unwrap(), 2);
+    assert_eq!(store.reserve_receipt_seq("20261123").unwrap(), 1);
+}
+
+#[tokio::test]
+async fn projections_find_by_receipt_name_and_id_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    put(&store, "c1", 1).await;
+    put(&store, "c2", 2).await;
+    let q = |q: &str| {
+        store
+            .list_cases(&CaseQuery { q: Some(q.into()), status: None, limit: 10 })
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(q("430181101001-20261122-0002"), ["c2"]);
+    assert_eq!(q("𪚥王").len(), 2, "prefix of a name with rare characters");
+    assert_eq!(q("002x").len(), 2, "last four of the ID, lower-case x");
+    assert!(q("张三").is_empty());
+    let all = store.list_cases(&CaseQuery { limit: 10, ..Default::default() }).unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(all.iter().all(|s| s.id_number_masked == "1101**********002X"));
+}
+
+#[tokio::test]
+async fn duplicate_receipt_is_refused_and_its_neighbours_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    put(&store, "c1", 1).await;
+    let mut dup = sample_case();
+    dup.id = "c-dup".into();
+    dup.receipt_no = "430181101001-20261122-0001".into();
+    let mut doc = case_doc::build(&dup, case_doc::node_actor("v")).unwrap();
+    let s = CaseSummary::of(&dup, &dup.state());
+    let (a, b) = tokio::join!(
+        store.put_new_case(&dup, doc.save(), s, ("20261122".into(), 1), vec![]),
+        put(&store, "c3", 3)
+    );
+    assert!(matches!(a, Err(StoreError::Exists(_))), "{a:?}");
+    assert_eq!(b.id, "c3");
+    assert_eq!(store.case_count().unwrap(), 2);
+}
+
+#[tokio::test]
+async fn illegal_event_is_refused_and_nothing_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let case = put(&store, "c1", 1).await;
+    let mut withdraw = case.events[0].clone();
+    withdraw.id = "w1".into();
+    withdraw.at.counter += 1;
+    withdraw.kind = crate::event::EventKind::Withdrawn;
+    let after = store.append_event("c1", withdraw.clone(), case_doc::node_actor("v")).await.unwrap();
+    assert_eq!(after.state().status, Status::Withdrawn);
+    withdraw.id = "w2".into();
+    withdraw.at.counter += 1;
+    let again = store.append_event("c1", withdraw, case_doc::node_actor("v")).await;
+    assert!(matches!(again, Err(StoreError::Refused(_))), "{again:?}");
+    assert_eq!(store.case("c1").unwrap().unwrap().events.len(), 2);
+    let withdrawn = store
+        .list_cases(&CaseQuery { status: Some(Status::Withdrawn), limit: 10, ..Default::default() })
+        .unwrap();
+    assert_eq!(withdrawn.len(), 1);
+    let under_review = store
+        .list_cases(&CaseQuery { status: Some(Status::UnderReview), limit: 10, ..Default::default() })
+        .unwrap();
+    assert!(under_review.is_empty(), "the old status row was removed in the same commit");
+}
+
+#[tokio::test]
+async fn oversized_and_non_image_blobs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend([0u8; 100]);
+    let hash = store.put_blob(png.clone()).await.unwrap();
+    assert_eq!(store.blob(&hash).unwrap().unwrap(), png);
+    png.extend([0u8; 1024]);
+    assert!(matches!(store.put_blob(png).await, Err(StoreError::BlobTooLarge { .. })));
+    assert!(matches!(store.put_blob(b"hello".to_vec()).await, Err(StoreError::NotAnImage)));
+}
+
+#[tokio::test]
+async fn change_feed_keeps_one_entry_per_document() {
+    use yiciban_sync::store::ReplicaStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let case = put(&store, "c1", 1).await;
+    put(&store, "c2", 2).await;
+    let mut c = case.events[0].clone();
+    c.id = "comment".into();
+    c.at.counter += 1;
+    c.kind = crate::event::EventKind::Comment;
+    store.append_event("c1", c, case_doc::node_actor("v")).await.unwrap();
+    let feed = store.feed_since(0, 10).unwrap();
+    let ids: Vec<_> = feed.iter().map(|e| e.doc_id.as_str()).collect();
+    assert_eq!(ids, ["c2", "c1"]);
+    assert_eq!(store.feed_head().unwrap(), 3);
+    assert!(store.feed_since(3, 10).unwrap().is_empty());
+    let heads = store.doc_heads("c1").unwrap().unwrap();
+    assert!(store.changes_after("c1", &heads).unwrap().is_empty());
+    assert_eq!(store.changes_after("c1", &[]).unwrap().len(), 2);
+}

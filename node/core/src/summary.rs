@@ -1,0 +1,75 @@
+//! The list projection of a case: what lists, queues and searches show without loading the
+//! document. Holds no full ID number.
+
+use serde::{Deserialize, Serialize};
+
+use crate::case_doc::Case;
+use crate::catalog::Tier;
+use crate::fold::{CaseState, Status};
+use crate::hlc::Hlc;
+use crate::idcard;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseSummary {
+    pub id: String,
+    pub receipt_no: String,
+    pub item_code: String,
+    pub item_name: String,
+    pub applicant_name: String,
+    /// `4301**********1234`
+    pub id_number_masked: String,
+    pub status: Status,
+    pub step: Option<String>,
+    pub tier: Option<Tier>,
+    pub accepted_at: Hlc,
+    pub village: String,
+    pub conflict: bool,
+    pub proxy: bool,
+}
+
+impl CaseSummary {
+    pub fn of(case: &Case, state: &CaseState) -> Self {
+        Self {
+            id: case.id.clone(),
+            receipt_no: case.receipt_no.clone(),
+            item_code: case.item_code.clone(),
+            item_name: case.item_name.clone(),
+            applicant_name: case.applicant.name.clone(),
+            id_number_masked: idcard::mask(&case.applicant.id_number),
+            status: state.status,
+            step: state.step.clone(),
+            tier: state.tier,
+            accepted_at: state.accepted_at.unwrap_or_default(),
+            village: case.division.village.clone(),
+            conflict: state.conflict.is_some(),
+            proxy: case.proxy.is_some(),
+        }
+    }
+}
+
+/// The index keys a case has; the writer removes the old set and inserts the new one in the
+/// same transaction as the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexKeys {
+    pub by_status: String,
+    pub by_date: String,
+    pub receipt: String,
+    pub by_name: String,
+    pub by_id_tail: String,
+}
+
+impl IndexKeys {
+    /// Derived from the summary alone, so the writer can remove a case's old keys without
+    /// the old document.
+    pub fn of(s: &CaseSummary) -> Self {
+        let sep = crate::store::SEP;
+        let (at, id) = (s.accepted_at, &s.id);
+        Self {
+            by_status: format!("{}{sep}{at}{sep}{id}", s.status.as_str()),
+            by_date: format!("{at}{sep}{id}"),
+            receipt: s.receipt_no.clone(),
+            by_name: format!("{}{sep}{id}", s.applicant_name),
+            by_id_tail: format!("{}{sep}{id}", idcard::tail4(&s.id_number_masked)),
+        }
+    }
+}
