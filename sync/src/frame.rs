@@ -119,7 +119,9 @@ mod tests {
 
     #[test]
     fn truncated_frame_is_incomplete_not_an_error() {
-        let bytes = Frame::new(FrameKind::Changes, vec![7; 100]).unwrap().encode();
+        let bytes = Frame::new(FrameKind::Changes, vec![7; 100])
+            .unwrap()
+            .encode();
         for cut in 0..bytes.len() {
             assert_eq!(decode(&bytes[..cut]), Ok(None), "cut at {cut}");
         }

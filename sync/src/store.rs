@@ -33,5 +33,6 @@ pub trait ReplicaStore {
     fn doc_heads(&self, doc_id: &str) -> Result<Option<Vec<ChangeHash>>, Self::Error>;
 
     /// The changes of a document that a peer holding `have` heads lacks.
-    fn changes_after(&self, doc_id: &str, have: &[ChangeHash]) -> Result<Vec<Vec<u8>>, Self::Error>;
+    fn changes_after(&self, doc_id: &str, have: &[ChangeHash])
+    -> Result<Vec<Vec<u8>>, Self::Error>;
 }

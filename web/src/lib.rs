@@ -1,1 +1,97 @@
-//! placeholder
+//! # yiciban-web
+//!
+//! The web face of a node: the clerk's pages (askama, zh-CN, every asset embedded) and the
+//! JSON API under `/api/v1`. Knows nothing of redb or QUIC: it calls [`yiciban_core::node::Node`].
+//!
+//! ```no_run
+//! # async fn run(node: std::sync::Arc<yiciban_core::node::Node>) -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! yiciban_web::serve(listener, yiciban_web::AppState::new(node), std::future::pending()).await
+//! # }
+//! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod api;
+mod assets;
+mod authz;
+mod error;
+mod forms;
+mod pages;
+mod qr;
+mod session;
+mod views;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use yiciban_core::node::Node;
+
+pub use session::Sessions;
+
+/// Shared state of every handler.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub node: Arc<Node>,
+    pub sessions: Arc<Sessions>,
+}
+
+impl AppState {
+    pub fn new(node: Arc<Node>) -> Self {
+        let idle = std::time::Duration::from_secs(node.config.http.idle_logout_minutes * 60);
+        Self {
+            node,
+            sessions: Arc::new(Sessions::new(idle)),
+        }
+    }
+}
+
+/// Request bodies above this are refused before they are read (photos plus form fields).
+const BODY_LIMIT_BYTES: usize = 24 * 1024 * 1024;
+
+/// The whole HTTP surface of a node.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/login", post(api::login))
+        .route("/logout", post(api::logout))
+        .route("/catalog", get(api::catalog))
+        .route("/applications", post(api::file).get(api::list))
+        .route("/applications/{id}", get(api::detail))
+        .route("/applications/{id}/events", post(api::add_event))
+        .route("/blobs", post(api::upload_blob))
+        .route("/health", get(api::health))
+        .fallback(api::not_found);
+    Router::new()
+        .route("/", get(pages::home))
+        .route("/login", get(pages::login_page).post(pages::login_submit))
+        .route("/logout", post(pages::logout))
+        .route("/catalog", get(pages::catalog))
+        .route("/catalog/{code}", get(pages::guide))
+        .route(
+            "/apply/{code}",
+            get(pages::apply_form).post(pages::apply_submit),
+        )
+        .route("/cases", get(pages::cases))
+        .route("/cases/{id}", get(pages::case_detail))
+        .route("/cases/{id}/events", post(pages::case_event))
+        .route("/cases/{id}/receipt", get(pages::receipt))
+        .route("/blobs/{hash}", get(pages::blob))
+        .route("/static/{file}", get(assets::serve))
+        .nest("/api/v1", api)
+        .fallback(pages::not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .with_state(state)
+}
+
+/// Serves the router on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -146,7 +146,11 @@ pub fn validate(
     let proxy = input
         .proxy
         .as_ref()
-        .filter(|p| !(p.name.trim().is_empty() && p.id_number.trim().is_empty() && p.phone.trim().is_empty()))
+        .filter(|p| {
+            !(p.name.trim().is_empty()
+                && p.id_number.trim().is_empty()
+                && p.phone.trim().is_empty())
+        })
         .map(|p| person(p, "proxy", today, &mut errors));
     let form = form_values(item, &input.form, today, &mut errors);
     let materials = materials(item, &input.materials, blob_exists, &mut errors);
@@ -181,11 +185,18 @@ fn person(p: &PersonInput, prefix: &str, today: NaiveDate, errors: &mut FieldErr
             Msg::new("请输入11位手机号码", "enter an 11-digit mobile number"),
         );
     }
-    let relation = p.relation.as_ref().map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
+    let relation = p
+        .relation
+        .as_ref()
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty());
     if prefix == "proxy" && relation.is_none() {
         errors.insert(
             "proxy.relation".into(),
-            Msg::new("请填写代办人与申请人的关系", "state the agent's relation to the applicant"),
+            Msg::new(
+                "请填写代办人与申请人的关系",
+                "state the agent's relation to the applicant",
+            ),
         );
     }
     Person {
@@ -204,8 +215,14 @@ fn check_name(name: &str) -> Result<(), Msg> {
     if count > NAME_MAX_CHARS {
         return Err(Msg::new("姓名过长", "name is too long"));
     }
-    if name.chars().any(|c| c.is_control() || c.is_ascii_digit() || "<>\"'&;".contains(c)) {
-        return Err(Msg::new("姓名含有无效字符", "name contains invalid characters"));
+    if name
+        .chars()
+        .any(|c| c.is_control() || c.is_ascii_digit() || "<>\"'&;".contains(c))
+    {
+        return Err(Msg::new(
+            "姓名含有无效字符",
+            "name contains invalid characters",
+        ));
     }
     Ok(())
 }
@@ -213,7 +230,10 @@ fn check_name(name: &str) -> Result<(), Msg> {
 /// Mainland mobile numbers: 11 digits starting 13–19.
 pub fn is_mobile(s: &str) -> bool {
     let b = s.as_bytes();
-    b.len() == 11 && b[0] == b'1' && (b'3'..=b'9').contains(&b[1]) && b.iter().all(u8::is_ascii_digit)
+    b.len() == 11
+        && b[0] == b'1'
+        && (b'3'..=b'9').contains(&b[1])
+        && b.iter().all(u8::is_ascii_digit)
 }
 
 /// Landlines such as `0731-83612345` or `073183612345`.
@@ -234,7 +254,10 @@ fn form_values(
     let mut out = BTreeMap::new();
     for key in raw.keys() {
         if item.field(key).is_none() {
-            errors.insert(format!("form.{key}"), Msg::new("该事项没有此项", "unknown field for this item"));
+            errors.insert(
+                format!("form.{key}"),
+                Msg::new("该事项没有此项", "unknown field for this item"),
+            );
         }
     }
     for field in &item.fields {
@@ -244,7 +267,10 @@ fn form_values(
             Some(serde_json::Value::Number(n)) => n.to_string(),
             Some(serde_json::Value::Bool(b)) => b.to_string(),
             Some(_) => {
-                errors.insert(format!("form.{}", field.key), Msg::new("格式不正确", "must be text or a number"));
+                errors.insert(
+                    format!("form.{}", field.key),
+                    Msg::new("格式不正确", "must be text or a number"),
+                );
                 continue;
             }
         };
@@ -265,7 +291,10 @@ fn form_values(
 fn check_field(field: &Field, value: &str, today: NaiveDate) -> Result<Option<String>, Msg> {
     if value.is_empty() {
         return if field.required {
-            Err(Msg::new(format!("请填写{}", field.label), format!("{} is required", field.label_en)))
+            Err(Msg::new(
+                format!("请填写{}", field.label),
+                format!("{} is required", field.label_en),
+            ))
         } else {
             Ok(None)
         };
@@ -273,12 +302,22 @@ fn check_field(field: &Field, value: &str, today: NaiveDate) -> Result<Option<St
     let chars = value.chars().count();
     let normalised = match field.field_type {
         FieldType::Text | FieldType::Textarea => {
-            let default_max = if field.field_type == FieldType::Text { TEXT_MAX_CHARS } else { TEXTAREA_MAX_CHARS };
+            let default_max = if field.field_type == FieldType::Text {
+                TEXT_MAX_CHARS
+            } else {
+                TEXTAREA_MAX_CHARS
+            };
             let max = field.max_len.unwrap_or(default_max);
             if chars > max {
-                return Err(Msg::new(format!("不能超过{max}个字"), format!("at most {max} characters")));
+                return Err(Msg::new(
+                    format!("不能超过{max}个字"),
+                    format!("at most {max} characters"),
+                ));
             }
-            if value.chars().any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t') {
+            if value
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
+            {
                 return Err(Msg::new("含有无效字符", "contains control characters"));
             }
             value.to_string()
@@ -289,27 +328,39 @@ fn check_field(field: &Field, value: &str, today: NaiveDate) -> Result<Option<St
                 .ok()
                 .filter(|n: &f64| n.is_finite())
                 .ok_or_else(|| Msg::new("请输入数字", "must be a number"))?;
-            if field.min.is_some_and(|min| n < min as f64) || field.max.is_some_and(|max| n > max as f64) {
-                let (min, max) = (field.min.map_or("-".into(), |v| v.to_string()), field.max.map_or("-".into(), |v| v.to_string()));
-                return Err(Msg::new(format!("应在{min}到{max}之间"), format!("must be between {min} and {max}")));
+            if field.min.is_some_and(|min| n < min as f64)
+                || field.max.is_some_and(|max| n > max as f64)
+            {
+                let (min, max) = (
+                    field.min.map_or("-".into(), |v| v.to_string()),
+                    field.max.map_or("-".into(), |v| v.to_string()),
+                );
+                return Err(Msg::new(
+                    format!("应在{min}到{max}之间"),
+                    format!("must be between {min} and {max}"),
+                ));
             }
             value.to_string()
         }
-        FieldType::Date => {
-            NaiveDate::parse_from_str(value, "%Y-%m-%d")
-                .map_err(|_| Msg::new("请输入有效日期（年-月-日）", "must be a date YYYY-MM-DD"))?
-                .format("%Y-%m-%d")
-                .to_string()
-        }
+        FieldType::Date => NaiveDate::parse_from_str(value, "%Y-%m-%d")
+            .map_err(|_| Msg::new("请输入有效日期（年-月-日）", "must be a date YYYY-MM-DD"))?
+            .format("%Y-%m-%d")
+            .to_string(),
         FieldType::Select => {
             if !field.options.iter().any(|o| o == value) {
-                return Err(Msg::new("请从列表中选择", "must be one of the listed options"));
+                return Err(Msg::new(
+                    "请从列表中选择",
+                    "must be one of the listed options",
+                ));
             }
             value.to_string()
         }
         FieldType::Phone => {
             if !is_mobile(value) && !is_landline(value) {
-                return Err(Msg::new("请输入有效的电话号码", "must be a mobile or landline number"));
+                return Err(Msg::new(
+                    "请输入有效的电话号码",
+                    "must be a mobile or landline number",
+                ));
             }
             value.to_string()
         }
@@ -328,7 +379,10 @@ fn materials(
     for m in raw {
         let at = format!("materials.{}", m.key);
         let Some(def) = item.material(&m.key) else {
-            errors.insert(at, Msg::new("该事项不需要此材料", "unknown material for this item"));
+            errors.insert(
+                at,
+                Msg::new("该事项不需要此材料", "unknown material for this item"),
+            );
             continue;
         };
         if m.status.trim().is_empty() {
@@ -339,24 +393,49 @@ fn materials(
             continue;
         }
         let Some(status) = MaterialStatus::parse(m.status.trim()) else {
-            errors.insert(at, Msg::new("材料状态无效", "status must be original, copy, photo or waived"));
+            errors.insert(
+                at,
+                Msg::new(
+                    "材料状态无效",
+                    "status must be original, copy, photo or waived",
+                ),
+            );
             continue;
         };
-        let blob = m.blob.as_ref().map(|b| b.trim().to_string()).filter(|b| !b.is_empty());
+        let blob = m
+            .blob
+            .as_ref()
+            .map(|b| b.trim().to_string())
+            .filter(|b| !b.is_empty());
         match status {
             MaterialStatus::Photo => match &blob {
                 None => {
-                    errors.insert(at, Msg::new(format!("请上传{}的照片", def.name), "a photo is required for status photo"));
+                    errors.insert(
+                        at,
+                        Msg::new(
+                            format!("请上传{}的照片", def.name),
+                            "a photo is required for status photo",
+                        ),
+                    );
                     continue;
                 }
                 Some(hash) if !blob_exists(hash) => {
-                    errors.insert(at, Msg::new("照片未找到，请重新上传", "photo not found; upload it again"));
+                    errors.insert(
+                        at,
+                        Msg::new("照片未找到，请重新上传", "photo not found; upload it again"),
+                    );
                     continue;
                 }
                 Some(_) => {}
             },
             MaterialStatus::Waived if !def.waivable => {
-                errors.insert(at, Msg::new(format!("{}不适用告知承诺", def.name), "this material cannot be waived by commitment"));
+                errors.insert(
+                    at,
+                    Msg::new(
+                        format!("{}不适用告知承诺", def.name),
+                        "this material cannot be waived by commitment",
+                    ),
+                );
                 continue;
             }
             _ => {}
@@ -364,13 +443,23 @@ fn materials(
         out.push(MaterialRecord {
             key: m.key.clone(),
             status,
-            blob: if status == MaterialStatus::Photo { blob } else { None },
+            blob: if status == MaterialStatus::Photo {
+                blob
+            } else {
+                None
+            },
         });
     }
     for def in item.materials.iter().filter(|d| d.required) {
         let at = format!("materials.{}", def.key);
         if !out.iter().any(|r| r.key == def.key) && !errors.contains_key(&at) {
-            errors.insert(at, Msg::new(format!("缺少必需材料：{}", def.name), format!("required material missing: {}", def.key)));
+            errors.insert(
+                at,
+                Msg::new(
+                    format!("缺少必需材料：{}", def.name),
+                    format!("required material missing: {}", def.key),
+                ),
+            );
         }
     }
     out

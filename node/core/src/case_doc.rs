@@ -172,7 +172,9 @@ pub fn read(doc: &AutoCommit) -> Result<Case, DocError> {
     }
     let route_obj = obj(doc, &ROOT, "route")?;
     let route = (0..doc.length(&route_obj))
-        .map(|i| scalar_str(doc, &route_obj, i).ok_or_else(|| malformed("route", "step is not text")))
+        .map(|i| {
+            scalar_str(doc, &route_obj, i).ok_or_else(|| malformed("route", "step is not text"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let division = obj(doc, &ROOT, "division")?;
     let materials_obj = obj(doc, &ROOT, "materials")?;
@@ -181,7 +183,8 @@ pub fn read(doc: &AutoCommit) -> Result<Case, DocError> {
         let m = obj(doc, &materials_obj, &key)?;
         let status = text(doc, &m, "status")?;
         materials.push(MaterialRecord {
-            status: MaterialStatus::parse(&status).ok_or_else(|| malformed("materials", "unknown status"))?,
+            status: MaterialStatus::parse(&status)
+                .ok_or_else(|| malformed("materials", "unknown status"))?,
             blob: scalar_str(doc, &m, "blob"),
             key,
         });
@@ -208,7 +211,8 @@ pub fn read(doc: &AutoCommit) -> Result<Case, DocError> {
             town: text(doc, &division, "town")?,
             county: text(doc, &division, "county")?,
         },
-        applicant: read_person(doc, "applicant")?.ok_or_else(|| DocError::Missing("applicant".into()))?,
+        applicant: read_person(doc, "applicant")?
+            .ok_or_else(|| DocError::Missing("applicant".into()))?,
         proxy: read_person(doc, "proxy")?,
         form,
         materials,
@@ -232,7 +236,8 @@ fn read_event(doc: &AutoCommit, events: &ObjId, index: usize) -> Result<Event, D
         user: text(doc, &e, "user")?,
         role: text(doc, &e, "role")?,
         kind: EventKind::parse(&text(doc, &e, "kind")?),
-        payload: serde_json::from_str(&payload).map_err(|e| malformed("events.payload", &e.to_string()))?,
+        payload: serde_json::from_str(&payload)
+            .map_err(|e| malformed("events.payload", &e.to_string()))?,
     })
 }
 
@@ -257,7 +262,11 @@ fn obj(doc: &AutoCommit, parent: &ObjId, key: &str) -> Result<ObjId, DocError> {
     }
 }
 
-fn scalar_str<P: Into<automerge::Prop>>(doc: &AutoCommit, parent: &ObjId, prop: P) -> Option<String> {
+fn scalar_str<P: Into<automerge::Prop>>(
+    doc: &AutoCommit,
+    parent: &ObjId,
+    prop: P,
+) -> Option<String> {
     match doc.get(parent, prop) {
         Ok(Some((Value::Scalar(s), _))) => s.as_str().map(str::to_string),
         _ => None,
@@ -287,7 +296,9 @@ pub(crate) mod tests_support {
             item_code: "MZ003".into(),
             item_name: "高龄津贴申领".into(),
             node: "village-1".into(),
-            route: ["village:accept", "town:review", "village:issue"].map(String::from).to_vec(),
+            route: ["village:accept", "town:review", "village:issue"]
+                .map(String::from)
+                .to_vec(),
             division: Divisions {
                 village: "430181101001".into(),
                 town: "430181101000".into(),
@@ -313,7 +324,10 @@ pub(crate) mod tests_support {
             }],
             events: vec![Event {
                 id: "e1".into(),
-                at: Hlc { wall_ms: 1_763_780_000_000, counter: 0 },
+                at: Hlc {
+                    wall_ms: 1_763_780_000_000,
+                    counter: 0,
+                },
                 node: "village-1".into(),
                 tier: Tier::Village,
                 user: "clerk".into(),
@@ -359,6 +373,9 @@ mod tests {
         let mut other = AutoCommit::new();
         other.put(ROOT, "schema", 99i64).unwrap();
         assert!(matches!(read(&other), Err(DocError::Schema(99))));
-        assert!(matches!(read(&AutoCommit::new()), Err(DocError::Missing(_))));
+        assert!(matches!(
+            read(&AutoCommit::new()),
+            Err(DocError::Missing(_))
+        ));
     }
 }

@@ -111,7 +111,12 @@ impl RouteStep {
 }
 
 /// The step names a route may use, in the order they may appear.
-pub const STEPS: [&str; 4] = ["village:accept", "town:review", "county:approve", "village:issue"];
+pub const STEPS: [&str; 4] = [
+    "village:accept",
+    "town:review",
+    "county:approve",
+    "village:issue",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -241,7 +246,10 @@ impl Catalog {
         if parsed.schema != CATALOG_SCHEMA {
             return Err(err(
                 "schema".into(),
-                format!("schema {} is not {CATALOG_SCHEMA}, the one this build reads", parsed.schema),
+                format!(
+                    "schema {} is not {CATALOG_SCHEMA}, the one this build reads",
+                    parsed.schema
+                ),
             ));
         }
         if parsed.items.is_empty() {
@@ -280,7 +288,12 @@ type Problem = (String, String);
 
 fn check_item(item: &ServiceItem) -> Result<(), Problem> {
     let top = |reason: String| (String::new(), reason);
-    if item.code.is_empty() || !item.code.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+    if item.code.is_empty()
+        || !item
+            .code
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
         return Err(top("code must be ASCII letters, digits or '-'".into()));
     }
     if item.name.trim().is_empty() {
@@ -291,7 +304,9 @@ fn check_item(item: &ServiceItem) -> Result<(), Problem> {
         ItemKind::Immediate if item.statutory_days != 0 || item.promised_days != 0 => {
             return Err(top("an immediate item has no time limits (use 0)".into()));
         }
-        ItemKind::Promised if item.promised_days == 0 || item.promised_days > item.statutory_days => {
+        ItemKind::Promised
+            if item.promised_days == 0 || item.promised_days > item.statutory_days =>
+        {
             return Err(top(format!(
                 "promised_days {} must be at least 1 and at most statutory_days {}",
                 item.promised_days, item.statutory_days
@@ -332,7 +347,10 @@ fn check_item(item: &ServiceItem) -> Result<(), Problem> {
             return Err((at, "key is reserved for the applicant".into()));
         }
         if (f.field_type == FieldType::Select) == f.options.is_empty() {
-            return Err((at, "options are required for select fields and only for them".into()));
+            return Err((
+                at,
+                "options are required for select fields and only for them".into(),
+            ));
         }
         if (f.min.is_some() || f.max.is_some()) && f.field_type != FieldType::Number {
             return Err((at, "min and max apply to number fields only".into()));
@@ -372,7 +390,9 @@ fn is_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 40
         && key.starts_with(|c: char| c.is_ascii_lowercase())
-        && key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && key
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 #[cfg(test)]

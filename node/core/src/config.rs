@@ -101,16 +101,23 @@ impl Config {
             file: path.to_path_buf(),
             place: e
                 .span()
-                .map(|s| format!("line {}", text[..s.start.min(text.len())].matches('\n').count() + 1))
+                .map(|s| {
+                    format!(
+                        "line {}",
+                        text[..s.start.min(text.len())].matches('\n').count() + 1
+                    )
+                })
                 .unwrap_or_else(|| "document".into()),
             reason: e.message().to_string(),
         })?;
         config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        config.check().map_err(|(place, reason)| ConfigError::Invalid {
-            file: path.to_path_buf(),
-            place,
-            reason,
-        })?;
+        config
+            .check()
+            .map_err(|(place, reason)| ConfigError::Invalid {
+                file: path.to_path_buf(),
+                place,
+                reason,
+            })?;
         Ok(config)
     }
 
@@ -121,14 +128,26 @@ impl Config {
             ("node.county_division", &self.node.county_division),
         ] {
             if code.len() != 12 || !code.bytes().all(|b| b.is_ascii_digit()) {
-                return Err((place.into(), format!("{code:?} is not a 12-digit division code")));
+                return Err((
+                    place.into(),
+                    format!("{code:?} is not a 12-digit division code"),
+                ));
             }
         }
-        if self.node.id.is_empty() || !self.node.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        if self.node.id.is_empty()
+            || !self
+                .node
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
             return Err(("node.id".into(), "use ASCII letters, digits and '-'".into()));
         }
         if !(-12..=14).contains(&self.node.utc_offset_hours) {
-            return Err(("node.utc_offset_hours".into(), "must be between -12 and 14".into()));
+            return Err((
+                "node.utc_offset_hours".into(),
+                "must be between -12 and 14".into(),
+            ));
         }
         if self.store.group_commit_max == 0 {
             return Err(("store.group_commit_max".into(), "must be at least 1".into()));
@@ -137,7 +156,11 @@ impl Config {
     }
 
     fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() { p.to_path_buf() } else { self.base_dir.join(p) }
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
     }
 
     pub fn store_path(&self) -> PathBuf {

@@ -136,7 +136,9 @@ fn apply(state: &mut CaseState, route: &[String], event: &Event) -> Result<(), &
             if state.status != Status::New {
                 return Err("the case was already accepted");
             }
-            if event.tier != Tier::Village || route.first().map(String::as_str) != Some("village:accept") {
+            if event.tier != Tier::Village
+                || route.first().map(String::as_str) != Some("village:accept")
+            {
                 return Err("only the village accepts a case");
             }
             state.accepted_at = Some(event.at);
@@ -192,13 +194,18 @@ mod tests {
     use proptest::prelude::*;
 
     fn route() -> Vec<String> {
-        ["village:accept", "town:review", "village:issue"].map(String::from).to_vec()
+        ["village:accept", "town:review", "village:issue"]
+            .map(String::from)
+            .to_vec()
     }
 
     fn ev(id: &str, ms: u64, node: &str, tier: Tier, kind: EventKind) -> Event {
         Event {
             id: id.into(),
-            at: Hlc { wall_ms: ms, counter: 0 },
+            at: Hlc {
+                wall_ms: ms,
+                counter: 0,
+            },
             node: node.into(),
             tier,
             user: "u".into(),
@@ -210,7 +217,10 @@ mod tests {
 
     #[test]
     fn accepted_hands_the_baton_to_the_town() {
-        let s = fold(&route(), &[ev("a", 1, "v1", Tier::Village, EventKind::Accepted)]);
+        let s = fold(
+            &route(),
+            &[ev("a", 1, "v1", Tier::Village, EventKind::Accepted)],
+        );
         assert_eq!(s.status, Status::UnderReview);
         assert_eq!(s.step.as_deref(), Some("town:review"));
         assert_eq!(s.tier, Some(Tier::Town));
@@ -218,9 +228,14 @@ mod tests {
 
     #[test]
     fn immediate_item_is_ready_to_issue_at_once() {
-        let r = ["village:accept", "village:issue"].map(String::from).to_vec();
+        let r = ["village:accept", "village:issue"]
+            .map(String::from)
+            .to_vec();
         let s = fold(&r, &[ev("a", 1, "v1", Tier::Village, EventKind::Accepted)]);
-        assert_eq!((s.status, s.tier), (Status::ReadyToIssue, Some(Tier::Village)));
+        assert_eq!(
+            (s.status, s.tier),
+            (Status::ReadyToIssue, Some(Tier::Village))
+        );
     }
 
     #[test]

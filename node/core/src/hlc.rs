@@ -103,13 +103,25 @@ mod tests {
             wall_ms: 5000,
             counter: 3,
         });
-        assert!(clock.now(2001) > Hlc { wall_ms: 5000, counter: 3 });
+        assert!(
+            clock.now(2001)
+                > Hlc {
+                    wall_ms: 5000,
+                    counter: 3
+                }
+        );
     }
 
     #[test]
     fn text_form_roundtrips_and_sorts() {
-        let a = Hlc { wall_ms: 99, counter: 12 };
-        let b = Hlc { wall_ms: 100, counter: 1 };
+        let a = Hlc {
+            wall_ms: 99,
+            counter: 12,
+        };
+        let b = Hlc {
+            wall_ms: 100,
+            counter: 1,
+        };
         assert_eq!(Hlc::parse(&a.to_string()), Some(a));
         assert!(a.to_string() < b.to_string());
         assert_eq!(Hlc::parse("12-3"), None);

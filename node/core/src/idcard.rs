@@ -11,8 +11,8 @@ const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
 const CHECK_CHARS: &[u8; 11] = b"10X98765432";
 /// Province-level prefixes of GB/T 2260 in use for resident ID numbers.
 const PROVINCES: [u8; 34] = [
-    11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50, 51,
-    52, 53, 54, 61, 62, 63, 64, 65, 71, 81, 82,
+    11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50, 51, 52,
+    53, 54, 61, 62, 63, 64, 65, 71, 81, 82,
 ];
 
 /// The check character GB 11643 gives for the first 17 digits.
@@ -39,7 +39,9 @@ pub fn validate(raw: &str, today: NaiveDate) -> Result<String, Msg> {
         ));
     }
     let bytes = id.as_bytes();
-    if !bytes[..17].iter().all(u8::is_ascii_digit) || !(bytes[17].is_ascii_digit() || bytes[17] == b'X') {
+    if !bytes[..17].iter().all(u8::is_ascii_digit)
+        || !(bytes[17].is_ascii_digit() || bytes[17] == b'X')
+    {
         return Err(Msg::new(
             "身份证号码前17位应为数字，最后一位为数字或X",
             "ID number must be 17 digits followed by a digit or X",
@@ -53,7 +55,10 @@ pub fn validate(raw: &str, today: NaiveDate) -> Result<String, Msg> {
         ));
     }
     let birth = NaiveDate::parse_from_str(&id[6..14], "%Y%m%d").map_err(|_| {
-        Msg::new("身份证号码中的出生日期无效", "ID number has an invalid birth date")
+        Msg::new(
+            "身份证号码中的出生日期无效",
+            "ID number has an invalid birth date",
+        )
     })?;
     if birth > today || birth.year() < 1890 {
         return Err(Msg::new(
@@ -98,7 +103,10 @@ mod tests {
     #[test]
     fn accepts_a_valid_number_and_normalises_lower_x() {
         // Sample number from GB 11643's own example, check character X.
-        assert_eq!(validate("11010519491231002x", today()).unwrap(), "11010519491231002X");
+        assert_eq!(
+            validate("11010519491231002x", today()).unwrap(),
+            "11010519491231002X"
+        );
         assert_eq!(check_ok("43018119520315001"), Ok(()));
     }
 
@@ -116,9 +124,16 @@ mod tests {
 
     #[test]
     fn impossible_birth_dates_are_refused() {
-        for first17 in ["11010519490231002", "11010520991231002", "11010518001231002"] {
+        for first17 in [
+            "11010519490231002",
+            "11010520991231002",
+            "11010518001231002",
+        ] {
             let c = check_char(first17.as_bytes()).unwrap() as char;
-            assert!(validate(&format!("{first17}{c}"), today()).is_err(), "{first17}");
+            assert!(
+                validate(&format!("{first17}{c}"), today()).is_err(),
+                "{first17}"
+            );
         }
     }
 

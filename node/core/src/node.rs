@@ -162,7 +162,8 @@ impl Node {
         let fresh: Vec<&str> = blobs.iter().map(|(h, _)| h.as_str()).collect();
         let exists = |hash: &str| fresh.contains(&hash) || self.store.blob_exists(hash);
         let today = self.today();
-        let app = application::validate(&self.catalog, input, today, &exists).map_err(NodeError::Invalid)?;
+        let app = application::validate(&self.catalog, input, today, &exists)
+            .map_err(NodeError::Invalid)?;
         let item = self
             .catalog
             .get(&app.item_code)
@@ -198,7 +199,8 @@ impl Node {
             events: vec![event],
         };
         let state = case.state();
-        let mut doc = case_doc::build(&case, case_doc::node_actor(&self.config.node.id)).map_err(StoreError::from)?;
+        let mut doc = case_doc::build(&case, case_doc::node_actor(&self.config.node.id))
+            .map_err(StoreError::from)?;
         let summary = CaseSummary::of(&case, &state);
         self.store
             .put_new_case(&case, doc.save(), summary, (date, seq), blobs)
@@ -216,11 +218,17 @@ impl Node {
         actor: &Actor,
     ) -> Result<Filed, NodeError> {
         if !actor.role.handles_cases() {
-            return Err(NodeError::Forbidden(Msg::new("当前角色不能办理案件", "this role does not handle cases")));
+            return Err(NodeError::Forbidden(Msg::new(
+                "当前角色不能办理案件",
+                "this role does not handle cases",
+            )));
         }
         match kind {
             EventKind::Withdrawn if actor.role != Role::Clerk => {
-                return Err(NodeError::Forbidden(Msg::new("撤回由村受理员登记", "a withdrawal is recorded by the village clerk")));
+                return Err(NodeError::Forbidden(Msg::new(
+                    "撤回由村受理员登记",
+                    "a withdrawal is recorded by the village clerk",
+                )));
             }
             EventKind::Withdrawn | EventKind::Comment => {}
             other => {
@@ -230,13 +238,28 @@ impl Node {
                 )));
             }
         }
-        let text_key = if kind == EventKind::Comment { "text" } else { "reason" };
-        let text = payload.get(text_key).and_then(|v| v.as_str()).unwrap_or("").trim().to_string();
+        let text_key = if kind == EventKind::Comment {
+            "text"
+        } else {
+            "reason"
+        };
+        let text = payload
+            .get(text_key)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .trim()
+            .to_string();
         if kind == EventKind::Comment && text.is_empty() {
-            return Err(NodeError::BadRequest(Msg::new("备注内容不能为空", "a comment needs text")));
+            return Err(NodeError::BadRequest(Msg::new(
+                "备注内容不能为空",
+                "a comment needs text",
+            )));
         }
         if text.chars().count() > 1000 {
-            return Err(NodeError::BadRequest(Msg::new("内容过长（最多1000字）", "text is too long (1000 characters at most)")));
+            return Err(NodeError::BadRequest(Msg::new(
+                "内容过长（最多1000字）",
+                "text is too long (1000 characters at most)",
+            )));
         }
         let event = Event {
             id: uuid::Uuid::now_v7().to_string(),
@@ -254,7 +277,9 @@ impl Node {
                 let state = case.state();
                 Ok(Filed { case, state })
             }
-            Err(StoreError::NotFound(_)) => Err(NodeError::NotFound(Msg::new("案件不存在", "no such case"))),
+            Err(StoreError::NotFound(_)) => {
+                Err(NodeError::NotFound(Msg::new("案件不存在", "no such case")))
+            }
             Err(StoreError::Refused(reason)) => Err(NodeError::Conflict(Msg::new(
                 format!("当前状态下不能办理此操作：{reason}"),
                 format!("not allowed in the case's current state: {reason}"),
@@ -264,21 +289,37 @@ impl Node {
     }
 
     /// Creates a user on this node.
-    pub async fn add_user(&self, username: &str, display_name: &str, role: Role, password: &str) -> Result<(), NodeError> {
+    pub async fn add_user(
+        &self,
+        username: &str,
+        display_name: &str,
+        role: Role,
+        password: &str,
+    ) -> Result<(), NodeError> {
         add_user(&self.store, username, display_name, role, password).await
     }
 }
 
 /// Creates a user in a store (also used by `yiciban user add` without a running node).
-pub async fn add_user(store: &Store, username: &str, display_name: &str, role: Role, password: &str) -> Result<(), NodeError> {
+pub async fn add_user(
+    store: &Store,
+    username: &str,
+    display_name: &str,
+    role: Role,
+    password: &str,
+) -> Result<(), NodeError> {
     if !users::valid_username(username) {
         return Err(NodeError::BadRequest(Msg::new(
             "用户名应为2到32位字母、数字、点、下划线或连字符",
             "username must be 2-32 ASCII letters, digits, '.', '_' or '-'",
         )));
     }
-    let password_hash = users::hash_password(password)
-        .map_err(|e| NodeError::BadRequest(Msg::new(format!("密码不符合要求：至少{}位", users::MIN_PASSWORD_CHARS), e.to_string())))?;
+    let password_hash = users::hash_password(password).map_err(|e| {
+        NodeError::BadRequest(Msg::new(
+            format!("密码不符合要求：至少{}位", users::MIN_PASSWORD_CHARS),
+            e.to_string(),
+        ))
+    })?;
     let user = User {
         username: username.to_string(),
         display_name: display_name.to_string(),
@@ -287,7 +328,10 @@ pub async fn add_user(store: &Store, username: &str, display_name: &str, role: R
         disabled: false,
     };
     match store.put_user(user, false).await {
-        Err(StoreError::Exists(_)) => Err(NodeError::Conflict(Msg::new("用户已存在", "user already exists"))),
+        Err(StoreError::Exists(_)) => Err(NodeError::Conflict(Msg::new(
+            "用户已存在",
+            "user already exists",
+        ))),
         other => other.map_err(NodeError::from),
     }
 }
@@ -296,7 +340,11 @@ pub fn photo_error(e: &StoreError) -> NodeError {
     match e {
         StoreError::BlobTooLarge { size, max } => NodeError::BadRequest(Msg::new(
             format!("照片过大（{} KB），上限为 {} KB", size / 1024, max / 1024),
-            format!("photo too large ({} KB); the limit is {} KB", size / 1024, max / 1024),
+            format!(
+                "photo too large ({} KB); the limit is {} KB",
+                size / 1024,
+                max / 1024
+            ),
         )),
         StoreError::NotAnImage => NodeError::BadRequest(Msg::new(
             "上传的文件不是图片（支持 JPEG、PNG、WebP、GIF）",
@@ -305,7 +353,6 @@ pub fn photo_error(e: &StoreError) -> NodeError {
         other => NodeError::BadRequest(Msg::new("照片无法保存", other.to_string())),
     }
 }
-
 
 /// A valid Argon2id hash of a random password nobody knows, for constant-time misses.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$7eWXqTJ2kz1VDFyIi3J0iQDy4lH7Ujx3LtKKYv7Jq0o";

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -94,7 +94,8 @@ pub fn hash_password(password: &str) -> Result<String, PasswordError> {
     }
     let mut salt_bytes = [0u8; 16];
     rand::fill(&mut salt_bytes);
-    let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| PasswordError::Hash(e.to_string()))?;
+    let salt =
+        SaltString::encode_b64(&salt_bytes).map_err(|e| PasswordError::Hash(e.to_string()))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
@@ -104,13 +105,19 @@ pub fn hash_password(password: &str) -> Result<String, PasswordError> {
 /// Checks a password against a stored hash; a malformed hash never matches.
 pub fn verify_password(hash: &str, password: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
 pub fn valid_username(name: &str) -> bool {
     (2..=32).contains(&name.len())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
 
 /// Counts failed logins per username and locks the account for a while after too many.
@@ -154,7 +161,10 @@ impl LoginGuard {
     }
 
     pub fn succeeded(&self, username: &str) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).remove(username);
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(username);
     }
 }
 
@@ -169,7 +179,10 @@ mod tests {
         assert!(verify_password(&hash, "yiciban-demo"));
         assert!(!verify_password(&hash, "yiciban-demO"));
         assert!(!verify_password("garbage", "yiciban-demo"));
-        assert!(matches!(hash_password("short"), Err(PasswordError::TooShort)));
+        assert!(matches!(
+            hash_password("short"),
+            Err(PasswordError::TooShort)
+        ));
     }
 
     #[test]
@@ -182,7 +195,11 @@ mod tests {
         assert!(guard.locked("clerk", t0).is_none());
         guard.failed("clerk", t0);
         assert!(guard.locked("clerk", t0).is_some());
-        assert!(guard.locked("clerk", t0 + Duration::from_secs(61)).is_none());
+        assert!(
+            guard
+                .locked("clerk", t0 + Duration::from_secs(61))
+                .is_none()
+        );
         assert!(guard.locked("other", t0).is_none());
     }
 }

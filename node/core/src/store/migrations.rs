@@ -45,7 +45,10 @@ pub fn run(db: &Database) -> Result<(), StoreError> {
     };
     let known = MIGRATIONS.len() as u64;
     if current > known {
-        return Err(StoreError::NewerSchema { found: current, known });
+        return Err(StoreError::NewerSchema {
+            found: current,
+            known,
+        });
     }
     for migration in &MIGRATIONS[current as usize..] {
         migration(&txn)?;

@@ -98,10 +98,16 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) the store, runs migrations and starts the writer thread.
-    pub fn open(path: &Path, group_commit_max: usize, blob_max_bytes: usize) -> Result<Self, StoreError> {
+    pub fn open(
+        path: &Path,
+        group_commit_max: usize,
+        blob_max_bytes: usize,
+    ) -> Result<Self, StoreError> {
         let db = match Database::create(path) {
             Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::InUse(path.to_path_buf())),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::InUse(path.to_path_buf()));
+            }
             Err(e) => return Err(e.into()),
         };
         migrations::run(&db)?;
@@ -166,7 +172,12 @@ impl Store {
 
     /// Appends an event to a case. Refused, with nothing written, if the fold would mark the
     /// event superseded: a local action must be legal where it falls.
-    pub async fn append_event(&self, case_id: &str, event: Event, actor: automerge::ActorId) -> Result<Case, StoreError> {
+    pub async fn append_event(
+        &self,
+        case_id: &str,
+        event: Event,
+        actor: automerge::ActorId,
+    ) -> Result<Case, StoreError> {
         match self
             .write(WriteOp::AppendEvent {
                 case_id: case_id.to_string(),
@@ -325,7 +336,10 @@ impl Store {
         }
         if upper.chars().count() == 4 {
             let tails = txn.open_table(CASE_BY_ID_TAIL)?;
-            for key in prefix_range(&tails, &format!("{upper}{SEP}"))?.into_iter().take(limit * 4) {
+            for key in prefix_range(&tails, &format!("{upper}{SEP}"))?
+                .into_iter()
+                .take(limit * 4)
+            {
                 ids.insert(key.rsplit(SEP).next().unwrap_or_default().to_string());
             }
         }
@@ -336,7 +350,11 @@ impl Store {
                 }
             }
         }
-        out.sort_by(|a, b| b.accepted_at.cmp(&a.accepted_at).then_with(|| a.id.cmp(&b.id)));
+        out.sort_by(|a, b| {
+            b.accepted_at
+                .cmp(&a.accepted_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         out.truncate(limit);
         Ok(out)
     }
@@ -422,7 +440,11 @@ fn is_image(bytes: &[u8]) -> bool {
 impl yiciban_sync::store::ReplicaStore for Store {
     type Error = StoreError;
 
-    fn feed_since(&self, since: u64, limit: usize) -> Result<Vec<yiciban_sync::store::FeedEntry>, StoreError> {
+    fn feed_since(
+        &self,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<yiciban_sync::store::FeedEntry>, StoreError> {
         let txn = self.db.begin_read()?;
         let feed = txn.open_table(FEED)?;
         let mut out = Vec::new();
@@ -455,8 +477,13 @@ impl yiciban_sync::store::ReplicaStore for Store {
             return Err(StoreError::NotFound(doc_id.to_string()));
         };
         let mut doc = AutoCommit::load(&bytes).map_err(DocError::from)?;
-        let have: Vec<automerge::ChangeHash> = have.iter().map(|h| automerge::ChangeHash(*h)).collect();
-        Ok(doc.get_changes(&have).into_iter().map(|c| c.raw_bytes().to_vec()).collect())
+        let have: Vec<automerge::ChangeHash> =
+            have.iter().map(|h| automerge::ChangeHash(*h)).collect();
+        Ok(doc
+            .get_changes(&have)
+            .into_iter()
+            .map(|c| c.raw_bytes().to_vec())
+            .collect())
     }
 }
 

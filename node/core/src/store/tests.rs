@@ -13,7 +13,13 @@ async fn put(store: &Store, id: &str, receipt_seq: u64) -> Case {
     let mut doc = case_doc::build(&case, case_doc::node_actor("v")).unwrap();
     let summary = CaseSummary::of(&case, &case.state());
     store
-        .put_new_case(&case, doc.save(), summary, ("20261122".into(), receipt_seq), vec![])
+        .put_new_case(
+            &case,
+            doc.save(),
+            summary,
+            ("20261122".into(), receipt_seq),
+            vec![],
+        )
         .await
         .unwrap();
     case
@@ -49,7 +55,11 @@ async fn projections_find_by_receipt_name_and_id_tail() {
     put(&store, "c2", 2).await;
     let q = |q: &str| {
         store
-            .list_cases(&CaseQuery { q: Some(q.into()), status: None, limit: 10 })
+            .list_cases(&CaseQuery {
+                q: Some(q.into()),
+                status: None,
+                limit: 10,
+            })
             .unwrap()
             .into_iter()
             .map(|s| s.id)
@@ -59,9 +69,17 @@ async fn projections_find_by_receipt_name_and_id_tail() {
     assert_eq!(q("𪚥王").len(), 2, "prefix of a name with rare characters");
     assert_eq!(q("002x").len(), 2, "last four of the ID, lower-case x");
     assert!(q("张三").is_empty());
-    let all = store.list_cases(&CaseQuery { limit: 10, ..Default::default() }).unwrap();
+    let all = store
+        .list_cases(&CaseQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(all.len(), 2);
-    assert!(all.iter().all(|s| s.id_number_masked == "1101**********002X"));
+    assert!(
+        all.iter()
+            .all(|s| s.id_number_masked == "1101**********002X")
+    );
 }
 
 #[tokio::test]
@@ -92,21 +110,37 @@ async fn illegal_event_is_refused_and_nothing_changes() {
     withdraw.id = "w1".into();
     withdraw.at.counter += 1;
     withdraw.kind = crate::event::EventKind::Withdrawn;
-    let after = store.append_event("c1", withdraw.clone(), case_doc::node_actor("v")).await.unwrap();
+    let after = store
+        .append_event("c1", withdraw.clone(), case_doc::node_actor("v"))
+        .await
+        .unwrap();
     assert_eq!(after.state().status, Status::Withdrawn);
     withdraw.id = "w2".into();
     withdraw.at.counter += 1;
-    let again = store.append_event("c1", withdraw, case_doc::node_actor("v")).await;
+    let again = store
+        .append_event("c1", withdraw, case_doc::node_actor("v"))
+        .await;
     assert!(matches!(again, Err(StoreError::Refused(_))), "{again:?}");
     assert_eq!(store.case("c1").unwrap().unwrap().events.len(), 2);
     let withdrawn = store
-        .list_cases(&CaseQuery { status: Some(Status::Withdrawn), limit: 10, ..Default::default() })
+        .list_cases(&CaseQuery {
+            status: Some(Status::Withdrawn),
+            limit: 10,
+            ..Default::default()
+        })
         .unwrap();
     assert_eq!(withdrawn.len(), 1);
     let under_review = store
-        .list_cases(&CaseQuery { status: Some(Status::UnderReview), limit: 10, ..Default::default() })
+        .list_cases(&CaseQuery {
+            status: Some(Status::UnderReview),
+            limit: 10,
+            ..Default::default()
+        })
         .unwrap();
-    assert!(under_review.is_empty(), "the old status row was removed in the same commit");
+    assert!(
+        under_review.is_empty(),
+        "the old status row was removed in the same commit"
+    );
 }
 
 #[tokio::test]
@@ -118,8 +152,14 @@ async fn oversized_and_non_image_blobs_are_refused() {
     let hash = store.put_blob(png.clone()).await.unwrap();
     assert_eq!(store.blob(&hash).unwrap().unwrap(), png);
     png.extend([0u8; 1024]);
-    assert!(matches!(store.put_blob(png).await, Err(StoreError::BlobTooLarge { .. })));
-    assert!(matches!(store.put_blob(b"hello".to_vec()).await, Err(StoreError::NotAnImage)));
+    assert!(matches!(
+        store.put_blob(png).await,
+        Err(StoreError::BlobTooLarge { .. })
+    ));
+    assert!(matches!(
+        store.put_blob(b"hello".to_vec()).await,
+        Err(StoreError::NotAnImage)
+    ));
 }
 
 #[tokio::test]
@@ -133,7 +173,10 @@ async fn change_feed_keeps_one_entry_per_document() {
     c.id = "comment".into();
     c.at.counter += 1;
     c.kind = crate::event::EventKind::Comment;
-    store.append_event("c1", c, case_doc::node_actor("v")).await.unwrap();
+    store
+        .append_event("c1", c, case_doc::node_actor("v"))
+        .await
+        .unwrap();
     let feed = store.feed_since(0, 10).unwrap();
     let ids: Vec<_> = feed.iter().map(|e| e.doc_id.as_str()).collect();
     assert_eq!(ids, ["c2", "c1"]);

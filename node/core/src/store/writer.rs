@@ -126,7 +126,11 @@ fn begin(db: &Database) -> Result<WriteTransaction, StoreError> {
     Ok(txn)
 }
 
-fn apply(txn: &WriteTransaction, op: &WriteOp, feed_head: &mut u64) -> Result<WriteOutcome, StoreError> {
+fn apply(
+    txn: &WriteTransaction,
+    op: &WriteOp,
+    feed_head: &mut u64,
+) -> Result<WriteOutcome, StoreError> {
     match op {
         WriteOp::PutCase {
             id,
@@ -140,8 +144,15 @@ fn apply(txn: &WriteTransaction, op: &WriteOp, feed_head: &mut u64) -> Result<Wr
             if docs.get(id.as_str())?.is_some() {
                 return Err(StoreError::Exists(format!("case {id}")));
             }
-            if txn.open_table(CASE_BY_RECEIPT)?.get(summary.receipt_no.as_str())?.is_some() {
-                return Err(StoreError::Exists(format!("receipt {}", summary.receipt_no)));
+            if txn
+                .open_table(CASE_BY_RECEIPT)?
+                .get(summary.receipt_no.as_str())?
+                .is_some()
+            {
+                return Err(StoreError::Exists(format!(
+                    "receipt {}",
+                    summary.receipt_no
+                )));
             }
             docs.insert(id.as_str(), doc.as_slice())?;
             let mut seqs = txn.open_table(RECEIPT_SEQ)?;
@@ -156,13 +167,19 @@ fn apply(txn: &WriteTransaction, op: &WriteOp, feed_head: &mut u64) -> Result<Wr
             raise_hlc(txn, *at)?;
             Ok(WriteOutcome::Done)
         }
-        WriteOp::AppendEvent { case_id, event, actor } => {
+        WriteOp::AppendEvent {
+            case_id,
+            event,
+            actor,
+        } => {
             let mut docs = txn.open_table(CASE_DOCS)?;
             let bytes = docs
                 .get(case_id.as_str())?
                 .map(|v| v.value().to_vec())
                 .ok_or_else(|| StoreError::NotFound(format!("case {case_id}")))?;
-            let mut doc = AutoCommit::load(&bytes).map_err(DocError::from)?.with_actor(actor.clone());
+            let mut doc = AutoCommit::load(&bytes)
+                .map_err(DocError::from)?
+                .with_actor(actor.clone());
             let before = case_doc::read(&doc)?;
             let old_summary = CaseSummary::of(&before, &before.state());
             case_doc::append_event(&mut doc, event)?;
@@ -178,7 +195,8 @@ fn apply(txn: &WriteTransaction, op: &WriteOp, feed_head: &mut u64) -> Result<Wr
             Ok(WriteOutcome::Case(Box::new(case)))
         }
         WriteOp::PutBlob { hash, bytes } => {
-            txn.open_table(BLOBS)?.insert(hash.as_str(), bytes.as_slice())?;
+            txn.open_table(BLOBS)?
+                .insert(hash.as_str(), bytes.as_slice())?;
             Ok(WriteOutcome::Done)
         }
         WriteOp::PutUser { user, replace } => {
@@ -194,7 +212,11 @@ fn apply(txn: &WriteTransaction, op: &WriteOp, feed_head: &mut u64) -> Result<Wr
 }
 
 /// Replaces a case's projection rows: the old keys out, the new ones in, same transaction.
-fn put_projections(txn: &WriteTransaction, old: Option<&CaseSummary>, new: &CaseSummary) -> Result<(), StoreError> {
+fn put_projections(
+    txn: &WriteTransaction,
+    old: Option<&CaseSummary>,
+    new: &CaseSummary,
+) -> Result<(), StoreError> {
     let mut by_status = txn.open_table(CASE_BY_STATUS)?;
     let mut by_date = txn.open_table(CASE_BY_DATE)?;
     let mut by_receipt = txn.open_table(CASE_BY_RECEIPT)?;
@@ -215,7 +237,8 @@ fn put_projections(txn: &WriteTransaction, old: Option<&CaseSummary>, new: &Case
     by_name.insert(k.by_name.as_str(), ())?;
     by_tail.insert(k.by_id_tail.as_str(), ())?;
     let json = serde_json::to_vec(new).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    txn.open_table(CASE_SUMMARIES)?.insert(new.id.as_str(), json.as_slice())?;
+    txn.open_table(CASE_SUMMARIES)?
+        .insert(new.id.as_str(), json.as_slice())?;
     Ok(())
 }
 

@@ -1,0 +1,285 @@
+//! The JSON API under `/api/v1`: the same capability as the pages, for scripts and for the
+//! provincial platform. Errors come back as `{error, message}` via [`AppError`].
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use yiciban_core::application::ApplicationInput;
+use yiciban_core::catalog::ItemKind;
+use yiciban_core::event::EventKind;
+use yiciban_core::fold::Status;
+use yiciban_core::message::Msg;
+use yiciban_core::store::CaseQuery;
+
+use crate::AppState;
+use crate::authz::Action;
+use crate::error::AppError;
+use crate::session::{self, Auth};
+use crate::views;
+
+/// Every API error is JSON, also the ones raised before a handler runs.
+type ApiResult = Result<Response, ApiError>;
+
+#[derive(Debug)]
+pub struct ApiError(AppError);
+
+impl<E: Into<AppError>> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        ApiError(e.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.0.into_json()
+    }
+}
+
+fn csrf(headers: &HeaderMap) -> Option<&str> {
+    headers.get("x-csrf-token").and_then(|v| v.to_str().ok())
+}
+
+/// Parses a JSON body with a clear error instead of axum's plain-text rejection.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
+    serde_json::from_slice(body).map_err(|e| {
+        AppError::BadRequest(Msg::new(
+            format!("请求内容不是有效的JSON：{e}"),
+            format!("body is not valid JSON: {e}"),
+        ))
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginBody {
+    username: String,
+    password: String,
+}
+
+pub async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let LoginBody { username, password } = parse_json(&body)?;
+    let node = state.node.clone();
+    let user = tokio::task::spawn_blocking(move || node.login(&username, &password))
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+        .map_err(AppError::Login)?;
+    let old = old_cookie(&headers);
+    let session = state.sessions.start(&user, old.as_deref());
+    Ok((
+        [(header::SET_COOKIE, session::set_cookie(&session))],
+        Json(json!({ "csrf_token": session.csrf, "username": user.username, "role": user.role })),
+    )
+        .into_response())
+}
+
+pub fn old_cookie(headers: &HeaderMap) -> Option<String> {
+    let (mut parts, _) = axum::http::Request::new(()).into_parts();
+    parts.headers = headers.clone();
+    session::cookie_value(&parts)
+}
+
+pub async fn logout(State(state): State<AppState>, auth: Auth, headers: HeaderMap) -> ApiResult {
+    auth.check_csrf(csrf(&headers))?;
+    state.sessions.end(&auth.0.id);
+    Ok((
+        [(header::SET_COOKIE, session::clear_cookie())],
+        Json(json!({"ok": true})),
+    )
+        .into_response())
+}
+
+pub async fn catalog(State(state): State<AppState>, auth: Auth) -> ApiResult {
+    auth.require(Action::ViewCatalog)?;
+    let items: Vec<_> = state
+        .node
+        .catalog
+        .items()
+        .iter()
+        .map(|item| {
+            json!({
+                "code": item.code,
+                "name": item.name,
+                "name_en": item.name_en,
+                "department": item.department,
+                "kind": match item.kind { ItemKind::Immediate => "immediate", ItemKind::Promised => "promised" },
+                "statutory_days": item.statutory_days,
+                "promised_days": item.promised_days,
+                "fields": item.fields.iter().map(|f| json!({
+                    "key": f.key, "label": f.label, "label_en": f.label_en,
+                    "type": f.field_type, "required": f.required, "options": f.options,
+                })).collect::<Vec<_>>(),
+                "materials": item.materials.iter().map(|m| json!({
+                    "key": m.key, "name": m.name, "required": m.required, "form": m.form,
+                    "count": m.count, "waivable": m.waivable,
+                })).collect::<Vec<_>>(),
+                "route": item.route_steps(),
+                "legal_basis": item.legal_basis,
+                "eligibility": item.eligibility,
+                "fee": item.fee,
+                "result_name": item.result_name,
+                "office_hours": item.office_hours,
+                "enquiry_phone": item.enquiry_phone,
+                "complaint_phone": item.complaint_phone,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })).into_response())
+}
+
+pub async fn file(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    auth.check_csrf(csrf(&headers))?;
+    auth.require(Action::FileApplication)?;
+    let input: ApplicationInput = parse_json(&body)?;
+    let filed = state
+        .node
+        .file_application(&input, Vec::new(), &auth.actor())
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": filed.case.id,
+            "receipt_no": filed.case.receipt_no,
+            "state": views::state_json(&filed.state),
+        })),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListParams {
+    q: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(p): Query<ListParams>,
+) -> ApiResult {
+    auth.require(Action::ViewCases)?;
+    let status = match p.status.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+            AppError::BadRequest(Msg::new("状态参数无效", format!("unknown status {s}")))
+        })?),
+        None => None,
+    };
+    let query = CaseQuery {
+        q: p.q,
+        status,
+        limit: p.limit.unwrap_or(50).clamp(1, 500),
+    };
+    let items = state.node.store.list_cases(&query)?;
+    Ok(Json(json!({ "items": items, "count": items.len() })).into_response())
+}
+
+pub async fn detail(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult {
+    auth.require(Action::ViewCases)?;
+    let case = state.node.store.case(&id)?.ok_or(AppError::NotFound)?;
+    let st = case.state();
+    Ok(Json(json!({
+        "id": case.id,
+        "receipt_no": case.receipt_no,
+        "item_code": case.item_code,
+        "item_name": case.item_name,
+        "node": case.node,
+        "route": case.route,
+        "division": case.division,
+        "applicant": case.applicant,
+        "proxy": case.proxy,
+        "form": case.form,
+        "materials": case.materials,
+        "events": case.timeline(),
+        "state": views::state_json(&st),
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventBody {
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+pub async fn add_event(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    auth.check_csrf(csrf(&headers))?;
+    auth.require(Action::RecordEvent)?;
+    let body: EventBody = parse_json(&body)?;
+    let payload =
+        json!({ "text": body.text.unwrap_or_default(), "reason": body.reason.unwrap_or_default() });
+    let filed = state
+        .node
+        .record_event(&id, EventKind::parse(&body.kind), payload, &auth.actor())
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": filed.case.id, "receipt_no": filed.case.receipt_no, "state": views::state_json(&filed.state) })),
+    )
+        .into_response())
+}
+
+pub async fn upload_blob(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    auth.check_csrf(csrf(&headers))?;
+    auth.require(Action::UploadPhoto)?;
+    let size = body.len();
+    let hash = state.node.store.put_blob(body.to_vec()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "hash": hash, "size": size })),
+    )
+        .into_response())
+}
+
+pub async fn health(State(state): State<AppState>) -> ApiResult {
+    let node = &state.node;
+    let counts: serde_json::Map<String, serde_json::Value> = node
+        .store
+        .status_counts()?
+        .into_iter()
+        .map(|(s, n)| (s.as_str().to_string(), json!(n)))
+        .collect();
+    Ok(Json(json!({
+        "status": "ok",
+        "node": node.config.node.id,
+        "role": node.tier(),
+        "division": node.config.node.division,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": node.uptime().as_secs(),
+        "cases": node.store.case_count()?,
+        "cases_by_status": counts,
+        "store_bytes": yiciban_core::store::Store::file_size(&node.config.store_path()),
+        "peers": [],
+        "link": views::link_state(node).text,
+    }))
+    .into_response())
+}
+
+pub async fn not_found() -> ApiResult {
+    Err(AppError::NotFound.into())
+}

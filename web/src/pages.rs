@@ -1,0 +1,790 @@
+//! The clerk's pages: server-rendered HTML (askama, auto-escaped), zh-CN.
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use yiciban_core::application::{self, MaterialStatus};
+use yiciban_core::catalog::{FieldType, ItemKind, ServiceItem};
+use yiciban_core::event::EventKind;
+use yiciban_core::fold::Status;
+use yiciban_core::idcard;
+use yiciban_core::message::Msg;
+use yiciban_core::node::NodeError;
+use yiciban_core::store::CaseQuery;
+
+use crate::AppState;
+use crate::authz::Action;
+use crate::error::AppError;
+use crate::forms::Submitted;
+use crate::session::{self, Auth};
+use crate::views::{self, LinkState};
+
+/// A page failed: render it as a page, not as JSON.
+#[derive(Debug)]
+pub struct PageError(AppError);
+
+impl<E: Into<AppError>> From<E> for PageError {
+    fn from(e: E) -> Self {
+        PageError(e.into())
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        if matches!(self.0, AppError::LoginRequired) {
+            return Redirect::to("/login").into_response();
+        }
+        let (status, _) = self.0.status_and_code();
+        let page = ErrorTpl {
+            chrome: Chrome::anonymous("出错了"),
+            status: status.as_u16(),
+            message: self.0.message().zh,
+        };
+        match page.render() {
+            Ok(html) => (status, Html(html)).into_response(),
+            Err(_) => (status, self.0.message().both()).into_response(),
+        }
+    }
+}
+
+type PageResult = Result<Response, PageError>;
+
+/// What every page shows around its content: who is logged in, the node, the link state.
+#[derive(Debug, Clone)]
+pub struct Chrome {
+    pub title: String,
+    pub user: Option<String>,
+    pub role: String,
+    pub csrf: String,
+    pub node_name: String,
+    pub link: LinkState,
+}
+
+impl Chrome {
+    fn new(state: &AppState, auth: Option<&Auth>, title: impl Into<String>) -> Self {
+        Self {
+            title: title.into(),
+            user: auth.map(|a| a.0.display_name.clone()),
+            role: auth.map(|a| a.0.role.zh().to_string()).unwrap_or_default(),
+            csrf: auth.map(|a| a.0.csrf.clone()).unwrap_or_default(),
+            node_name: state.node.config.node.name.clone(),
+            link: views::link_state(&state.node),
+        }
+    }
+
+    fn anonymous(title: &str) -> Self {
+        Self {
+            title: title.into(),
+            user: None,
+            role: String::new(),
+            csrf: String::new(),
+            node_name: String::new(),
+            link: LinkState {
+                online: false,
+                text: String::new(),
+            },
+        }
+    }
+}
+
+fn page(t: &impl Template) -> PageResult {
+    Ok(Html(t.render()?).into_response())
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorTpl {
+    chrome: Chrome,
+    status: u16,
+    message: String,
+}
+
+pub async fn not_found() -> PageError {
+    PageError(AppError::NotFound)
+}
+
+pub async fn home() -> Redirect {
+    Redirect::to("/cases")
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginTpl {
+    chrome: Chrome,
+    username: String,
+    error: Option<String>,
+}
+
+pub async fn login_page(State(state): State<AppState>) -> PageResult {
+    page(&LoginTpl {
+        chrome: Chrome::new(&state, None, "登录"),
+        username: String::new(),
+        error: None,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    username: String,
+    password: String,
+}
+
+pub async fn login_submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> PageResult {
+    let node = state.node.clone();
+    let username = f.username.trim().to_string();
+    let name = username.clone();
+    let result = tokio::task::spawn_blocking(move || node.login(&name, &f.password))
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    match result {
+        Ok(user) => {
+            let old = crate::api::old_cookie(&headers);
+            let session = state.sessions.start(&user, old.as_deref());
+            Ok((
+                [(header::SET_COOKIE, session::set_cookie(&session))],
+                Redirect::to("/cases"),
+            )
+                .into_response())
+        }
+        Err(e) => {
+            let err = AppError::Login(e);
+            let (status, _) = err.status_and_code();
+            let tpl = LoginTpl {
+                chrome: Chrome::new(&state, None, "登录"),
+                username,
+                error: Some(err.message().zh),
+            };
+            Ok((status, Html(tpl.render()?)).into_response())
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    csrf: Option<String>,
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    auth: Auth,
+    Form(f): Form<CsrfForm>,
+) -> PageResult {
+    auth.check_csrf(f.csrf.as_deref())?;
+    state.sessions.end(&auth.0.id);
+    Ok((
+        [(header::SET_COOKIE, session::clear_cookie())],
+        Redirect::to("/login"),
+    )
+        .into_response())
+}
+
+#[derive(Template)]
+#[template(path = "catalog.html")]
+struct CatalogTpl<'a> {
+    chrome: Chrome,
+    items: &'a [ServiceItem],
+    can_apply: bool,
+}
+
+pub async fn catalog(State(state): State<AppState>, auth: Auth) -> PageResult {
+    auth.require(Action::ViewCatalog)?;
+    page(&CatalogTpl {
+        chrome: Chrome::new(&state, Some(&auth), "事项目录"),
+        items: state.node.catalog.items(),
+        can_apply: crate::authz::allowed(auth.0.role, Action::FileApplication),
+    })
+}
+
+#[derive(Template)]
+#[template(path = "guide.html")]
+struct GuideTpl<'a> {
+    chrome: Chrome,
+    item: &'a ServiceItem,
+    can_apply: bool,
+}
+
+pub async fn guide(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(code): Path<String>,
+) -> PageResult {
+    auth.require(Action::ViewCatalog)?;
+    let item = state.node.catalog.get(&code).ok_or(AppError::NotFound)?;
+    page(&GuideTpl {
+        chrome: Chrome::new(&state, Some(&auth), format!("办事指南：{}", item.name)),
+        item,
+        can_apply: crate::authz::allowed(auth.0.role, Action::FileApplication),
+    })
+}
+
+/// One input of the generated form.
+#[derive(Debug, Clone)]
+struct InputView {
+    name: String,
+    label: String,
+    /// `text`, `tel`, `number`, `date`, `textarea` or `select`.
+    kind: &'static str,
+    required: bool,
+    value: String,
+    options: Vec<String>,
+    error: String,
+    hint: String,
+}
+
+#[derive(Debug, Clone)]
+struct MaterialView {
+    key: String,
+    name: String,
+    form_zh: &'static str,
+    count: u32,
+    required: bool,
+    waivable: bool,
+    note: String,
+    status: String,
+    error: String,
+}
+
+#[derive(Template)]
+#[template(path = "apply.html")]
+struct ApplyTpl {
+    chrome: Chrome,
+    item_code: String,
+    item_name: String,
+    applicant: Vec<InputView>,
+    proxy_enabled: bool,
+    proxy: Vec<InputView>,
+    fields: Vec<InputView>,
+    materials: Vec<MaterialView>,
+    error_count: usize,
+    photos_dropped: bool,
+}
+
+fn person_inputs(
+    prefix: &str,
+    s: &Submitted,
+    errors: &BTreeMap<String, Msg>,
+    required: bool,
+) -> Vec<InputView> {
+    let mut rows = vec![
+        ("name", "姓名", "text", "生僻字可直接输入或粘贴"),
+        ("id_number", "身份证号码", "text", "18位，末位X可小写"),
+        ("phone", "手机号码", "tel", "11位手机号"),
+    ];
+    if prefix == "proxy" {
+        rows.push((
+            "relation",
+            "与申请人关系",
+            "text",
+            "如：子女、配偶、村代办员",
+        ));
+    }
+    rows.into_iter()
+        .map(|(key, label, kind, hint)| {
+            let name = format!("{prefix}.{key}");
+            InputView {
+                error: errors.get(&name).map(|m| m.zh.clone()).unwrap_or_default(),
+                value: s.get(&name),
+                name,
+                label: label.into(),
+                kind,
+                required,
+                options: Vec::new(),
+                hint: hint.into(),
+            }
+        })
+        .collect()
+}
+
+fn apply_view(
+    state: &AppState,
+    auth: &Auth,
+    item: &ServiceItem,
+    s: &Submitted,
+    errors: &BTreeMap<String, Msg>,
+) -> ApplyTpl {
+    let fields = item
+        .fields
+        .iter()
+        .map(|f| {
+            let name = format!("form.{}", f.key);
+            InputView {
+                error: errors.get(&name).map(|m| m.zh.clone()).unwrap_or_default(),
+                value: s.get(&name),
+                name,
+                label: f.label.clone(),
+                kind: match f.field_type {
+                    FieldType::Text | FieldType::IdNumber => "text",
+                    FieldType::Textarea => "textarea",
+                    FieldType::Number => "number",
+                    FieldType::Date => "date",
+                    FieldType::Select => "select",
+                    FieldType::Phone => "tel",
+                },
+                required: f.required,
+                options: f.options.clone(),
+                hint: match f.field_type {
+                    FieldType::IdNumber => "18位身份证号码".into(),
+                    _ => f
+                        .max_len
+                        .map(|n| format!("不超过{n}字"))
+                        .unwrap_or_default(),
+                },
+            }
+        })
+        .collect();
+    let materials = item
+        .materials
+        .iter()
+        .map(|m| MaterialView {
+            key: m.key.clone(),
+            name: m.name.clone(),
+            form_zh: m.form.zh(),
+            count: m.count,
+            required: m.required,
+            waivable: m.waivable,
+            note: m.note.clone().unwrap_or_default(),
+            status: s.get(&format!("material.{}", m.key)),
+            error: errors
+                .get(&format!("materials.{}", m.key))
+                .map(|e| e.zh.clone())
+                .unwrap_or_default(),
+        })
+        .collect();
+    ApplyTpl {
+        chrome: Chrome::new(state, Some(auth), format!("受理：{}", item.name)),
+        item_code: item.code.clone(),
+        item_name: item.name.clone(),
+        applicant: person_inputs("applicant", s, errors, true),
+        proxy_enabled: s.get("proxy.enabled") == "on",
+        proxy: person_inputs("proxy", s, errors, false),
+        fields,
+        materials,
+        error_count: errors.len(),
+        photos_dropped: !errors.is_empty() && !s.photos.is_empty(),
+    }
+}
+
+pub async fn apply_form(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(code): Path<String>,
+) -> PageResult {
+    auth.require(Action::FileApplication)?;
+    let item = state.node.catalog.get(&code).ok_or(AppError::NotFound)?;
+    page(&apply_view(
+        &state,
+        &auth,
+        item,
+        &Submitted::default(),
+        &BTreeMap::new(),
+    ))
+}
+
+pub async fn apply_submit(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(code): Path<String>,
+    multipart: Multipart,
+) -> PageResult {
+    auth.require(Action::FileApplication)?;
+    let item = state.node.catalog.get(&code).ok_or(AppError::NotFound)?;
+    let submitted = Submitted::read(multipart, state.node.store.blob_max_bytes()).await?;
+    auth.check_csrf(submitted.values.get("csrf").map(String::as_str))?;
+
+    // Photos are checked first; a bad one is reported on its material like any other problem.
+    let mut photo_errors = BTreeMap::new();
+    let mut hashes = BTreeMap::new();
+    let mut photos = Vec::new();
+    for (key, bytes) in &submitted.photos {
+        match state.node.store.check_blob(bytes) {
+            Ok(hash) => {
+                hashes.insert(key.clone(), hash);
+                photos.push(bytes.clone());
+            }
+            Err(e) => {
+                let msg = match yiciban_core::node::photo_error(&e) {
+                    NodeError::BadRequest(m) => m,
+                    _ => Msg::new("照片无法保存", e.to_string()),
+                };
+                photo_errors.insert(format!("materials.{key}"), msg);
+            }
+        }
+    }
+    let mut submitted = submitted;
+    for key in hashes.keys() {
+        // A photo attached without a status means the material was photographed.
+        let status = submitted
+            .values
+            .entry(format!("material.{key}"))
+            .or_default();
+        if status.is_empty() {
+            *status = MaterialStatus::Photo.as_str().into();
+        }
+    }
+    let input = submitted.to_input(&code, &hashes);
+    let result = if photo_errors.is_empty() {
+        state
+            .node
+            .file_application(&input, photos, &auth.actor())
+            .await
+    } else {
+        // Do not file; collect the other problems too, so the clerk sees them all at once.
+        let exists = |h: &str| hashes.values().any(|x| x == h) || state.node.store.blob_exists(h);
+        let today = state.node.today();
+        let mut errors = application::validate(&state.node.catalog, &input, today, &exists)
+            .err()
+            .unwrap_or_default();
+        errors.extend(photo_errors);
+        Err(NodeError::Invalid(errors))
+    };
+    match result {
+        Ok(filed) => Ok(Redirect::to(&format!("/cases/{}/receipt", filed.case.id)).into_response()),
+        Err(NodeError::Invalid(errors)) => {
+            let tpl = apply_view(&state, &auth, item, &submitted, &errors);
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, Html(tpl.render()?)).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct CaseRow {
+    id: String,
+    receipt_no: String,
+    item_name: String,
+    applicant_name: String,
+    id_number_masked: String,
+    status: &'static str,
+    status_zh: &'static str,
+    step: String,
+    accepted: String,
+}
+
+#[derive(Template)]
+#[template(path = "cases.html")]
+struct CasesTpl {
+    chrome: Chrome,
+    q: String,
+    status: String,
+    statuses: Vec<(&'static str, &'static str)>,
+    rows: Vec<CaseRow>,
+    total: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CasesParams {
+    q: Option<String>,
+    status: Option<String>,
+}
+
+pub async fn cases(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(p): Query<CasesParams>,
+) -> PageResult {
+    auth.require(Action::ViewCases)?;
+    let status = p.status.as_deref().and_then(Status::parse);
+    let query = CaseQuery {
+        q: p.q.clone(),
+        status,
+        limit: 100,
+    };
+    let rows = state
+        .node
+        .store
+        .list_cases(&query)?
+        .into_iter()
+        .map(|s| CaseRow {
+            accepted: views::local_time(&state.node, s.accepted_at),
+            id: s.id,
+            receipt_no: s.receipt_no,
+            item_name: s.item_name,
+            applicant_name: s.applicant_name,
+            id_number_masked: s.id_number_masked,
+            status: s.status.as_str(),
+            status_zh: s.status.zh(),
+            step: s.step.unwrap_or_default(),
+        })
+        .collect();
+    page(&CasesTpl {
+        chrome: Chrome::new(&state, Some(&auth), "办件列表"),
+        q: p.q.unwrap_or_default(),
+        status: status.map(|s| s.as_str().to_string()).unwrap_or_default(),
+        statuses: Status::ALL
+            .iter()
+            .filter(|s| **s != Status::New)
+            .map(|s| (s.as_str(), s.zh()))
+            .collect(),
+        rows,
+        total: state.node.store.case_count()?,
+    })
+}
+
+#[derive(Debug, Clone)]
+struct TimelineRow {
+    at: String,
+    kind_zh: String,
+    kind: String,
+    who: String,
+    text: String,
+    superseded: String,
+}
+
+#[derive(Template)]
+#[template(path = "case.html")]
+struct CaseTpl {
+    chrome: Chrome,
+    id: String,
+    receipt_no: String,
+    item_name: String,
+    applicant_name: String,
+    id_number_masked: String,
+    phone: String,
+    proxy: Option<(String, String)>,
+    form: Vec<(String, String)>,
+    materials: Vec<(String, &'static str, Option<String>)>,
+    status: &'static str,
+    status_zh: &'static str,
+    step: String,
+    conflict: String,
+    timeline: Vec<TimelineRow>,
+    can_withdraw: bool,
+    can_comment: bool,
+    flash: String,
+}
+
+async fn render_case(
+    state: &AppState,
+    auth: &Auth,
+    id: &str,
+    flash: String,
+) -> Result<CaseTpl, PageError> {
+    let case = state.node.store.case(id)?.ok_or(AppError::NotFound)?;
+    let st = case.state();
+    let item = state.node.catalog.get(&case.item_code);
+    let label = |key: &str| {
+        item.and_then(|i| i.field(key))
+            .map_or(key.to_string(), |f| f.label.clone())
+    };
+    let material_name = |key: &str| {
+        item.and_then(|i| i.material(key))
+            .map_or(key.to_string(), |m| m.name.clone())
+    };
+    let superseded: BTreeMap<&str, &str> = st
+        .superseded
+        .iter()
+        .map(|s| (s.event_id.as_str(), s.reason.as_str()))
+        .collect();
+    let timeline = case
+        .timeline()
+        .into_iter()
+        .map(|e| TimelineRow {
+            at: views::local_time(&state.node, e.at),
+            kind_zh: e.kind.zh().to_string(),
+            kind: e.kind.as_str().to_string(),
+            who: format!("{}（{}）", e.user, e.node),
+            text: [e.payload_str("text"), e.payload_str("reason")].concat(),
+            superseded: superseded
+                .get(e.id.as_str())
+                .map(|r| r.to_string())
+                .unwrap_or_default(),
+        })
+        .collect();
+    let open = matches!(
+        st.status,
+        Status::UnderReview | Status::SupplementRequested | Status::ReadyToIssue
+    );
+    Ok(CaseTpl {
+        chrome: Chrome::new(state, Some(auth), format!("办件 {}", case.receipt_no)),
+        id: case.id.clone(),
+        receipt_no: case.receipt_no.clone(),
+        item_name: case.item_name.clone(),
+        applicant_name: case.applicant.name.clone(),
+        id_number_masked: idcard::mask(&case.applicant.id_number),
+        phone: case.applicant.phone.clone(),
+        proxy: case
+            .proxy
+            .as_ref()
+            .map(|p| (p.name.clone(), p.relation.clone().unwrap_or_default())),
+        form: case
+            .form
+            .iter()
+            .map(|(k, v)| (label(k), v.clone()))
+            .collect(),
+        materials: case
+            .materials
+            .iter()
+            .map(|m| (material_name(&m.key), m.status.zh(), m.blob.clone()))
+            .collect(),
+        status: st.status.as_str(),
+        status_zh: st.status.zh(),
+        step: st.step.clone().unwrap_or_default(),
+        conflict: st.conflict.clone().unwrap_or_default(),
+        timeline,
+        can_withdraw: open
+            && !st.decided
+            && crate::authz::allowed(auth.0.role, Action::FileApplication),
+        can_comment: crate::authz::allowed(auth.0.role, Action::RecordEvent),
+        flash,
+    })
+}
+
+pub async fn case_detail(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> PageResult {
+    auth.require(Action::ViewCases)?;
+    page(&render_case(&state, &auth, &id, String::new()).await?)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventForm {
+    csrf: Option<String>,
+    kind: String,
+    #[serde(default)]
+    text: String,
+}
+
+pub async fn case_event(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Form(f): Form<EventForm>,
+) -> PageResult {
+    auth.check_csrf(f.csrf.as_deref())?;
+    auth.require(Action::RecordEvent)?;
+    let kind = EventKind::parse(&f.kind);
+    let key = if kind == EventKind::Comment {
+        "text"
+    } else {
+        "reason"
+    };
+    let payload = serde_json::json!({ key: f.text });
+    match state
+        .node
+        .record_event(&id, kind, payload, &auth.actor())
+        .await
+    {
+        Ok(_) => Ok(Redirect::to(&format!("/cases/{id}")).into_response()),
+        Err(NodeError::Conflict(m) | NodeError::BadRequest(m)) => {
+            let tpl = render_case(&state, &auth, &id, m.zh).await?;
+            Ok((StatusCode::CONFLICT, Html(tpl.render()?)).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "receipt.html")]
+struct ReceiptTpl {
+    chrome: Chrome,
+    id: String,
+    receipt_no: String,
+    qr_svg: String,
+    item_name: String,
+    applicant_name: String,
+    id_number_masked: String,
+    proxy: String,
+    accepted: String,
+    kind_text: String,
+    result_name: String,
+    materials: Vec<(String, &'static str)>,
+    office_hours: String,
+    enquiry_phone: String,
+    complaint_phone: String,
+    clerk: String,
+}
+
+pub async fn receipt(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> PageResult {
+    auth.require(Action::ViewCases)?;
+    let case = state.node.store.case(&id)?.ok_or(AppError::NotFound)?;
+    let item = state.node.catalog.get(&case.item_code);
+    let accepted = case
+        .timeline()
+        .into_iter()
+        .find(|e| e.kind == EventKind::Accepted);
+    page(&ReceiptTpl {
+        chrome: Chrome::new(&state, Some(&auth), format!("受理回执 {}", case.receipt_no)),
+        qr_svg: crate::qr::svg(&case.receipt_no),
+        id: case.id.clone(),
+        receipt_no: case.receipt_no.clone(),
+        item_name: case.item_name.clone(),
+        applicant_name: case.applicant.name.clone(),
+        id_number_masked: idcard::mask(&case.applicant.id_number),
+        proxy: case
+            .proxy
+            .as_ref()
+            .map(|p| p.name.clone())
+            .unwrap_or_default(),
+        accepted: accepted
+            .map(|e| views::local_time(&state.node, e.at))
+            .unwrap_or_default(),
+        kind_text: match item {
+            Some(i) if i.kind == ItemKind::Immediate => "即办件：当场办结".into(),
+            Some(i) => format!(
+                "承诺件：自受理次日起{}个工作日内办结（法定时限{}个工作日）",
+                i.promised_days, i.statutory_days
+            ),
+            None => String::new(),
+        },
+        result_name: item.map(|i| i.result_name.clone()).unwrap_or_default(),
+        materials: case
+            .materials
+            .iter()
+            .map(|m| {
+                (
+                    item.and_then(|i| i.material(&m.key))
+                        .map_or(m.key.clone(), |d| d.name.clone()),
+                    m.status.zh(),
+                )
+            })
+            .collect(),
+        office_hours: item.map(|i| i.office_hours.clone()).unwrap_or_default(),
+        enquiry_phone: item.map(|i| i.enquiry_phone.clone()).unwrap_or_default(),
+        complaint_phone: item.map(|i| i.complaint_phone.clone()).unwrap_or_default(),
+        clerk: accepted.map(|e| e.user.clone()).unwrap_or_default(),
+    })
+}
+
+pub async fn blob(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(hash): Path<String>,
+) -> PageResult {
+    auth.require(Action::ViewCases)?;
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AppError::NotFound.into());
+    }
+    let bytes = state.node.store.blob(&hash)?.ok_or(AppError::NotFound)?;
+    let mime = if bytes.starts_with(b"\x89PNG") {
+        "image/png"
+    } else if bytes.starts_with(b"GIF") {
+        "image/gif"
+    } else if bytes.starts_with(b"RIFF") {
+        "image/webp"
+    } else {
+        "image/jpeg"
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, mime),
+            (header::CACHE_CONTROL, "private, max-age=86400"),
+        ],
+        bytes,
+    )
+        .into_response())
+}
