@@ -1,1 +1,182 @@
-//! placeholder
+//! # yiciban-tests
+//!
+//! Cross-process test support: start real `yiciban` binaries on loopback, kill them with
+//! SIGKILL, talk to them over HTTP; and [`workload`], the seeded case generator the tests and
+//! the benchmarks share.
+//!
+//! The binary is taken from `YICIBAN_BIN`, or `target/debug/yiciban` of this workspace
+//! (`scripts/test.sh` builds it first). A missing binary is a test failure, never a skip.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod workload;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+/// The demo password the demo command gives its users.
+pub const DEMO_PASSWORD: &str = "yiciban-demo";
+
+/// Path of the `yiciban` binary under test.
+pub fn binary() -> Result<PathBuf> {
+    if let Ok(path) = std::env::var("YICIBAN_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let path = root.join("target/debug/yiciban");
+    if !path.exists() {
+        bail!(
+            "{} is missing: build it with `cargo build -p yiciban` (scripts/test.sh does) or set YICIBAN_BIN",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A base port P such that P..P+3 are free on loopback now.
+pub fn free_base_port() -> Result<u16> {
+    for _ in 0..200 {
+        let probe = TcpListener::bind("127.0.0.1:0")?;
+        let base = probe.local_addr()?.port();
+        drop(probe);
+        if base > 60_000 {
+            continue;
+        }
+        if (0..3).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return Ok(base);
+        }
+    }
+    bail!("no free run of ports on loopback")
+}
+
+/// A running node process, killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct NodeProcess {
+    child: Child,
+    pub base_url: String,
+}
+
+impl NodeProcess {
+    /// `yiciban demo --dir DIR --base-port P`: the village on P+2.
+    pub fn demo(dir: &Path, base_port: u16) -> Result<Self> {
+        let mut cmd = Command::new(binary()?);
+        cmd.args(["demo", "--dir"])
+            .arg(dir)
+            .args(["--base-port", &base_port.to_string()]);
+        Self::start(cmd, dir, base_port + 2)
+    }
+
+    /// `yiciban serve --config FILE`, listening on `port`.
+    pub fn serve(config: &Path, port: u16) -> Result<Self> {
+        let mut cmd = Command::new(binary()?);
+        cmd.args(["serve", "--config"]).arg(config);
+        Self::start(cmd, config.parent().unwrap_or(Path::new(".")), port)
+    }
+
+    fn start(mut cmd: Command, log_dir: &Path, port: u16) -> Result<Self> {
+        std::fs::create_dir_all(log_dir)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_dir.join("node.log"))?;
+        cmd.stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .stdin(Stdio::null());
+        let child = cmd.spawn().context("starting yiciban")?;
+        let mut node = Self {
+            child,
+            base_url: format!("http://127.0.0.1:{port}"),
+        };
+        node.wait_ready(Duration::from_secs(60))?;
+        Ok(node)
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("yiciban exited early with {status}");
+            }
+            if std::net::TcpStream::connect(self.base_url.trim_start_matches("http://")).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!(
+            "yiciban did not listen on {} within {limit:?}",
+            self.base_url
+        )
+    }
+
+    /// SIGKILL: no shutdown, no flush. Waits until the process is gone.
+    pub fn kill9(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An API client with its own session.
+#[derive(Debug, Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    csrf: String,
+}
+
+impl Api {
+    pub async fn login(base: &str, username: &str, password: &str) -> Result<Self> {
+        let http = reqwest::Client::builder().cookie_store(true).build()?;
+        let resp = http
+            .post(format!("{base}/api/v1/login"))
+            .json(&json!({ "username": username, "password": password }))
+            .send()
+            .await?;
+        let status = resp.status();
+        let body: Value = resp.json().await?;
+        if !status.is_success() {
+            bail!("login as {username} failed: {status} {body}");
+        }
+        Ok(Self {
+            http,
+            base: base.to_string(),
+            csrf: body["csrf_token"].as_str().unwrap_or_default().to_string(),
+        })
+    }
+
+    /// POST JSON with the CSRF header; returns the status and the JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("x-csrf-token", &self.csrf)
+            .json(body)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
+        let resp = self.http.get(format!("{}{path}", self.base)).send().await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Number of cases the node reports in its health.
+    pub async fn case_count(&self) -> Result<u64> {
+        let (_, health) = self.get("/api/v1/health").await?;
+        health["cases"].as_u64().context("health has no case count")
+    }
+}

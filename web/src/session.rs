@@ -119,7 +119,12 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let api = parts.uri.path().starts_with("/api/");
+        // Nested routers see their path without the prefix; the original URI keeps it.
+        let api = parts
+            .extensions
+            .get::<axum::extract::OriginalUri>()
+            .map_or(parts.uri.path(), |u| u.0.path())
+            .starts_with("/api/");
         cookie_value(parts)
             .and_then(|id| state.sessions.get(&id))
             .map(Auth)
