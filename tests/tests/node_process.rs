@@ -154,3 +154,64 @@ async fn writes_need_csrf_and_roles_are_enforced() {
             .is_err()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_add_on_a_stopped_node_then_that_user_logs_in() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_base_port().unwrap();
+    let mut node = NodeProcess::demo(dir.path(), base).unwrap();
+    node.kill9().unwrap();
+    drop(node);
+    let config = dir.path().join("village.toml");
+    let add = |username: &str, role: &str, password: &str| {
+        let mut child = Command::new(yiciban_tests::binary().unwrap())
+            .args(["user", "add", "--config"])
+            .arg(&config)
+            .args(["--username", username, "--role", role])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert!(add("zhang.san", "clerk", "new-password-1").status.success());
+    let dup = add("zhang.san", "clerk", "new-password-1");
+    assert!(!dup.status.success(), "an existing user is not overwritten");
+    assert!(
+        !add("li.si", "mayor", "new-password-1").status.success(),
+        "unknown role"
+    );
+    let node = NodeProcess::serve(&config, base + 2).unwrap();
+    Api::login(&node.base_url, "zhang.san", "new-password-1")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failed_logins_lock_the_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::demo(dir.path(), free_base_port().unwrap()).unwrap();
+    for _ in 0..5 {
+        assert!(
+            Api::login(&node.base_url, "clerk", "wrong-password")
+                .await
+                .is_err()
+        );
+    }
+    let err = Api::login(&node.base_url, "clerk", DEMO_PASSWORD)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("429"),
+        "locked even with the right password: {err}"
+    );
+}

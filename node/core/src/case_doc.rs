@@ -378,4 +378,26 @@ mod tests {
             Err(DocError::Missing(_))
         ));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        // Fuzz property: a saved document with bytes changed, cut or extended is an error
+        // or a readable case, never a panic.
+        #[test]
+        fn damaged_documents_never_panic(
+            flips in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 0..8),
+            cut in 0usize..4096,
+        ) {
+            let mut doc = build(&sample_case(), node_actor("v")).unwrap();
+            let mut bytes = doc.save();
+            for (at, value) in flips {
+                let n = bytes.len();
+                bytes[at % n] = value;
+            }
+            bytes.truncate(cut.max(1));
+            if let Ok(loaded) = AutoCommit::load(&bytes) {
+                let _ = read(&loaded);
+            }
+        }
+    }
 }

@@ -424,4 +424,21 @@ mod tests {
         assert!(e.place.ends_with(".route"), "{e}");
         assert!(e.reason.contains("unknown step"), "{e}");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+        // Fuzz property: any damage to the file is a located error or a valid catalogue.
+        #[test]
+        fn damaged_catalogue_never_panics(at in 0usize..20_000, len in 0usize..40, junk in "[\\PC\n\"=\\[\\]]{0,8}") {
+            let mut text = DEMO.to_string();
+            let mut start = at % text.len();
+            while !text.is_char_boundary(start) { start -= 1; }
+            let mut end = (start + len).min(text.len());
+            while !text.is_char_boundary(end) { end -= 1; }
+            text.replace_range(start..end, &junk);
+            if let Err(e) = Catalog::parse(&text, Path::new("cat.toml")) {
+                proptest::prop_assert!(!e.place.is_empty() && !e.reason.is_empty());
+            }
+        }
+    }
 }
