@@ -6,6 +6,7 @@
 //! yiciban check --config FILE                check a config and its catalogue
 //! yiciban user add --config FILE --username U --role R [--name N]   (password on stdin)
 //! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod demo;
 

@@ -344,10 +344,10 @@ impl Store {
             }
         }
         for id in ids {
-            if let Some(s) = load_summary(&summaries, &id)? {
-                if query.status.is_none_or(|st| st == s.status) {
-                    out.push(s);
-                }
+            if let Some(s) = load_summary(&summaries, &id)?
+                && query.status.is_none_or(|st| st == s.status)
+            {
+                out.push(s);
             }
         }
         out.sort_by(|a, b| {
