@@ -106,6 +106,13 @@ async fn ingest(group_commit: bool, clients: usize, cases: usize, seed: u64) -> 
     }
     let elapsed = started.elapsed();
     latencies.sort();
+    drop(node);
+    // Keep the node's log beside the results, for diagnosis (set YICIBAN_LOG=debug for more).
+    let label = if group_commit { "group" } else { "single" };
+    let _ = std::fs::copy(
+        dir.path().join("node.log"),
+        format!("target/bench/ingest-{label}-{clients}-{seed}.log"),
+    );
     Ok(IngestRun {
         rate: latencies.len() as f64 / elapsed.as_secs_f64(),
         p50_ms: percentile(&latencies, 0.50),
