@@ -146,6 +146,86 @@ async fn invalid_form_keeps_what_was_typed_and_stores_nothing() {
     assert_eq!(state.node.store.case_count().unwrap(), 0);
 }
 
+fn multipart(boundary: &str, fields: &[(&str, &str)], photo: Option<(&str, &[u8])>) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .bytes(),
+        );
+    }
+    if let Some((name, bytes)) = photo {
+        body.extend(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"p.png\"\r\nContent-Type: image/png\r\n\r\n").bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend(b"\r\n");
+    }
+    body.extend(format!("--{boundary}--\r\n").bytes());
+    body
+}
+
+#[tokio::test]
+async fn form_with_a_photo_files_the_case_and_stores_the_photo_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(&dir).await;
+    let (cookie, csrf) = login(&state).await;
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.resize(200, 7);
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("applicant.name", "王𠈌"),
+        ("applicant.id_number", "11010519491231002x"),
+        ("applicant.phone", "13800138000"),
+        ("form.birth_date", "1949-12-31"),
+        ("form.address", "示范村3组"),
+        ("form.bank_account", "6217000000001234"),
+        ("material.hukou_booklet", "original"),
+        ("material.social_security_card", "copy"),
+    ];
+    let resp = router(state.clone())
+        .oneshot(
+            Request::post("/apply/MZ003")
+                .header(header::COOKIE, &cookie)
+                .header(header::CONTENT_TYPE, "multipart/form-data; boundary=B0")
+                .body(Body::from(multipart(
+                    "B0",
+                    &fields,
+                    Some(("photo.id_card", &png)),
+                )))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        body_text(resp).await
+    );
+    let summaries = state.node.store.list_cases(&Default::default()).unwrap();
+    assert_eq!(summaries.len(), 1);
+    let case = state.node.store.case(&summaries[0].id).unwrap().unwrap();
+    let photo = case.materials.iter().find(|m| m.key == "id_card").unwrap();
+    assert_eq!(
+        photo.status,
+        yiciban_core::application::MaterialStatus::Photo
+    );
+    assert_eq!(
+        state
+            .node
+            .store
+            .blob(photo.blob.as_deref().unwrap())
+            .unwrap()
+            .unwrap(),
+        png
+    );
+    assert_eq!(case.applicant.name, "王𠈌");
+    assert_eq!(case.applicant.id_number, "11010519491231002X");
+}
+
 #[tokio::test]
 async fn oversized_photo_is_413_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
