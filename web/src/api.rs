@@ -142,15 +142,17 @@ pub async fn file(
         .node
         .file_application(&input, Vec::new(), &auth.actor())
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "id": filed.case.id,
-            "receipt_no": filed.case.receipt_no,
-            "state": views::state_json(&filed.state),
-        })),
-    )
-        .into_response())
+    Ok(created(&filed))
+}
+
+/// `201 {id, receipt_no, state}`: the answer to every write on a case.
+fn created(filed: &yiciban_core::node::Filed) -> Response {
+    let body = json!({
+        "id": filed.case.id,
+        "receipt_no": filed.case.receipt_no,
+        "state": views::state_json(&filed.state),
+    });
+    (StatusCode::CREATED, Json(body)).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,11 +234,7 @@ pub async fn add_event(
         .node
         .record_event(&id, EventKind::parse(&body.kind), payload, &auth.actor())
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "id": filed.case.id, "receipt_no": filed.case.receipt_no, "state": views::state_json(&filed.state) })),
-    )
-        .into_response())
+    Ok(created(&filed))
 }
 
 pub async fn upload_blob(
