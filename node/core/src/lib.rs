@@ -18,6 +18,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod application;
+pub mod calendar;
 pub mod case_doc;
 pub mod catalog;
 pub mod config;
@@ -30,6 +31,9 @@ pub mod node;
 pub mod store;
 pub mod summary;
 pub mod users;
+
+/// The demo working-day calendar shipped in `config/calendar.toml`.
+pub const DEMO_CALENDAR: &str = include_str!("../../../config/calendar.toml");
 
 /// The demo catalogue shipped in `config/catalog.toml`, embedded so `yiciban demo` runs anywhere.
 pub const DEMO_CATALOG: &str = include_str!("../../../config/catalog.toml");
