@@ -55,6 +55,25 @@ async fn browser(profile: &std::path::Path) -> (Driver, Client) {
     }
 }
 
+async fn click(c: &Client, id: &str) {
+    c.find(Locator::Id(id))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// The value the browser holds in an input now.
+async fn value_of(c: &Client, id: &str) -> Option<String> {
+    c.find(Locator::Id(id))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+}
+
 async fn type_into(c: &Client, id: &str, text: &str) {
     let el = c.find(Locator::Id(id)).await.unwrap();
     el.clear().await.unwrap();
@@ -71,12 +90,7 @@ async fn clerk_files_an_application_in_chromium_and_finds_it_in_the_list() {
     c.goto(&format!("{base}/login")).await.unwrap();
     type_into(&c, "username", "clerk").await;
     type_into(&c, "password", DEMO_PASSWORD).await;
-    c.find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "login").await;
     c.wait()
         .for_element(Locator::Css("a[href='/catalog']"))
         .await
@@ -107,12 +121,7 @@ async fn clerk_files_an_application_in_chromium_and_finds_it_in_the_list() {
             .await
             .unwrap();
     }
-    c.find(Locator::Id("submit-application"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "submit-application").await;
 
     // Refused: the field is named, and what was typed is still there.
     let error = c
@@ -121,31 +130,14 @@ async fn clerk_files_an_application_in_chromium_and_finds_it_in_the_list() {
         .await
         .unwrap();
     assert!(error.text().await.unwrap().contains("校验位"));
-    let kept = c
-        .find(Locator::Id("applicant.name"))
-        .await
-        .unwrap()
-        .prop("value")
-        .await
-        .unwrap();
+    let kept = value_of(&c, "applicant.name").await;
     assert_eq!(kept.as_deref(), Some(name));
-    let kept = c
-        .find(Locator::Id("form.address"))
-        .await
-        .unwrap()
-        .prop("value")
-        .await
-        .unwrap();
+    let kept = value_of(&c, "form.address").await;
     assert_eq!(kept.as_deref(), Some("浏阳市集里街道示范村3组"));
 
     // Lower-case x is accepted and normalised.
     type_into(&c, "applicant.id_number", "11010519491231002x").await;
-    c.find(Locator::Id("submit-application"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "submit-application").await;
     let receipt = c
         .wait()
         .for_element(Locator::Id("receipt-no"))

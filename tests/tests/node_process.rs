@@ -215,3 +215,33 @@ async fn repeated_failed_logins_lock_the_account() {
         "locked even with the right password: {err}"
     );
 }
+
+#[test]
+fn a_malformed_catalogue_stops_start_up_with_file_place_and_reason() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_base_port().unwrap();
+    let mut node = NodeProcess::demo(dir.path(), base).unwrap();
+    node.kill9().unwrap();
+    drop(node);
+    let catalog = dir.path().join("catalog.toml");
+    let text = std::fs::read_to_string(&catalog).unwrap();
+    std::fs::write(
+        &catalog,
+        text.replacen("kind = \"promised\"", "kind = \"someday\"", 1),
+    )
+    .unwrap();
+    let config = dir.path().join("village.toml");
+    for command in ["serve", "check"] {
+        let out = Command::new(yiciban_tests::binary().unwrap())
+            .args([command, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{command} must refuse the catalogue");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("catalog.toml"), "names the file: {stderr}");
+        assert!(stderr.contains("line "), "names the place: {stderr}");
+        assert!(stderr.contains("someday"), "gives the reason: {stderr}");
+    }
+}
