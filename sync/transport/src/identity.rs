@@ -1,0 +1,308 @@
+//! The county CA, node keys, certificates with the node's identity, and revocation lists.
+//!
+//! The identity travels as one URI in the certificate's subject alternative names:
+//! `yiciban://node/{role}/{division}/{node_id}`. Every certificate also names the DNS SAN
+//! [`SERVER_NAME`], which clients ask for: what authenticates a peer is the chain to the
+//! county CA (and the revocation list), not a host name, since villages reach the county
+//! through whatever address the link of the day gives.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SanType, SerialNumber,
+};
+use thiserror::Error;
+use time::{Duration, OffsetDateTime};
+
+/// The DNS name every node certificate carries and every client asks for.
+pub const SERVER_NAME: &str = "node.yiciban";
+const URI_PREFIX: &str = "yiciban://node/";
+/// The roles a certificate may carry.
+pub const ROLES: [&str; 3] = ["village", "town", "county"];
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    #[error("certificate: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("the certificate is not valid X.509")]
+    NotX509,
+    #[error("the certificate carries no yiciban node identity")]
+    NoIdentity,
+    #[error("invalid node identity: {0}")]
+    Invalid(String),
+    #[error("PEM: {0}")]
+    Pem(String),
+}
+
+/// Who a node is, as the county certified it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NodeIdentity {
+    pub node_id: String,
+    pub role: String,
+    /// 12-digit division code (GB/T 2260).
+    pub division: String,
+}
+
+impl NodeIdentity {
+    pub fn new(node_id: &str, role: &str, division: &str) -> Result<Self, IdentityError> {
+        if node_id.is_empty()
+            || node_id.len() > 64
+            || !node_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(IdentityError::Invalid(format!("node id {node_id:?}")));
+        }
+        if !ROLES.contains(&role) {
+            return Err(IdentityError::Invalid(format!("role {role:?}")));
+        }
+        if division.len() != 12 || !division.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(IdentityError::Invalid(format!("division {division:?}")));
+        }
+        Ok(Self {
+            node_id: node_id.into(),
+            role: role.into(),
+            division: division.into(),
+        })
+    }
+
+    fn uri(&self) -> String {
+        format!(
+            "{URI_PREFIX}{}/{}/{}",
+            self.role, self.division, self.node_id
+        )
+    }
+
+    fn from_uri(uri: &str) -> Result<Self, IdentityError> {
+        let rest = uri
+            .strip_prefix(URI_PREFIX)
+            .ok_or(IdentityError::NoIdentity)?;
+        let mut parts = rest.split('/');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(role), Some(division), Some(node_id), None) => Self::new(node_id, role, division),
+            _ => Err(IdentityError::Invalid(uri.into())),
+        }
+    }
+}
+
+/// A node's private key; it never leaves the node. Enrolment sends only its CSR.
+#[derive(Debug)]
+pub struct NodeKey {
+    key: KeyPair,
+}
+
+impl NodeKey {
+    pub fn generate() -> Result<Self, IdentityError> {
+        Ok(Self {
+            key: KeyPair::generate_for(&rcgen::PKCS_ED25519)?,
+        })
+    }
+
+    pub fn from_pem(pem: &str) -> Result<Self, IdentityError> {
+        Ok(Self {
+            key: KeyPair::from_pem(pem)?,
+        })
+    }
+
+    pub fn pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
+    /// A certificate signing request for this key (the county fills in the identity).
+    pub fn csr_pem(&self) -> Result<String, IdentityError> {
+        let params = CertificateParams::new(Vec::<String>::new())?;
+        Ok(params.serialize_request(&self.key)?.pem()?)
+    }
+}
+
+/// A certificate the county issued.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub cert_pem: String,
+    /// The serial number, for revocation.
+    pub serial: Vec<u8>,
+}
+
+/// The county's certificate authority.
+#[derive(Debug)]
+pub struct CountyCa {
+    cert_pem: String,
+    key: KeyPair,
+}
+
+/// 16 random bytes, positive as a DER INTEGER: unique enough to revoke by.
+fn random_serial() -> SerialNumber {
+    let mut bytes = [0u8; 16];
+    rand::fill(&mut bytes);
+    bytes[0] = (bytes[0] & 0x7f) | 0x01;
+    SerialNumber::from_slice(&bytes)
+}
+
+impl CountyCa {
+    /// A new CA for the county `division`, valid for 20 years.
+    pub fn create(division: &str) -> Result<Self, IdentityError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("yiciban county CA {division}"));
+        dn.push(DnType::OrganizationName, "yiciban");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::days(1);
+        params.not_after = now + Duration::days(20 * 365);
+        params.serial_number = Some(random_serial());
+        let cert = params.self_signed(&key)?;
+        Ok(Self {
+            cert_pem: cert.pem(),
+            key,
+        })
+    }
+
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, IdentityError> {
+        Ok(Self {
+            cert_pem: cert_pem.into(),
+            key: KeyPair::from_pem(key_pem)?,
+        })
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
+    fn issuer(&self) -> Result<Issuer<'static, &KeyPair>, IdentityError> {
+        Ok(Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)?)
+    }
+
+    /// Signs a node's CSR with the identity the county decided (from the enrolment token),
+    /// never with anything the CSR claims.
+    pub fn issue(
+        &self,
+        csr_pem: &str,
+        identity: &NodeIdentity,
+        valid_days: i64,
+    ) -> Result<Issued, IdentityError> {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+        let mut params = CertificateParams::new(vec![SERVER_NAME.to_string()])?;
+        params
+            .subject_alt_names
+            .push(SanType::URI(identity.uri().try_into()?));
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, identity.node_id.clone());
+        params.distinguished_name = dn;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::days(1);
+        params.not_after = now + Duration::days(valid_days);
+        let serial = random_serial();
+        params.serial_number = Some(serial.clone());
+        let cert = params.signed_by(&csr.public_key, &self.issuer()?)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            serial: serial.to_bytes(),
+        })
+    }
+
+    /// A revocation list (DER) naming `serials`, valid for `valid_days`.
+    pub fn crl(
+        &self,
+        serials: &[Vec<u8>],
+        number: u64,
+        valid_days: i64,
+    ) -> Result<Vec<u8>, IdentityError> {
+        let now = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - Duration::minutes(5),
+            next_update: now + Duration::days(valid_days),
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(s),
+                    revocation_time: now - Duration::minutes(5),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer()?)?.der().to_vec())
+    }
+}
+
+/// The DER of the first certificate in a PEM text.
+pub fn first_cert_der(pem: &str) -> Result<Vec<u8>, IdentityError> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .map(|c| c.to_vec())
+        .map_err(|e| IdentityError::Pem(e.to_string()))
+}
+
+/// The identity in a peer's certificate. Call only on a certificate the TLS layer verified.
+pub fn peer_identity(cert_der: &[u8]) -> Result<NodeIdentity, IdentityError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(cert_der).map_err(|_| IdentityError::NotX509)?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|_| IdentityError::NotX509)?
+        .ok_or(IdentityError::NoIdentity)?;
+    for name in &san.value.general_names {
+        if let x509_parser::extensions::GeneralName::URI(uri) = name
+            && uri.starts_with(URI_PREFIX)
+        {
+            return NodeIdentity::from_uri(uri);
+        }
+    }
+    Err(IdentityError::NoIdentity)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_is_read_back_from_the_issued_certificate_only() {
+        let ca = CountyCa::create("430181000000").unwrap();
+        let key = NodeKey::generate().unwrap();
+        let town = NodeIdentity::new("town-430181101000", "town", "430181101000").unwrap();
+        let issued = ca.issue(&key.csr_pem().unwrap(), &town, 30).unwrap();
+        assert_eq!(
+            peer_identity(&first_cert_der(&issued.cert_pem).unwrap()).unwrap(),
+            town
+        );
+        assert!(matches!(
+            peer_identity(b"junk"),
+            Err(IdentityError::NotX509)
+        ));
+        assert!(NodeIdentity::new("v", "mayor", "430181101001").is_err());
+        assert!(NodeIdentity::new("v/1", "village", "430181101001").is_err());
+        let ca_der = first_cert_der(ca.cert_pem()).unwrap();
+        assert!(matches!(
+            peer_identity(&ca_der),
+            Err(IdentityError::NoIdentity)
+        ));
+    }
+
+    #[test]
+    fn serials_differ_and_a_crl_is_produced() {
+        let ca = CountyCa::create("430181000000").unwrap();
+        let key = NodeKey::generate().unwrap();
+        let id = NodeIdentity::new("village-1", "village", "430181101001").unwrap();
+        let a = ca.issue(&key.csr_pem().unwrap(), &id, 30).unwrap();
+        let b = ca.issue(&key.csr_pem().unwrap(), &id, 30).unwrap();
+        assert_ne!(a.serial, b.serial);
+        assert!(!ca.crl(&[a.serial], 1, 7).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,141 @@
+//! rustls and quinn configuration for mutual TLS between nodes: TLS 1.3 only, the `ring`
+//! provider, ALPN `yiciban/1`, client certificates required and checked against the county CA
+//! and its revocation list on both sides.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::RootCertStore;
+use rustls::client::WebPkiServerVerifier;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use thiserror::Error;
+
+use crate::identity::{IdentityError, NodeIdentity, peer_identity};
+
+/// Keep-alive on idle links: well under the idle timeout, so NAT bindings stay open.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    #[error("TLS: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("TLS verifier: {0}")]
+    Verifier(String),
+    #[error("PEM: {0}")]
+    Pem(String),
+    #[error("QUIC crypto: {0}")]
+    Quic(String),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("the peer presented no certificate")]
+    NoPeerCertificate,
+}
+
+/// What a node needs to speak mutual TLS: the county CA, its own certificate and key, and the
+/// current revocation list(s).
+#[derive(Debug, Clone)]
+pub struct TlsMaterial {
+    pub ca_cert_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub crls_der: Vec<Vec<u8>>,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl TlsMaterial {
+    fn roots(&self) -> Result<Arc<RootCertStore>, TlsError> {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(self.ca_cert_pem.as_bytes()) {
+            roots.add(cert.map_err(|e| TlsError::Pem(e.to_string()))?)?;
+        }
+        Ok(Arc::new(roots))
+    }
+
+    fn chain(&self) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+        CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsError::Pem(e.to_string()))
+    }
+
+    fn key(&self) -> Result<PrivateKeyDer<'static>, TlsError> {
+        PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|e| TlsError::Pem(e.to_string()))
+    }
+
+    fn crls(&self) -> Vec<CertificateRevocationListDer<'static>> {
+        self.crls_der
+            .iter()
+            .map(|d| CertificateRevocationListDer::from(d.clone()))
+            .collect()
+    }
+
+    /// The rustls server side: client certificates required, checked against CA and CRLs.
+    pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider())
+            .with_crls(self.crls())
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain()?, self.key()?)?;
+        config.alpn_protocols = vec![yiciban_sync::PROTOCOL.as_bytes().to_vec()];
+        Ok(config)
+    }
+
+    /// The rustls client side: presents this node's certificate, checks the server's.
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, TlsError> {
+        let verifier = WebPkiServerVerifier::builder_with_provider(self.roots()?, provider())
+            .with_crls(self.crls())
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_webpki_verifier(verifier)
+            .with_client_auth_cert(self.chain()?, self.key()?)?;
+        config.alpn_protocols = vec![yiciban_sync::PROTOCOL.as_bytes().to_vec()];
+        Ok(config)
+    }
+
+    pub fn quinn_server(&self) -> Result<quinn::ServerConfig, TlsError> {
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(self.server_config()?)
+            .map_err(|e| TlsError::Quic(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(Arc::new(transport()));
+        Ok(server)
+    }
+
+    pub fn quinn_client(&self) -> Result<quinn::ClientConfig, TlsError> {
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(self.client_config()?)
+            .map_err(|e| TlsError::Quic(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+        client.transport_config(Arc::new(transport()));
+        Ok(client)
+    }
+}
+
+fn transport() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(IDLE_TIMEOUT) {
+        t.max_idle_timeout(Some(idle));
+    }
+    t
+}
+
+/// The verified identity of the peer on an established connection.
+pub fn connection_identity(conn: &quinn::Connection) -> Result<NodeIdentity, TlsError> {
+    let certs = conn
+        .peer_identity()
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .ok_or(TlsError::NoPeerCertificate)?;
+    let leaf = certs.first().ok_or(TlsError::NoPeerCertificate)?;
+    Ok(peer_identity(leaf)?)
+}
