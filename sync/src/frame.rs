@@ -27,6 +27,8 @@ pub enum FrameKind {
     Ack = 5,
     /// A refusal or protocol error, with a reason.
     Error = 6,
+    /// One `yiciban/1` protocol message ([`crate::proto::Message`], versioned inside).
+    Message = 7,
 }
 
 impl FrameKind {
@@ -38,6 +40,7 @@ impl FrameKind {
             4 => Self::BlobChunk,
             5 => Self::Ack,
             6 => Self::Error,
+            7 => Self::Message,
             _ => return None,
         })
     }
@@ -157,7 +160,7 @@ mod tests {
         }
 
         #[test]
-        fn roundtrip(kind in 1u8..=6, payload in proptest::collection::vec(any::<u8>(), 0..512)) {
+        fn roundtrip(kind in 1u8..=7, payload in proptest::collection::vec(any::<u8>(), 0..512)) {
             let kind = FrameKind::from_byte(kind).unwrap();
             let frame = Frame::new(kind, payload).unwrap();
             let mut bytes = frame.encode();

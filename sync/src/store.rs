@@ -4,9 +4,16 @@
 //! hashes) and changes (bytes). The node's store keeps a change feed: every time a document
 //! changes it gets a new, strictly increasing feed sequence number, so a peer that remembers
 //! the last sequence it saw (its cursor, like CouchDB's `since`) asks only for what is newer.
+//!
+//! The trait is read-only on purpose: the session never writes. It returns effects
+//! ([`crate::session::Effect`]) and the node's shell performs them through its own writer, so
+//! there is one owner for writes.
 
 /// A 32-byte Automerge change hash.
 pub type ChangeHash = [u8; 32];
+
+/// The SHA-256 of a blob's bytes.
+pub type BlobHash = [u8; 32];
 
 /// A position in a store's change feed. `0` is "before everything".
 pub type FeedSeq = u64;
@@ -35,4 +42,34 @@ pub trait ReplicaStore {
     /// The changes of a document that a peer holding `have` heads lacks.
     fn changes_after(&self, doc_id: &str, have: &[ChangeHash])
     -> Result<Vec<Vec<u8>>, Self::Error>;
+
+    /// Whether the store holds every change named in `heads` (and so all of their history).
+    ///
+    /// The default compares against the current heads, which is exact when heads name every
+    /// change (the in-memory store) but too strict for a DAG: a document that has moved past
+    /// `heads` no longer lists them. A DAG store should look each hash up instead, or the
+    /// receiver keeps asking for changes it already holds.
+    fn has_heads(&self, doc_id: &str, heads: &[ChangeHash]) -> Result<bool, Self::Error> {
+        let Some(local) = self.doc_heads(doc_id)? else {
+            return Ok(heads.is_empty());
+        };
+        Ok(heads.iter().all(|h| local.contains(h)))
+    }
+
+    /// The length of a complete blob, or `None` when the store does not hold all of it.
+    fn blob_len(&self, hash: &BlobHash) -> Result<Option<u64>, Self::Error> {
+        let _ = hash;
+        Ok(None)
+    }
+
+    /// Up to `max` bytes of a complete blob from `offset`; `None` when the blob is not held.
+    fn blob_chunk(
+        &self,
+        hash: &BlobHash,
+        offset: u64,
+        max: usize,
+    ) -> Result<Option<Vec<u8>>, Self::Error> {
+        let _ = (hash, offset, max);
+        Ok(None)
+    }
 }

@@ -485,6 +485,35 @@ impl yiciban_sync::store::ReplicaStore for Store {
             .map(|c| c.raw_bytes().to_vec())
             .collect())
     }
+
+    // A document that moved past `heads` no longer lists them, so look each change up.
+    fn has_heads(&self, doc_id: &str, heads: &[[u8; 32]]) -> Result<bool, StoreError> {
+        let Some(bytes) = self.case_doc_bytes(doc_id)? else {
+            return Ok(heads.is_empty());
+        };
+        let mut doc = AutoCommit::load(&bytes).map_err(DocError::from)?;
+        Ok(heads
+            .iter()
+            .all(|h| doc.get_change_by_hash(&automerge::ChangeHash(*h)).is_some()))
+    }
+
+    fn blob_len(&self, hash: &[u8; 32]) -> Result<Option<u64>, StoreError> {
+        Ok(self.blob(&hex::encode(hash))?.map(|b| b.len() as u64))
+    }
+
+    // Blobs are bounded by `blob_max_bytes`, so reading the whole one per chunk is acceptable.
+    fn blob_chunk(
+        &self,
+        hash: &[u8; 32],
+        offset: u64,
+        max: usize,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.blob(&hex::encode(hash))?.and_then(|b| {
+            let start = usize::try_from(offset).ok()?;
+            let end = start.saturating_add(max).min(b.len());
+            b.get(start..end).map(<[u8]>::to_vec)
+        }))
+    }
 }
 
 #[cfg(test)]

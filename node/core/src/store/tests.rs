@@ -186,3 +186,42 @@ async fn change_feed_keeps_one_entry_per_document() {
     assert!(store.changes_after("c1", &heads).unwrap().is_empty());
     assert_eq!(store.changes_after("c1", &[]).unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn replica_view_knows_past_heads_and_serves_blob_chunks() {
+    use yiciban_sync::store::ReplicaStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let case = put(&store, "c1", 1).await;
+    let first_heads = store.doc_heads("c1").unwrap().unwrap();
+    let mut c = case.events[0].clone();
+    c.id = "comment".into();
+    c.at.counter += 1;
+    c.kind = crate::event::EventKind::Comment;
+    store
+        .append_event("c1", c, case_doc::node_actor("v"))
+        .await
+        .unwrap();
+    assert_ne!(store.doc_heads("c1").unwrap().unwrap(), first_heads);
+    assert!(
+        store.has_heads("c1", &first_heads).unwrap(),
+        "older heads are still held"
+    );
+    assert!(!store.has_heads("c1", &[[7u8; 32]]).unwrap());
+    assert!(!store.has_heads("nope", &first_heads).unwrap());
+
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(0u8..200);
+    let hash = store.put_blob(png.clone()).await.unwrap();
+    let raw: [u8; 32] = hex::decode(&hash).unwrap().try_into().unwrap();
+    assert_eq!(store.blob_len(&raw).unwrap(), Some(png.len() as u64));
+    assert_eq!(
+        store.blob_chunk(&raw, 100, 50).unwrap().unwrap(),
+        png[100..150]
+    );
+    assert_eq!(
+        store.blob_chunk(&raw, 200, 50).unwrap().unwrap(),
+        png[200..]
+    );
+    assert_eq!(store.blob_chunk(&[0u8; 32], 0, 50).unwrap(), None);
+}

@@ -1,0 +1,128 @@
+//! The messages of `yiciban/1` and their binary codec.
+//!
+//! A session exchanges these messages over one ordered stream (a QUIC stream in the node,
+//! an in-memory queue in the simulation); each encoded message is the payload of one
+//! [`crate::frame::FrameKind::Message`] frame.
+//!
+//! The flow, per direction (both sides run it at once, each pulling the other's feed):
+//!
+//! 1. `Hello` carries the cursor the sender holds for the receiver's feed: `(epoch, seq)`.
+//! 2. The feed owner walks its feed from that cursor and sends `Offer` batches
+//!    (`doc_id, seq, heads`), then `FeedEnd` when it has caught up. If the cursor is missing
+//!    or names another store epoch (the store was restored from a backup, so its sequence
+//!    numbers mean something else now), it falls back to `Digest` batches: its whole set as
+//!    `(doc_id, heads)`. That costs O(documents), but only on fallback; a range-based set
+//!    reconciliation (fingerprints of key ranges) can replace `Digest` without touching the
+//!    rest of the protocol.
+//! 3. The puller answers an entry whose heads it lacks with `Want { have }`, gets `Changes`,
+//!    and once they are durable acknowledges the feed position with `Ack`.
+//! 4. Blobs follow the documents: `BlobWant { offset }` and `BlobChunk`s of at most
+//!    [`MAX_BLOB_CHUNK`] bytes, resumable from any offset.
+
+mod codec;
+#[cfg(test)]
+mod tests;
+
+pub use codec::{DecodeError, decode, encode};
+
+use crate::store::{BlobHash, ChangeHash, FeedSeq};
+
+/// The wire version byte every encoded message starts with.
+pub const WIRE_VERSION: u8 = 1;
+/// Longest protocol name, node id or document id, in bytes.
+pub const MAX_ID_LEN: usize = 256;
+/// Most heads one document may list.
+pub const MAX_HEADS: usize = 1024;
+/// Most entries in one `Offer` or `Digest` batch.
+pub const MAX_BATCH: usize = 256;
+/// Most changes in one `Changes` message.
+pub const MAX_CHANGES: usize = 65_536;
+/// Most change bytes a sender puts in one `Changes` message; more are split over several.
+pub const MAX_CHANGES_BYTES: usize = 8 * 1024 * 1024;
+/// Largest blob chunk.
+pub const MAX_BLOB_CHUNK: usize = 64 * 1024;
+
+/// A position in one store's feed: the store's epoch and a sequence in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cursor {
+    /// The random id the store got at creation or at its last restore from backup.
+    pub epoch: u64,
+    /// Everything at or below this sequence has been applied.
+    pub seq: FeedSeq,
+}
+
+/// The handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// Always [`crate::PROTOCOL`]; anything else is refused.
+    pub protocol: String,
+    pub node_id: String,
+    pub store_epoch: u64,
+    /// The cursor the sender holds for the receiver's feed.
+    pub since: Option<Cursor>,
+}
+
+/// One document of an `Offer` batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferEntry {
+    pub doc_id: String,
+    pub seq: FeedSeq,
+    pub heads: Vec<ChangeHash>,
+}
+
+/// One document of a `Digest` batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestEntry {
+    pub doc_id: String,
+    pub heads: Vec<ChangeHash>,
+}
+
+/// A `yiciban/1` message. The tag bytes are wire format: never reuse one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Tag 1.
+    Hello(Hello),
+    /// Tag 2: every feed entry in `(after, last entry's seq]`, in order.
+    Offer {
+        after: FeedSeq,
+        entries: Vec<OfferEntry>,
+    },
+    /// Tag 3: the feed has been offered up to `head_seq`, its head when this was sent.
+    FeedEnd { head_seq: FeedSeq },
+    /// Tag 4: the fallback; every document whose feed entry lies in `(after, upto]`.
+    Digest {
+        after: FeedSeq,
+        upto: FeedSeq,
+        entries: Vec<DigestEntry>,
+    },
+    /// Tag 5: send me the changes of `doc_id` that a holder of `have` lacks.
+    Want {
+        doc_id: String,
+        have: Vec<ChangeHash>,
+    },
+    /// Tag 6: changes of one document (opaque bytes).
+    Changes {
+        doc_id: String,
+        changes: Vec<Vec<u8>>,
+    },
+    /// Tag 7: the receiver's cursor in the sender's feed has reached `seq`.
+    Ack { seq: FeedSeq },
+    /// Tag 8: send me the blob from `offset`.
+    BlobWant { hash: BlobHash, offset: u64 },
+    /// Tag 9: `bytes` of the blob at `offset`; the blob is `total_len` long.
+    BlobChunk {
+        hash: BlobHash,
+        offset: u64,
+        total_len: u64,
+        bytes: Vec<u8>,
+    },
+    /// Tag 10: the sender does not hold the whole blob.
+    BlobMissing { hash: BlobHash },
+}
+
+impl Message {
+    /// The encoded size, for accounting in tests and metrics.
+    pub fn wire_len(&self) -> usize {
+        encode(self).len()
+    }
+}

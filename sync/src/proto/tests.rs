@@ -1,0 +1,100 @@
+//! Fuzz properties of the codec: no input panics it, every message survives a roundtrip.
+
+use super::*;
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+fn hash() -> impl Strategy<Value = [u8; 32]> {
+    any::<[u8; 32]>()
+}
+
+fn id() -> impl Strategy<Value = String> {
+    "[a-z0-9/\\-一二三]{0,24}"
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    let cursor = (any::<u64>(), any::<u64>()).prop_map(|(epoch, seq)| Cursor { epoch, seq });
+    let offer = (id(), any::<u64>(), vec(hash(), 0..4))
+        .prop_map(|(doc_id, seq, heads)| OfferEntry { doc_id, seq, heads });
+    let digest =
+        (id(), vec(hash(), 0..4)).prop_map(|(doc_id, heads)| DigestEntry { doc_id, heads });
+    prop_oneof![
+        (id(), id(), any::<u64>(), proptest::option::of(cursor)).prop_map(|(p, n, e, s)| {
+            Message::Hello(Hello {
+                protocol: p,
+                node_id: n,
+                store_epoch: e,
+                since: s,
+            })
+        }),
+        (any::<u64>(), vec(offer, 0..5))
+            .prop_map(|(after, entries)| Message::Offer { after, entries }),
+        any::<u64>().prop_map(|head_seq| Message::FeedEnd { head_seq }),
+        (any::<u64>(), any::<u64>(), vec(digest, 0..5)).prop_map(|(after, upto, entries)| {
+            Message::Digest {
+                after,
+                upto,
+                entries,
+            }
+        }),
+        (id(), vec(hash(), 0..4)).prop_map(|(doc_id, have)| Message::Want { doc_id, have }),
+        (id(), vec(vec(any::<u8>(), 0..40), 0..4))
+            .prop_map(|(doc_id, changes)| Message::Changes { doc_id, changes }),
+        any::<u64>().prop_map(|seq| Message::Ack { seq }),
+        (hash(), any::<u64>()).prop_map(|(hash, offset)| Message::BlobWant { hash, offset }),
+        (hash(), any::<u64>(), any::<u64>(), vec(any::<u8>(), 0..100)).prop_map(
+            |(hash, offset, total_len, bytes)| Message::BlobChunk {
+                hash,
+                offset,
+                total_len,
+                bytes
+            }
+        ),
+        hash().prop_map(|hash| Message::BlobMissing { hash }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..256)) {
+        if let Ok(msg) = decode(&bytes) {
+            prop_assert_eq!(encode(&msg), bytes);
+        }
+    }
+
+    #[test]
+    fn prefixed_bytes_never_panic(tag in 1u8..=12, bytes in vec(any::<u8>(), 0..128)) {
+        let mut input = vec![WIRE_VERSION, tag];
+        input.extend_from_slice(&bytes);
+        let _ = decode(&input);
+    }
+
+    #[test]
+    fn roundtrip(msg in message()) {
+        let bytes = encode(&msg);
+        prop_assert_eq!(decode(&bytes), Ok(msg.clone()));
+        for cut in 0..bytes.len() {
+            prop_assert!(decode(&bytes[..cut]).is_err());
+        }
+    }
+}
+
+#[test]
+fn hostile_counts_are_refused_before_allocation() {
+    // An offer claiming u32::MAX entries, and one claiming the limit with no bytes behind it.
+    let mut huge = vec![WIRE_VERSION, 2, 0, 0, 0, 0, 0, 0, 0, 0];
+    huge.extend_from_slice(&u32::MAX.to_be_bytes());
+    assert!(matches!(decode(&huge), Err(DecodeError::TooLong { .. })));
+    let mut short = vec![WIRE_VERSION, 2, 0, 0, 0, 0, 0, 0, 0, 0];
+    short.extend_from_slice(&(MAX_BATCH as u32).to_be_bytes());
+    assert_eq!(decode(&short), Err(DecodeError::Truncated));
+    let mut chunk = vec![WIRE_VERSION, 9];
+    chunk.extend_from_slice(&[0; 48]);
+    chunk.extend_from_slice(&((MAX_BLOB_CHUNK + 1) as u32).to_be_bytes());
+    assert!(matches!(decode(&chunk), Err(DecodeError::TooLong { .. })));
+    assert_eq!(decode(&[2, 1]), Err(DecodeError::Version(2)));
+    assert_eq!(
+        decode(&[WIRE_VERSION, 99]),
+        Err(DecodeError::UnknownTag(99))
+    );
+}

@@ -1,0 +1,272 @@
+//! The pulling half: offers and digests in, wants out, the cursor moved by the cursor rule.
+
+use std::collections::VecDeque;
+
+use super::{Effect, Output, ProtoError, Session, store_err};
+use crate::proto::{Cursor, DigestEntry, Message, OfferEntry};
+use crate::store::{ChangeHash, FeedSeq, ReplicaStore};
+
+/// Most feed entries awaiting their changes; a pusher keeps within it by its window.
+const MAX_PENDING: usize = super::MAX_INFLIGHT_BATCHES * crate::proto::MAX_BATCH;
+/// `Want`s for one entry before the session gives up: changes that never supply the offered
+/// heads (a peer or store bug) must not loop at network speed.
+const MAX_WANTS_PER_ENTRY: u8 = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// A `Want` is out (or another entry of the same document has one out).
+    Wanted,
+    /// Changes arrived and an `Apply` effect was emitted; waiting for `applied`.
+    Applying,
+    Settled,
+}
+
+/// A feed entry of the peer the cursor cannot pass yet.
+#[derive(Debug)]
+struct Pending {
+    doc_id: String,
+    heads: Vec<ChangeHash>,
+    /// Where the cursor may stand while this entry is the first unsettled one.
+    floor: FeedSeq,
+    state: State,
+    /// `Want`s sent again for this entry after applied changes fell short.
+    rewants: u8,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Pull {
+    /// The end of the last accepted batch: the peer's feed has been offered up to here.
+    frontier: Option<FeedSeq>,
+    pending: VecDeque<Pending>,
+    /// The last `FeedEnd` matched the frontier.
+    at_end: bool,
+    /// The peer's walk did not start at our cursor (fallback): replace it, even backwards.
+    reset: bool,
+}
+
+impl Pull {
+    pub(super) fn caught_up(&self) -> bool {
+        self.at_end && self.pending.is_empty()
+    }
+
+    pub(super) fn on_changes(&mut self, doc_id: String, changes: Vec<Vec<u8>>, out: &mut Output) {
+        let mut wanted = false;
+        for p in self.pending.iter_mut() {
+            if p.doc_id == doc_id && p.state == State::Wanted {
+                p.state = State::Applying;
+                wanted = true;
+            }
+        }
+        // Changes nobody asked for (a duplicate) are dropped; the cursor rule does not
+        // depend on them.
+        if wanted {
+            out.effects.push(Effect::Apply { doc_id, changes });
+        }
+    }
+
+    pub(super) fn on_applied(
+        &mut self,
+        store: &impl ReplicaStore,
+        doc_id: &str,
+        out: &mut Output,
+    ) -> Result<(), ProtoError> {
+        let mut rewant = false;
+        for p in self.pending.iter_mut() {
+            if p.doc_id != doc_id || p.state != State::Applying {
+                continue;
+            }
+            // Check the store itself: the changes may have answered an older offer.
+            if store.has_heads(doc_id, &p.heads).map_err(store_err)? {
+                p.state = State::Settled;
+            } else if p.rewants >= MAX_WANTS_PER_ENTRY {
+                return Err(ProtoError::NoProgress(doc_id.to_string()));
+            } else {
+                p.state = State::Wanted;
+                p.rewants += 1;
+                rewant = true;
+            }
+        }
+        if rewant {
+            out.send.push(want(store, doc_id)?);
+        }
+        Ok(())
+    }
+
+    /// Settles or wants one entry; one `Want` per document at a time.
+    fn add(
+        &mut self,
+        store: &impl ReplicaStore,
+        doc_id: String,
+        heads: Vec<ChangeHash>,
+        floor: FeedSeq,
+        out: &mut Output,
+    ) -> Result<(), ProtoError> {
+        let state = if store.has_heads(&doc_id, &heads).map_err(store_err)? {
+            State::Settled
+        } else if self
+            .pending
+            .iter()
+            .any(|p| p.doc_id == doc_id && p.state != State::Settled)
+        {
+            // Its outstanding Want or Apply is checked against these heads when applied.
+            State::Wanted
+        } else {
+            out.send.push(want(store, &doc_id)?);
+            State::Wanted
+        };
+        self.pending.push_back(Pending {
+            doc_id,
+            heads,
+            floor,
+            state,
+            rewants: 0,
+        });
+        Ok(())
+    }
+
+    /// The cursor position the rule allows now.
+    fn candidate(&mut self) -> Option<FeedSeq> {
+        while self
+            .pending
+            .front()
+            .is_some_and(|p| p.state == State::Settled)
+        {
+            self.pending.pop_front();
+        }
+        match self.pending.front() {
+            Some(p) => Some(p.floor),
+            None => self.frontier,
+        }
+    }
+}
+
+fn want(store: &impl ReplicaStore, doc_id: &str) -> Result<Message, ProtoError> {
+    let have = store
+        .doc_heads(doc_id)
+        .map_err(store_err)?
+        .unwrap_or_default();
+    Ok(Message::Want {
+        doc_id: doc_id.to_string(),
+        have,
+    })
+}
+
+impl Session {
+    /// Checks that a batch from `after` continues the feed where the last one ended.
+    fn accept_batch(&mut self, after: FeedSeq, upto: FeedSeq) -> Result<(), ProtoError> {
+        if upto < after {
+            return Err(ProtoError::BadBatch("range ends before it starts"));
+        }
+        let peer_epoch = self.peer.as_ref().map(|p| p.epoch);
+        match self.pull.frontier {
+            Some(f) if f == after => {}
+            Some(f) => {
+                return Err(ProtoError::OutOfOrder {
+                    expected: Some(f),
+                    got: after,
+                });
+            }
+            None => {
+                let held = self.cursor.filter(|c| Some(c.epoch) == peer_epoch);
+                // The first batch starts at our cursor, or at 0 when the peer fell back.
+                if after != 0 && held.map(|c| c.seq) != Some(after) {
+                    return Err(ProtoError::OutOfOrder {
+                        expected: held.map(|c| c.seq),
+                        got: after,
+                    });
+                }
+                // A reset: the held cursor is replaced by the next one the rule allows.
+                self.pull.reset = held.map(|c| c.seq) != Some(after);
+            }
+        }
+        if self.pull.pending.len() >= MAX_PENDING {
+            return Err(ProtoError::BadBatch("peer ignored the ack window"));
+        }
+        self.pull.frontier = Some(upto);
+        self.pull.at_end = false;
+        Ok(())
+    }
+
+    pub(super) fn on_offer(
+        &mut self,
+        store: &impl ReplicaStore,
+        after: FeedSeq,
+        entries: Vec<OfferEntry>,
+        out: &mut Output,
+    ) -> Result<(), ProtoError> {
+        let mut prev = after;
+        for e in &entries {
+            if e.seq <= prev {
+                return Err(ProtoError::BadBatch("offer sequences not increasing"));
+            }
+            prev = e.seq;
+        }
+        if entries.is_empty() {
+            return Err(ProtoError::BadBatch("empty offer"));
+        }
+        self.accept_batch(after, prev)?;
+        for e in entries {
+            let floor = e.seq - 1; // e.seq > after >= 0, checked above
+            self.pull.add(store, e.doc_id, e.heads, floor, out)?;
+        }
+        self.advance_cursor(out);
+        Ok(())
+    }
+
+    pub(super) fn on_digest(
+        &mut self,
+        store: &impl ReplicaStore,
+        after: FeedSeq,
+        upto: FeedSeq,
+        entries: Vec<DigestEntry>,
+        out: &mut Output,
+    ) -> Result<(), ProtoError> {
+        self.accept_batch(after, upto)?;
+        for e in entries {
+            // A digest entry has no sequence of its own: it holds the cursor at the batch start.
+            self.pull.add(store, e.doc_id, e.heads, after, out)?;
+        }
+        self.advance_cursor(out);
+        Ok(())
+    }
+
+    pub(super) fn on_feed_end(
+        &mut self,
+        head_seq: FeedSeq,
+        out: &mut Output,
+    ) -> Result<(), ProtoError> {
+        if self.pull.frontier != Some(head_seq) {
+            self.accept_batch(head_seq, head_seq)?;
+        }
+        self.pull.at_end = true;
+        self.advance_cursor(out);
+        Ok(())
+    }
+
+    /// Emits `SaveCursor` and `Ack` when the cursor rule lets the cursor move forward.
+    pub(super) fn advance_cursor(&mut self, out: &mut Output) {
+        let (Some(seq), Some(peer)) = (self.pull.candidate(), self.peer.as_ref()) else {
+            return;
+        };
+        let next = Cursor {
+            epoch: peer.epoch,
+            seq,
+        };
+        // A cursor at 0 says no more than no cursor at all.
+        let moved = seq > 0
+            && match self.cursor {
+                Some(c) => {
+                    c != next && (self.pull.reset || c.epoch != next.epoch || c.seq < next.seq)
+                }
+                None => true,
+            };
+        if moved {
+            self.cursor = Some(next);
+            out.effects.push(Effect::SaveCursor {
+                peer: peer.node_id.clone(),
+                cursor: next,
+            });
+            out.send.push(Message::Ack { seq });
+        }
+    }
+}

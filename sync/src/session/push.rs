@@ -1,0 +1,167 @@
+//! The pushing half: walk the local feed from the peer's cursor, answer wants, honour acks.
+
+use std::collections::VecDeque;
+
+use super::{BATCH_ENTRIES, MAX_INFLIGHT_BATCHES, Output, ProtoError, store_err};
+use crate::proto::{Cursor, DigestEntry, MAX_CHANGES, MAX_CHANGES_BYTES, Message, OfferEntry};
+use crate::store::{ChangeHash, FeedSeq, ReplicaStore};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The peer's cursor is valid: offers with sequences.
+    Offer,
+    /// The cursor is missing or names another epoch: the whole set, as digests.
+    Digest,
+}
+
+#[derive(Debug)]
+pub(super) struct Push {
+    mode: Mode,
+    /// The local feed has been offered up to here.
+    sent_upto: FeedSeq,
+    acked: FeedSeq,
+    /// The ends of batches not yet acknowledged.
+    inflight: VecDeque<FeedSeq>,
+    /// The head the last `FeedEnd` announced.
+    end_sent: Option<FeedSeq>,
+}
+
+impl Push {
+    /// Starts the walk at the peer's cursor, or from zero in digest mode when the cursor is
+    /// missing, names another epoch (a restore from backup) or lies beyond the feed's head.
+    pub(super) fn start(
+        store: &impl ReplicaStore,
+        local_epoch: u64,
+        since: Option<Cursor>,
+        out: &mut Output,
+    ) -> Result<Self, ProtoError> {
+        let head = store.feed_head().map_err(store_err)?;
+        let (mode, from) = match since {
+            Some(c) if c.epoch == local_epoch && c.seq <= head => (Mode::Offer, c.seq),
+            _ => (Mode::Digest, 0),
+        };
+        let mut push = Self {
+            mode,
+            sent_upto: from,
+            acked: from,
+            inflight: VecDeque::new(),
+            end_sent: None,
+        };
+        push.fill(store, out)?;
+        Ok(push)
+    }
+
+    /// Whether batches await acknowledgement.
+    pub(super) fn busy(&self) -> bool {
+        !self.inflight.is_empty()
+    }
+
+    pub(super) fn on_ack(&mut self, seq: FeedSeq) -> Result<(), ProtoError> {
+        if seq > self.sent_upto {
+            return Err(ProtoError::AckBeyondSent {
+                acked: seq,
+                sent: self.sent_upto,
+            });
+        }
+        self.acked = self.acked.max(seq);
+        while self.inflight.front().is_some_and(|&u| u <= self.acked) {
+            self.inflight.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Sends batches while the window allows, then `FeedEnd` once caught up.
+    pub(super) fn fill(
+        &mut self,
+        store: &impl ReplicaStore,
+        out: &mut Output,
+    ) -> Result<(), ProtoError> {
+        while self.inflight.len() < MAX_INFLIGHT_BATCHES {
+            let feed = store
+                .feed_since(self.sent_upto, BATCH_ENTRIES)
+                .map_err(store_err)?;
+            let Some(last) = feed.last().map(|e| e.seq) else {
+                if self.end_sent != Some(self.sent_upto) {
+                    self.end_sent = Some(self.sent_upto);
+                    // The fallback is over; what changes from now on is offered as usual.
+                    self.mode = Mode::Offer;
+                    out.send.push(Message::FeedEnd {
+                        head_seq: self.sent_upto,
+                    });
+                }
+                return Ok(());
+            };
+            let after = self.sent_upto;
+            let mut offers = Vec::with_capacity(feed.len());
+            for e in feed {
+                let heads = heads_of(store, &e.doc_id)?;
+                offers.push(OfferEntry {
+                    doc_id: e.doc_id,
+                    seq: e.seq,
+                    heads,
+                });
+            }
+            out.send.push(match self.mode {
+                Mode::Offer => Message::Offer {
+                    after,
+                    entries: offers,
+                },
+                Mode::Digest => Message::Digest {
+                    after,
+                    upto: last,
+                    entries: offers
+                        .into_iter()
+                        .map(|o| DigestEntry {
+                            doc_id: o.doc_id,
+                            heads: o.heads,
+                        })
+                        .collect(),
+                },
+            });
+            self.sent_upto = last;
+            self.inflight.push_back(last);
+        }
+        Ok(())
+    }
+}
+
+fn heads_of(store: &impl ReplicaStore, doc_id: &str) -> Result<Vec<ChangeHash>, ProtoError> {
+    Ok(store
+        .doc_heads(doc_id)
+        .map_err(store_err)?
+        .unwrap_or_default())
+}
+
+/// Answers a `Want` with the changes the peer lacks, split so no message passes
+/// [`MAX_CHANGES_BYTES`] (a single larger change travels alone).
+pub(super) fn answer_want(
+    store: &impl ReplicaStore,
+    doc_id: String,
+    have: &[ChangeHash],
+    out: &mut Output,
+) -> Result<(), ProtoError> {
+    if store.doc_heads(&doc_id).map_err(store_err)?.is_none() {
+        // Nothing to give; the peer's cursor waits, and the next offer settles it.
+        return Ok(());
+    }
+    let changes = store.changes_after(&doc_id, have).map_err(store_err)?;
+    let mut part: Vec<Vec<u8>> = Vec::new();
+    let mut part_bytes = 0usize;
+    for change in changes {
+        let full = part.len() >= MAX_CHANGES || part_bytes + change.len() > MAX_CHANGES_BYTES;
+        if full && !part.is_empty() {
+            out.send.push(Message::Changes {
+                doc_id: doc_id.clone(),
+                changes: std::mem::take(&mut part),
+            });
+            part_bytes = 0;
+        }
+        part_bytes += change.len();
+        part.push(change);
+    }
+    out.send.push(Message::Changes {
+        doc_id,
+        changes: part,
+    });
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! Focused session cases; the seeded simulation in `tests/sim.rs` covers the rest.
+
+use super::*;
+use crate::mem::MemStore;
+use crate::proto::{Message, OfferEntry};
+
+fn info(id: &str, epoch: u64) -> NodeInfo {
+    NodeInfo {
+        node_id: id.into(),
+        store_epoch: epoch,
+    }
+}
+
+fn hello(id: &str, epoch: u64, since: Option<Cursor>) -> Message {
+    Message::Hello(Hello {
+        protocol: crate::PROTOCOL.into(),
+        node_id: id.into(),
+        store_epoch: epoch,
+        since,
+    })
+}
+
+fn offer(store: &MemStore, after: u64) -> Message {
+    let entries = store
+        .feed_since(after, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| OfferEntry {
+            heads: store.doc_heads(&e.doc_id).unwrap().unwrap(),
+            doc_id: e.doc_id,
+            seq: e.seq,
+        })
+        .collect();
+    Message::Offer { after, entries }
+}
+
+fn has_cursor_save(out: &Output) -> bool {
+    out.effects
+        .iter()
+        .any(|e| matches!(e, Effect::SaveCursor { .. }))
+}
+
+#[test]
+fn refuses_other_protocols_and_messages_before_hello() {
+    let store = MemStore::new(1);
+    let mut s = Session::new(info("a", 1), None);
+    let err = s.handle(&store, 0, Message::Ack { seq: 0 }).unwrap_err();
+    assert!(matches!(err, ProtoError::BeforeHello));
+    let mut bad = hello("b", 2, None);
+    if let Message::Hello(h) = &mut bad {
+        h.protocol = "yiciban/0".into();
+    }
+    assert!(matches!(
+        s.handle(&store, 0, bad),
+        Err(ProtoError::WrongProtocol(_))
+    ));
+}
+
+#[test]
+fn held_heads_are_not_wanted_and_move_the_cursor() {
+    // The peer's feed holds a document we already have: the echo of our own write.
+    let mut peer = MemStore::new(2);
+    let mut mine = MemStore::new(1);
+    peer.apply("d", &[b"x".to_vec()]);
+    mine.apply("d", &[b"x".to_vec()]);
+    let mut s = Session::new(info("a", 1), None);
+    s.handle(&mine, 0, hello("b", 2, None)).unwrap();
+    let out = s.handle(&mine, 0, offer(&peer, 0)).unwrap();
+    assert!(!out.send.iter().any(|m| matches!(m, Message::Want { .. })));
+    assert!(has_cursor_save(&out));
+    assert_eq!(s.cursor(), Some(Cursor { epoch: 2, seq: 1 }));
+}
+
+#[test]
+fn cursor_waits_for_applied_so_a_crash_only_costs_a_reoffer() {
+    let mut peer = MemStore::new(2);
+    let mut mine = MemStore::new(1);
+    peer.apply("d", &[b"change".to_vec()]);
+    let mut s = Session::new(info("a", 1), None);
+    s.handle(&mine, 0, hello("b", 2, None)).unwrap();
+    let out = s.handle(&mine, 0, offer(&peer, 0)).unwrap();
+    assert!(matches!(out.send.as_slice(), [Message::Want { .. }]));
+    let changes = peer.changes_after("d", &[]).unwrap();
+    let out = s
+        .handle(
+            &mine,
+            0,
+            Message::Changes {
+                doc_id: "d".into(),
+                changes: changes.clone(),
+            },
+        )
+        .unwrap();
+    assert!(matches!(out.effects.as_slice(), [Effect::Apply { .. }]));
+    assert!(!has_cursor_save(&out));
+    // Applied but "crashed" before `applied`: the cursor never moved.
+    mine.apply("d", &changes);
+    assert_eq!(s.cursor(), None);
+    let out = s.applied(&mine, "d").unwrap();
+    assert!(has_cursor_save(&out));
+    assert!(out.send.contains(&Message::Ack { seq: 1 }));
+}
+
+#[test]
+fn a_gap_in_the_feed_is_refused() {
+    let mut peer = MemStore::new(2);
+    peer.apply("d", &[b"1".to_vec()]);
+    peer.apply("e", &[b"2".to_vec()]);
+    let mine = MemStore::new(1);
+    let mut s = Session::new(info("a", 1), None);
+    s.handle(&mine, 0, hello("b", 2, None)).unwrap();
+    // Starts at 1, but we hold no cursor, so only 0 is acceptable.
+    let err = s.handle(&mine, 0, offer(&peer, 1)).unwrap_err();
+    assert!(matches!(err, ProtoError::OutOfOrder { .. }));
+}
+
+#[test]
+fn idle_peer_gets_one_feed_end_and_bad_acks_are_refused() {
+    let mut mine = MemStore::new(1);
+    mine.apply("d", &[b"1".to_vec()]);
+    let mut s = Session::new(info("a", 1), None);
+    let cursor = Cursor { epoch: 1, seq: 1 };
+    let out = s.handle(&mine, 0, hello("b", 2, Some(cursor))).unwrap();
+    assert_eq!(out.send, vec![Message::FeedEnd { head_seq: 1 }]);
+    assert!(s.tick(&mine, 1).unwrap().send.is_empty());
+    let err = s.handle(&mine, 0, Message::Ack { seq: 9 }).unwrap_err();
+    assert!(matches!(err, ProtoError::AckBeyondSent { .. }));
+}
+
+#[test]
+fn a_stale_epoch_gets_a_digest() {
+    let mut mine = MemStore::new(5);
+    mine.apply("d", &[b"1".to_vec()]);
+    let mut s = Session::new(info("a", 5), None);
+    let old = Cursor { epoch: 4, seq: 1 };
+    let out = s.handle(&mine, 0, hello("b", 2, Some(old))).unwrap();
+    assert!(matches!(
+        out.send.first(),
+        Some(Message::Digest { after: 0, .. })
+    ));
+}
+
+#[test]
+fn blob_chunks_are_bounded_by_the_blob() {
+    let store = MemStore::new(1);
+    let mut s = Session::new(info("a", 1), None);
+    s.handle(&store, 0, hello("b", 2, None)).unwrap();
+    s.handle(&store, 0, Message::FeedEnd { head_seq: 0 })
+        .unwrap();
+    let out = s.want_blob([7; 32], 10).unwrap();
+    assert_eq!(
+        out.send,
+        vec![Message::BlobWant {
+            hash: [7; 32],
+            offset: 10
+        }]
+    );
+    let chunk = Message::BlobChunk {
+        hash: [7; 32],
+        offset: 10,
+        total_len: 12,
+        bytes: vec![0; 5],
+    };
+    assert!(matches!(
+        s.handle(&store, 0, chunk),
+        Err(ProtoError::BadBlobChunk(_))
+    ));
+}
+
+#[test]
+fn changes_that_never_supply_the_heads_end_the_session() {
+    let mut peer = MemStore::new(2);
+    peer.apply("d", &[b"real".to_vec()]);
+    let mine = MemStore::new(1);
+    let mut s = Session::new(info("a", 1), None);
+    s.handle(&mine, 0, hello("b", 2, None)).unwrap();
+    s.handle(&mine, 0, offer(&peer, 0)).unwrap();
+    let bogus = || Message::Changes {
+        doc_id: "d".into(),
+        changes: vec![],
+    };
+    let mut ended = false;
+    for _ in 0..20 {
+        s.handle(&mine, 0, bogus()).unwrap();
+        if let Err(e) = s.applied(&mine, "d") {
+            assert!(matches!(e, ProtoError::NoProgress(_)));
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "the session must give up");
+}
+
+#[test]
+fn large_documents_are_split_over_several_changes_messages() {
+    let mut store = MemStore::new(1);
+    let big = |b: u8| vec![b; 5 * 1024 * 1024];
+    store.apply("d", &[big(1), big(2), b"small".to_vec()]);
+    let mut s = Session::new(info("a", 1), None);
+    s.handle(&store, 0, hello("b", 2, None)).unwrap();
+    let want = Message::Want {
+        doc_id: "d".into(),
+        have: vec![],
+    };
+    let out = s.handle(&store, 0, want).unwrap();
+    let parts: Vec<usize> = out
+        .send
+        .iter()
+        .filter_map(|m| match m {
+            Message::Changes { changes, .. } => Some(changes.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(parts.iter().sum::<usize>(), 3);
+    assert!(parts.len() >= 2);
+    for m in &out.send {
+        assert!(crate::proto::encode(m).len() < crate::frame::MAX_FRAME_LEN);
+    }
+}
