@@ -25,6 +25,18 @@ async fn put(store: &Store, id: &str, receipt_seq: u64) -> Case {
     case
 }
 
+/// Appends a comment (one event after the case's first) to `case`.
+async fn comment_on(store: &Store, case: &Case) -> Case {
+    let mut c = case.events[0].clone();
+    c.id = "comment".into();
+    c.at.counter += 1;
+    c.kind = crate::event::EventKind::Comment;
+    store
+        .append_event(&case.id, c, case_doc::node_actor("v"))
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn cases_and_receipt_sequence_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -169,14 +181,7 @@ async fn change_feed_keeps_one_entry_per_document() {
     let store = open(&dir);
     let case = put(&store, "c1", 1).await;
     put(&store, "c2", 2).await;
-    let mut c = case.events[0].clone();
-    c.id = "comment".into();
-    c.at.counter += 1;
-    c.kind = crate::event::EventKind::Comment;
-    store
-        .append_event("c1", c, case_doc::node_actor("v"))
-        .await
-        .unwrap();
+    comment_on(&store, &case).await;
     let feed = store.feed_since(0, 10).unwrap();
     let ids: Vec<_> = feed.iter().map(|e| e.doc_id.as_str()).collect();
     assert_eq!(ids, ["c2", "c1"]);
@@ -194,14 +199,7 @@ async fn replica_view_knows_past_heads_and_serves_blob_chunks() {
     let store = open(&dir);
     let case = put(&store, "c1", 1).await;
     let first_heads = store.doc_heads("c1").unwrap().unwrap();
-    let mut c = case.events[0].clone();
-    c.id = "comment".into();
-    c.at.counter += 1;
-    c.kind = crate::event::EventKind::Comment;
-    store
-        .append_event("c1", c, case_doc::node_actor("v"))
-        .await
-        .unwrap();
+    comment_on(&store, &case).await;
     assert_ne!(store.doc_heads("c1").unwrap().unwrap(), first_heads);
     assert!(
         store.has_heads("c1", &first_heads).unwrap(),
