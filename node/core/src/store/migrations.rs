@@ -9,7 +9,7 @@ use super::tables::*;
 type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 
 /// All migrations; the store's schema version is their count.
-const MIGRATIONS: [Migration; 1] = [migration_001_initial_tables];
+const MIGRATIONS: [Migration; 2] = [migration_001_initial_tables, migration_002_store_epoch];
 
 fn migration_001_initial_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(CASE_DOCS)?;
@@ -24,6 +24,16 @@ fn migration_001_initial_tables(txn: &redb::WriteTransaction) -> Result<(), Stor
     txn.open_table(USERS)?;
     txn.open_table(FEED)?;
     txn.open_table(FEED_POS)?;
+    Ok(())
+}
+
+/// The store's epoch: a random number drawn once, which sync cursors are tied to.
+fn migration_002_store_epoch(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META)?;
+    if meta.get("store_epoch")?.is_none() {
+        let epoch: u64 = rand::random();
+        meta.insert("store_epoch", epoch.to_be_bytes().as_slice())?;
+    }
     Ok(())
 }
 

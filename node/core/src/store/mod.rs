@@ -191,6 +191,39 @@ impl Store {
         }
     }
 
+    /// Merges Automerge changes of one case from a peer (what a sync session's `Apply` effect
+    /// asks for). Refused, with nothing written, if the result is not a complete, readable case
+    /// document with that id.
+    pub async fn apply_changes(
+        &self,
+        doc_id: &str,
+        changes: Vec<Vec<u8>>,
+    ) -> Result<Case, StoreError> {
+        match self
+            .write(WriteOp::ApplyChanges {
+                doc_id: doc_id.to_string(),
+                changes,
+            })
+            .await?
+        {
+            WriteOutcome::Case(case) => Ok(*case),
+            WriteOutcome::Done => Err(StoreError::Corrupt("writer returned no case".into())),
+        }
+    }
+
+    /// A random number this store drew when it was created. A store restored from a backup
+    /// must draw a new one, so peers' cursors into the old feed are known to be stale.
+    pub fn epoch(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let value = meta.get("store_epoch")?;
+        let bytes: [u8; 8] = value
+            .as_ref()
+            .and_then(|v| v.value().try_into().ok())
+            .ok_or_else(|| StoreError::Corrupt("store has no epoch".into()))?;
+        Ok(u64::from_be_bytes(bytes))
+    }
+
     /// Checks a photo and returns its content hash; stores nothing.
     pub fn check_blob(&self, bytes: &[u8]) -> Result<String, StoreError> {
         if bytes.len() > self.blob_max_bytes {

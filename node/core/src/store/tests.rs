@@ -223,3 +223,83 @@ async fn replica_view_knows_past_heads_and_serves_blob_chunks() {
     );
     assert_eq!(store.blob_chunk(&[0u8; 32], 0, 50).unwrap(), None);
 }
+
+#[tokio::test]
+async fn a_peers_changes_merge_into_the_case_and_its_projections() {
+    use yiciban_sync::store::ReplicaStore;
+    let here = tempfile::tempdir().unwrap();
+    let there = tempfile::tempdir().unwrap();
+    let (a, b) = (open(&here), open(&there));
+    let case = put(&a, "c1", 1).await;
+    let all = a.changes_after("c1", &[]).unwrap();
+    // A new case arrives whole; the receiver's lists and feed see it.
+    let got = b.apply_changes("c1", all.clone()).await.unwrap();
+    assert_eq!(got, case);
+    assert_eq!(b.doc_heads("c1").unwrap(), a.doc_heads("c1").unwrap());
+    assert_eq!(
+        b.list_cases(&CaseQuery {
+            limit: 5,
+            ..Default::default()
+        })
+        .unwrap()
+        .len(),
+        1
+    );
+    assert_eq!(b.feed_head().unwrap(), 1);
+    // Applying the same changes again changes nothing but the feed position.
+    b.apply_changes("c1", all).await.unwrap();
+    assert_eq!(b.case_count().unwrap(), 1);
+    // A later event travels as only the missing change and moves the status index.
+    let heads = b.doc_heads("c1").unwrap().unwrap();
+    let mut w = case.events[0].clone();
+    w.id = "w".into();
+    w.at.counter += 1;
+    w.kind = crate::event::EventKind::Withdrawn;
+    a.append_event("c1", w, case_doc::node_actor("v"))
+        .await
+        .unwrap();
+    let missing = a.changes_after("c1", &heads).unwrap();
+    assert_eq!(missing.len(), 1);
+    b.apply_changes("c1", missing).await.unwrap();
+    let withdrawn = b
+        .list_cases(&CaseQuery {
+            status: Some(Status::Withdrawn),
+            limit: 5,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(withdrawn.len(), 1);
+}
+
+#[tokio::test]
+async fn hostile_or_incomplete_changes_are_refused_and_nothing_is_written() {
+    use yiciban_sync::store::ReplicaStore;
+    let here = tempfile::tempdir().unwrap();
+    let there = tempfile::tempdir().unwrap();
+    let (a, b) = (open(&here), open(&there));
+    let case = put(&a, "c1", 1).await;
+    let first = a.doc_heads("c1").unwrap().unwrap();
+    comment_on(&a, &case).await;
+    let later_only = a.changes_after("c1", &first).unwrap();
+    assert!(matches!(
+        b.apply_changes("c1", later_only).await,
+        Err(StoreError::Refused(_))
+    ));
+    assert!(
+        b.apply_changes("c1", vec![b"garbage".to_vec()])
+            .await
+            .is_err()
+    );
+    let all = a.changes_after("c1", &[]).unwrap();
+    assert!(matches!(
+        b.apply_changes("other-id", all).await,
+        Err(StoreError::Refused(_))
+    ));
+    assert_eq!(b.case_count().unwrap(), 0);
+    assert_eq!(b.feed_head().unwrap(), 0);
+    assert_ne!(
+        a.epoch().unwrap(),
+        b.epoch().unwrap(),
+        "each store draws its own epoch"
+    );
+}

@@ -35,6 +35,11 @@ pub(super) enum WriteOp {
         event: Box<Event>,
         actor: ActorId,
     },
+    /// Automerge changes of one case from a peer, merged into the local document.
+    ApplyChanges {
+        doc_id: String,
+        changes: Vec<Vec<u8>>,
+    },
     PutBlob {
         hash: String,
         bytes: Vec<u8>,
@@ -296,6 +301,7 @@ fn apply(
             t.raise_hlc(event.at)?;
             Ok(WriteOutcome::Case(Box::new(case)))
         }
+        WriteOp::ApplyChanges { doc_id, changes } => apply_changes(t, doc_id, changes, feed_head),
         WriteOp::PutBlob { hash, bytes } => {
             t.blobs.insert(hash.as_str(), bytes.as_slice())?;
             Ok(WriteOutcome::Done)
@@ -309,4 +315,52 @@ fn apply(
             Ok(WriteOutcome::Done)
         }
     }
+}
+
+/// Merges a peer's changes into a case document. The result must still be a readable case
+/// with the same id and every dependency present; otherwise nothing is written.
+fn apply_changes(
+    t: &mut Tables<'_>,
+    doc_id: &str,
+    changes: &[Vec<u8>],
+    feed_head: &mut u64,
+) -> Result<WriteOutcome, StoreError> {
+    let existing = t.docs.get(doc_id)?.map(|v| v.value().to_vec());
+    let mut doc = match &existing {
+        Some(bytes) => AutoCommit::load(bytes).map_err(DocError::from)?,
+        None => AutoCommit::new(),
+    };
+    let old_summary = match &existing {
+        Some(_) => {
+            let before = case_doc::read(&doc)?;
+            Some(CaseSummary::of(&before, &before.state()))
+        }
+        None => None,
+    };
+    let parsed = changes
+        .iter()
+        .map(|c| automerge::Change::from_bytes(c.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StoreError::Refused(format!("malformed change: {e}")))?;
+    doc.apply_changes(parsed).map_err(DocError::from)?;
+    if !doc.get_missing_deps(&[]).is_empty() {
+        return Err(StoreError::Refused(format!(
+            "changes of {doc_id} depend on changes not held"
+        )));
+    }
+    let case = case_doc::read(&doc)?;
+    if case.id != doc_id {
+        return Err(StoreError::Refused(format!(
+            "document {doc_id} claims to be case {}",
+            case.id
+        )));
+    }
+    let state = case.state();
+    t.docs.insert(doc_id, doc.save().as_slice())?;
+    t.put_projections(old_summary.as_ref(), &CaseSummary::of(&case, &state))?;
+    t.bump_feed(doc_id, feed_head)?;
+    if let Some(at) = case.events.iter().map(|e| e.at).max() {
+        t.raise_hlc(at)?;
+    }
+    Ok(WriteOutcome::Case(Box::new(case)))
 }
