@@ -30,6 +30,7 @@ pub mod message;
 pub mod node;
 pub mod store;
 pub mod summary;
+pub mod sync_engine;
 pub mod users;
 
 /// The demo working-day calendar shipped in `config/calendar.toml`.

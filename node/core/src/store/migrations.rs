@@ -9,7 +9,11 @@ use super::tables::*;
 type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 
 /// All migrations; the store's schema version is their count.
-const MIGRATIONS: [Migration; 2] = [migration_001_initial_tables, migration_002_store_epoch];
+const MIGRATIONS: [Migration; 3] = [
+    migration_001_initial_tables,
+    migration_002_store_epoch,
+    migration_003_sync_cursors,
+];
 
 fn migration_001_initial_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(CASE_DOCS)?;
@@ -34,6 +38,11 @@ fn migration_002_store_epoch(txn: &redb::WriteTransaction) -> Result<(), StoreEr
         let epoch: u64 = rand::random();
         meta.insert("store_epoch", epoch.to_be_bytes().as_slice())?;
     }
+    Ok(())
+}
+
+fn migration_003_sync_cursors(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(SYNC_CURSORS)?;
     Ok(())
 }
 

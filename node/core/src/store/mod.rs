@@ -211,6 +211,56 @@ impl Store {
         }
     }
 
+    /// Persists the cursor held for `peer`'s feed.
+    pub async fn save_cursor(&self, peer: &str, epoch: u64, seq: u64) -> Result<(), StoreError> {
+        self.write(WriteOp::SaveCursor {
+            peer: peer.to_string(),
+            epoch,
+            seq,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// The cursor held for `peer`'s feed: `(epoch, seq)`.
+    pub fn cursor(&self, peer: &str) -> Result<Option<(u64, u64)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SYNC_CURSORS)?;
+        let Some(v) = table.get(peer)? else {
+            return Ok(None);
+        };
+        let bytes = v.value();
+        let (Some(e), Some(s)) = (bytes.get(..8), bytes.get(8..16)) else {
+            return Err(StoreError::Corrupt(format!("cursor of {peer}")));
+        };
+        let mut epoch = [0u8; 8];
+        let mut seq = [0u8; 8];
+        epoch.copy_from_slice(e);
+        seq.copy_from_slice(s);
+        Ok(Some((u64::from_be_bytes(epoch), u64::from_be_bytes(seq))))
+    }
+
+    /// Stores a complete blob received from a peer, after checking its content hash.
+    pub async fn put_peer_blob(&self, hash: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        if bytes.len() > self.blob_max_bytes {
+            return Err(StoreError::BlobTooLarge {
+                size: bytes.len(),
+                max: self.blob_max_bytes,
+            });
+        }
+        if hex::encode(Sha256::digest(&bytes)) != hash {
+            return Err(StoreError::Refused(format!(
+                "blob {hash} does not match its hash"
+            )));
+        }
+        self.write(WriteOp::PutBlob {
+            hash: hash.to_string(),
+            bytes,
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// A random number this store drew when it was created. A store restored from a backup
     /// must draw a new one, so peers' cursors into the old feed are known to be stale.
     pub fn epoch(&self) -> Result<u64, StoreError> {

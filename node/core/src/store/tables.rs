@@ -27,6 +27,8 @@ pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users-1");
 pub const FEED: TableDefinition<u64, &str> = TableDefinition::new("feed-1");
 /// Document id → its current feed sequence (so a document holds one feed entry).
 pub const FEED_POS: TableDefinition<&str, u64> = TableDefinition::new("feed_pos-1");
+/// Peer node id → 16 bytes: the epoch and sequence of that peer's feed applied here.
+pub const SYNC_CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("sync_cursors-1");
 /// Key → value: `schema_version` and other node facts.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
 

@@ -44,6 +44,12 @@ pub(super) enum WriteOp {
         hash: String,
         bytes: Vec<u8>,
     },
+    /// The cursor this node holds for a peer's feed (`epoch`, `seq`).
+    SaveCursor {
+        peer: String,
+        epoch: u64,
+        seq: u64,
+    },
     PutUser {
         user: Box<User>,
         replace: bool,
@@ -158,6 +164,7 @@ struct Tables<'txn> {
     feed: Table<'txn, u64, &'static str>,
     feed_pos: Table<'txn, &'static str, u64>,
     meta: Table<'txn, &'static str, &'static [u8]>,
+    cursors: Table<'txn, &'static str, &'static [u8]>,
     /// Newest stamp already written in this group.
     hlc: Option<Hlc>,
 }
@@ -178,6 +185,7 @@ impl<'txn> Tables<'txn> {
             feed: txn.open_table(FEED)?,
             feed_pos: txn.open_table(FEED_POS)?,
             meta: txn.open_table(META)?,
+            cursors: txn.open_table(SYNC_CURSORS)?,
             hlc: None,
         })
     }
@@ -302,6 +310,12 @@ fn apply(
             Ok(WriteOutcome::Case(Box::new(case)))
         }
         WriteOp::ApplyChanges { doc_id, changes } => apply_changes(t, doc_id, changes, feed_head),
+        WriteOp::SaveCursor { peer, epoch, seq } => {
+            let mut value = epoch.to_be_bytes().to_vec();
+            value.extend_from_slice(&seq.to_be_bytes());
+            t.cursors.insert(peer.as_str(), value.as_slice())?;
+            Ok(WriteOutcome::Done)
+        }
         WriteOp::PutBlob { hash, bytes } => {
             t.blobs.insert(hash.as_str(), bytes.as_slice())?;
             Ok(WriteOutcome::Done)

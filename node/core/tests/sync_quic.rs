@@ -1,0 +1,179 @@
+//! Two real stores replicate over real QUIC with mutual TLS: a village files, the county
+//! receives; the county comments, the village receives; a restart resumes from the saved
+//! cursor.
+
+use std::time::Duration;
+
+use yiciban_core::application::{MaterialRecord, MaterialStatus, Person};
+use yiciban_core::case_doc::{self, Case, Divisions};
+use yiciban_core::catalog::Tier;
+use yiciban_core::event::{Event, EventKind};
+use yiciban_core::hlc::Hlc;
+use yiciban_core::store::Store;
+use yiciban_core::summary::CaseSummary;
+use yiciban_core::sync_engine::run_connection;
+use yiciban_sync::store::ReplicaStore;
+use yiciban_transport::identity::{CountyCa, NodeIdentity, NodeKey, SERVER_NAME};
+use yiciban_transport::tls::TlsMaterial;
+
+fn material(ca: &CountyCa, id: &NodeIdentity) -> TlsMaterial {
+    let key = NodeKey::generate().unwrap();
+    let issued = ca.issue(&key.csr_pem().unwrap(), id, 30).unwrap();
+    TlsMaterial {
+        ca_cert_pem: ca.cert_pem().into(),
+        cert_pem: issued.cert_pem,
+        key_pem: key.pem(),
+        crls_der: vec![],
+    }
+}
+
+fn case(id: &str, seq: u64) -> Case {
+    Case {
+        id: id.into(),
+        receipt_no: format!("430181101001-20261122-{seq:04}"),
+        item_code: "MZ003".into(),
+        item_name: "高龄津贴申领".into(),
+        node: "village-430181101001".into(),
+        route: ["village:accept", "town:review", "village:issue"]
+            .map(String::from)
+            .to_vec(),
+        division: Divisions {
+            village: "430181101001".into(),
+            town: "430181101000".into(),
+            county: "430181000000".into(),
+        },
+        applicant: Person {
+            name: "王𠈌".into(),
+            id_number: "11010519491231002X".into(),
+            phone: "13800138000".into(),
+            relation: None,
+        },
+        proxy: None,
+        form: [("address".to_string(), "示范村3组".to_string())].into(),
+        materials: vec![MaterialRecord {
+            key: "id_card".into(),
+            status: MaterialStatus::Original,
+            blob: None,
+        }],
+        events: vec![Event {
+            id: format!("{id}-accepted"),
+            at: Hlc {
+                wall_ms: 1_795_000_000_000 + seq,
+                counter: 0,
+            },
+            node: "village-430181101001".into(),
+            tier: Tier::Village,
+            user: "clerk".into(),
+            role: "clerk".into(),
+            kind: EventKind::Accepted,
+            payload: serde_json::json!({}),
+        }],
+    }
+}
+
+async fn file(store: &Store, c: &Case, seq: u64) {
+    let mut doc = case_doc::build(c, case_doc::node_actor(&c.node)).unwrap();
+    let summary = CaseSummary::of(c, &c.state());
+    store
+        .put_new_case(c, doc.save(), summary, ("20261122".into(), seq), vec![])
+        .await
+        .unwrap();
+}
+
+async fn until(what: &str, mut ok: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Starts the county listening and the village dialling; returns both tasks.
+fn connect(
+    ca: &CountyCa,
+    county: &Store,
+    village: &Store,
+) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
+    let county_id = NodeIdentity::new("county-430181000000", "county", "430181000000").unwrap();
+    let village_id = NodeIdentity::new("village-430181101001", "village", "430181101001").unwrap();
+    let server = quinn::Endpoint::server(
+        material(ca, &county_id).quinn_server().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    let county = county.clone();
+    let county_task = tokio::spawn(async move {
+        let conn = server.accept().await.unwrap().await.unwrap();
+        let _ = run_connection(&county, "county-430181000000", &conn, false).await;
+    });
+    let client_cfg = material(ca, &village_id).quinn_client().unwrap();
+    let village = village.clone();
+    let village_task = tokio::spawn(async move {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(client_cfg);
+        let conn = endpoint.connect(addr, SERVER_NAME).unwrap().await.unwrap();
+        let _ = run_connection(&village, "village-430181101001", &conn, true).await;
+    });
+    (county_task, village_task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn village_and_county_converge_both_ways_and_resume_after_a_cut() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let village = Store::open(&dirs.0.path().join("v.redb"), 64, 1 << 20).unwrap();
+    let county = Store::open(&dirs.1.path().join("c.redb"), 64, 1 << 20).unwrap();
+    let ca = CountyCa::create("430181000000").unwrap();
+    let first = case("case-1", 1);
+    file(&village, &first, 1).await;
+
+    let (a, b) = connect(&ca, &county, &village);
+    until("the county to hold the village's case", || {
+        county.case_count().unwrap() == 1
+    })
+    .await;
+    assert_eq!(county.case("case-1").unwrap().unwrap(), first);
+    // The county comments; the village receives it over the same link.
+    let mut comment = first.events[0].clone();
+    comment.id = "c-comment".into();
+    comment.at.counter += 1;
+    comment.node = "county-430181000000".into();
+    comment.tier = Tier::County;
+    comment.kind = EventKind::Comment;
+    county
+        .append_event(
+            "case-1",
+            comment,
+            case_doc::node_actor("county-430181000000"),
+        )
+        .await
+        .unwrap();
+    until("the village to hold the county's comment", || {
+        village.case("case-1").unwrap().unwrap().events.len() == 2
+    })
+    .await;
+    until("equal heads", || {
+        village.doc_heads("case-1").unwrap() == county.doc_heads("case-1").unwrap()
+    })
+    .await;
+    until("the county's cursor for the village", || {
+        county.cursor("village-430181101001").unwrap().is_some()
+    })
+    .await;
+    a.abort();
+    b.abort();
+
+    // While cut off, the village files another case; after reconnecting it arrives.
+    let second = case("case-2", 2);
+    file(&village, &second, 2).await;
+    let (a, b) = connect(&ca, &county, &village);
+    until("the second case after the cut", || {
+        county.case_count().unwrap() == 2
+    })
+    .await;
+    assert_eq!(county.case("case-2").unwrap().unwrap(), second);
+    a.abort();
+    b.abort();
+}
