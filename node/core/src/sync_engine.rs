@@ -6,7 +6,9 @@
 //! from its verified certificate, and its `Hello` must name the same node.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 
 use thiserror::Error;
 use yiciban_sync::frame::{self, Frame, FrameKind};
@@ -42,10 +44,111 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("peer's hello names {said}, its certificate {certified}")]
     IdentityMismatch { said: String, certified: String },
+    #[error("dial: {0}")]
+    Dial(String),
     #[error("peer closed the stream")]
     Closed,
     #[error("peer silent while work was outstanding")]
     Stalled,
+}
+
+/// How a node dials its peer. QUIC does not report a closed port, so a handshake that has not
+/// finished within `connect_timeout` counts as a failed attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct DialConfig {
+    /// Long enough for a handshake over EDGE (about three 840 ms round trips).
+    pub connect_timeout: Duration,
+    /// First wait after a failure; doubles up to `backoff_max`.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for DialConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            backoff_min: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the node shows about one link: connected or not, the last time it was caught up.
+#[derive(Debug, Default)]
+pub struct LinkStatus {
+    inner: Mutex<LinkSnapshot>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkSnapshot {
+    pub peer: Option<String>,
+    pub connected: bool,
+    /// Unix milliseconds of the last moment both feeds were caught up.
+    pub last_sync_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub attempts: u64,
+}
+
+impl LinkStatus {
+    pub fn snapshot(&self) -> LinkSnapshot {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut LinkSnapshot)) {
+        f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Keeps a link to `addr` up for as long as the task runs: dial, run the session, and after
+/// any failure wait with capped exponential backoff (reset once a connection has synced).
+pub async fn dial_forever(
+    store: Store,
+    node_id: String,
+    endpoint: quinn::Endpoint,
+    addr: SocketAddr,
+    dial: DialConfig,
+    status: std::sync::Arc<LinkStatus>,
+) {
+    let mut backoff = dial.backoff_min;
+    loop {
+        status.update(|s| s.attempts += 1);
+        let result = async {
+            let connecting = endpoint
+                .connect(addr, yiciban_transport::identity::SERVER_NAME)
+                .map_err(|e| EngineError::Dial(e.to_string()))?;
+            let conn = tokio::time::timeout(dial.connect_timeout, connecting)
+                .await
+                .map_err(|_| {
+                    EngineError::Dial(format!("no handshake within {:?}", dial.connect_timeout))
+                })??;
+            run_connection(&store, &node_id, &conn, true, &status).await
+        }
+        .await;
+        let synced = status
+            .snapshot()
+            .last_sync_ms
+            .is_some_and(|t| unix_ms().saturating_sub(t) < 60_000);
+        let why = result
+            .err()
+            .map_or_else(|| "closed".to_string(), |e| e.to_string());
+        tracing::warn!(%addr, error = %why, "sync link down; retrying");
+        status.update(|s| {
+            s.connected = false;
+            s.last_error = Some(why);
+        });
+        backoff = if synced {
+            dial.backoff_min
+        } else {
+            (backoff * 2).min(dial.backoff_max)
+        };
+        tokio::time::sleep(backoff).await;
+    }
 }
 
 /// Runs one session until the connection ends or fails. `initiator` opens the stream.
@@ -54,8 +157,13 @@ pub async fn run_connection(
     node_id: &str,
     conn: &quinn::Connection,
     initiator: bool,
+    status: &LinkStatus,
 ) -> Result<(), EngineError> {
     let peer = connection_identity(conn)?;
+    status.update(|s| {
+        s.peer = Some(peer.node_id.clone());
+        s.connected = true;
+    });
     let (mut send, mut recv) = if initiator {
         conn.open_bi().await?
     } else {
@@ -105,6 +213,9 @@ pub async fn run_connection(
                 }
                 let out = session.tick(store, now_ms())?;
                 shell.perform(&mut session, &mut send, out).await?;
+                if session.is_caught_up() {
+                    status.update(|s| s.last_sync_ms = Some(unix_ms()));
+                }
             }
         }
     }

@@ -11,7 +11,7 @@ use yiciban_core::event::{Event, EventKind};
 use yiciban_core::hlc::Hlc;
 use yiciban_core::store::Store;
 use yiciban_core::summary::CaseSummary;
-use yiciban_core::sync_engine::run_connection;
+use yiciban_core::sync_engine::{DialConfig, LinkStatus, dial_forever, run_connection};
 use yiciban_sync::store::ReplicaStore;
 use yiciban_transport::identity::{CountyCa, NodeIdentity, NodeKey, SERVER_NAME};
 use yiciban_transport::tls::TlsMaterial;
@@ -107,7 +107,14 @@ fn connect(
     let county = county.clone();
     let county_task = tokio::spawn(async move {
         let conn = server.accept().await.unwrap().await.unwrap();
-        let _ = run_connection(&county, "county-430181000000", &conn, false).await;
+        let _ = run_connection(
+            &county,
+            "county-430181000000",
+            &conn,
+            false,
+            &LinkStatus::default(),
+        )
+        .await;
     });
     let client_cfg = material(ca, &village_id).quinn_client().unwrap();
     let village = village.clone();
@@ -115,7 +122,14 @@ fn connect(
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         endpoint.set_default_client_config(client_cfg);
         let conn = endpoint.connect(addr, SERVER_NAME).unwrap().await.unwrap();
-        let _ = run_connection(&village, "village-430181101001", &conn, true).await;
+        let _ = run_connection(
+            &village,
+            "village-430181101001",
+            &conn,
+            true,
+            &LinkStatus::default(),
+        )
+        .await;
     });
     (county_task, village_task)
 }
@@ -176,4 +190,71 @@ async fn village_and_county_converge_both_ways_and_resume_after_a_cut() {
     assert_eq!(county.case("case-2").unwrap().unwrap(), second);
     a.abort();
     b.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_village_keeps_dialling_until_the_county_comes_up() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let village = Store::open(&dirs.0.path().join("v.redb"), 64, 1 << 20).unwrap();
+    let county = Store::open(&dirs.1.path().join("c.redb"), 64, 1 << 20).unwrap();
+    let ca = CountyCa::create("430181000000").unwrap();
+    file(&village, &case("case-1", 1), 1).await;
+    // Reserve a port for the county, then start the village dialling it while it is down.
+    let county_id = NodeIdentity::new("county-430181000000", "county", "430181000000").unwrap();
+    let village_id = NodeIdentity::new("village-430181101001", "village", "430181101001").unwrap();
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(material(&ca, &village_id).quinn_client().unwrap());
+    let status = std::sync::Arc::new(LinkStatus::default());
+    let dial = DialConfig {
+        connect_timeout: Duration::from_millis(500),
+        backoff_min: Duration::from_millis(100),
+        backoff_max: Duration::from_millis(400),
+    };
+    let dialler = tokio::spawn(dial_forever(
+        village.clone(),
+        "village-430181101001".into(),
+        endpoint,
+        addr,
+        dial,
+        status.clone(),
+    ));
+    until("a failed attempt", || status.snapshot().attempts >= 2).await;
+    assert!(!status.snapshot().connected);
+    assert!(status.snapshot().last_error.is_some());
+    // The county comes up on that address; the village's next attempt gets through.
+    let server =
+        quinn::Endpoint::server(material(&ca, &county_id).quinn_server().unwrap(), addr).unwrap();
+    let c = county.clone();
+    let acceptor = tokio::spawn(async move {
+        while let Some(incoming) = server.accept().await {
+            if let Ok(conn) = incoming.await {
+                let _ = run_connection(
+                    &c,
+                    "county-430181000000",
+                    &conn,
+                    false,
+                    &LinkStatus::default(),
+                )
+                .await;
+            }
+        }
+    });
+    until("the case at the county", || {
+        county.case_count().unwrap() == 1
+    })
+    .await;
+    until("the village to report a sync", || {
+        status.snapshot().last_sync_ms.is_some()
+    })
+    .await;
+    assert!(status.snapshot().connected);
+    assert_eq!(
+        status.snapshot().peer.as_deref(),
+        Some("county-430181000000")
+    );
+    dialler.abort();
+    acceptor.abort();
 }
