@@ -66,19 +66,13 @@ pub async fn login(State(state): State<AppState>, headers: HeaderMap, body: Byte
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?
         .map_err(AppError::Login)?;
-    let old = old_cookie(&headers);
+    let old = session::cookie_value(&headers);
     let session = state.sessions.start(&user, old.as_deref());
     Ok((
         [(header::SET_COOKIE, session::set_cookie(&session))],
         Json(json!({ "csrf_token": session.csrf, "username": user.username, "role": user.role })),
     )
         .into_response())
-}
-
-pub fn old_cookie(headers: &HeaderMap) -> Option<String> {
-    let (mut parts, _) = axum::http::Request::new(()).into_parts();
-    parts.headers = headers.clone();
-    session::cookie_value(&parts)
 }
 
 pub async fn logout(State(state): State<AppState>, auth: Auth, headers: HeaderMap) -> ApiResult {

@@ -147,7 +147,7 @@ pub async fn login_submit(
         .map_err(|e| AppError::Internal(e.to_string()))?;
     match result {
         Ok(user) => {
-            let old = crate::api::old_cookie(&headers);
+            let old = session::cookie_value(&headers);
             let session = state.sessions.start(&user, old.as_deref());
             Ok((
                 [(header::SET_COOKIE, session::set_cookie(&session))],
@@ -562,7 +562,7 @@ struct CaseTpl {
     flash: String,
 }
 
-async fn render_case(
+fn render_case(
     state: &AppState,
     auth: &Auth,
     id: &str,
@@ -644,7 +644,7 @@ pub async fn case_detail(
     Path(id): Path<String>,
 ) -> PageResult {
     auth.require(Action::ViewCases)?;
-    page(&render_case(&state, &auth, &id, String::new()).await?)
+    page(&render_case(&state, &auth, &id, String::new())?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -677,7 +677,7 @@ pub async fn case_event(
     {
         Ok(_) => Ok(Redirect::to(&format!("/cases/{id}")).into_response()),
         Err(NodeError::Conflict(m) | NodeError::BadRequest(m)) => {
-            let tpl = render_case(&state, &auth, &id, m.zh).await?;
+            let tpl = render_case(&state, &auth, &id, m.zh)?;
             Ok((StatusCode::CONFLICT, Html(tpl.render()?)).into_response())
         }
         Err(e) => Err(e.into()),

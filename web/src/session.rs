@@ -90,10 +90,9 @@ impl Sessions {
     }
 }
 
-/// The session cookie's value in a request, if any.
-pub fn cookie_value(parts: &Parts) -> Option<String> {
-    parts
-        .headers
+/// The session cookie's value in a request's headers, if any.
+pub fn cookie_value(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -125,7 +124,7 @@ impl FromRequestParts<AppState> for Auth {
             .get::<axum::extract::OriginalUri>()
             .map_or(parts.uri.path(), |u| u.0.path())
             .starts_with("/api/");
-        cookie_value(parts)
+        cookie_value(&parts.headers)
             .and_then(|id| state.sessions.get(&id))
             .map(Auth)
             .ok_or(if api {

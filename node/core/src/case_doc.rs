@@ -224,16 +224,18 @@ fn malformed(field: &str, reason: &str) -> DocError {
     }
 }
 
-/// Sample data shared by the tests of this crate.
-#[cfg(test)]
-pub(crate) mod tests_support {
+/// Sample data for tests, here and in other crates (feature `test-utils`).
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_support {
     use super::*;
     use crate::application::MaterialStatus;
     use crate::catalog::Tier;
     use crate::event::EventKind;
     use crate::hlc::Hlc;
 
-    pub(crate) fn sample_case() -> Case {
+    /// A village case with a proxy, a photographed material and its `accepted` event; its
+    /// applicant's name has characters outside the Basic Multilingual Plane.
+    pub fn sample_case() -> Case {
         Case {
             id: "c1".into(),
             receipt_no: "430181101001-20261122-0001".into(),
@@ -285,7 +287,7 @@ pub(crate) mod tests_support {
 
 #[cfg(test)]
 mod tests {
-    use super::tests_support::sample_case;
+    use super::test_support::sample_case;
     use super::*;
     use crate::event::EventKind;
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, Offset, Utc};
 use thiserror::Error;
 
 use crate::application::{self, ApplicationInput, FieldErrors};
@@ -99,8 +99,9 @@ impl Node {
 
     /// Local time of the node (China: UTC+8).
     pub fn local_now(&self) -> DateTime<FixedOffset> {
+        // The config check bounds the offset to -12..=14 hours, so this is always in range.
         let offset = FixedOffset::east_opt(self.config.node.utc_offset_hours * 3600)
-            .unwrap_or_else(|| FixedOffset::east_opt(8 * 3600).unwrap_or(Utc.fix()));
+            .unwrap_or_else(|| Utc.fix());
         Utc::now().with_timezone(&offset)
     }
 
@@ -357,4 +358,13 @@ pub fn photo_error(e: &StoreError) -> NodeError {
 /// A valid Argon2id hash of a random password nobody knows, for constant-time misses.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$7eWXqTJ2kz1VDFyIi3J0iQDy4lH7Ujx3LtKKYv7Jq0o";
 
-use chrono::Offset;
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_dummy_hash_is_a_real_argon2id_hash() {
+        // If it did not parse, logins for unknown users would return at once and reveal
+        // which usernames exist.
+        let parsed = argon2::password_hash::PasswordHash::new(super::DUMMY_HASH).unwrap();
+        assert_eq!(parsed.algorithm.as_str(), "argon2id");
+    }
+}

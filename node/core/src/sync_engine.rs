@@ -311,7 +311,11 @@ impl Shell<'_> {
         if held.len() as u64 >= total_len
             && let Some(whole) = self.blobs.remove(&hash)
         {
-            self.store.put_peer_blob(&hex::encode(hash), whole).await?;
+            // A blob that fails its hash is the peer's fault, not the link's: drop it and go
+            // on; it is asked for again later.
+            if let Err(e) = self.store.put_peer_blob(&hex::encode(hash), whole).await {
+                tracing::warn!(peer = %self.peer, blob = %hex::encode(hash), error = %e, "blob refused");
+            }
         }
         Ok(())
     }

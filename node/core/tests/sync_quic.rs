@@ -4,11 +4,10 @@
 
 use std::time::Duration;
 
-use yiciban_core::application::{MaterialRecord, MaterialStatus, Person};
-use yiciban_core::case_doc::{self, Case, Divisions};
+use yiciban_core::case_doc::test_support::sample_case;
+use yiciban_core::case_doc::{self, Case};
 use yiciban_core::catalog::Tier;
-use yiciban_core::event::{Event, EventKind};
-use yiciban_core::hlc::Hlc;
+use yiciban_core::event::EventKind;
 use yiciban_core::store::Store;
 use yiciban_core::summary::CaseSummary;
 use yiciban_core::sync_engine::{DialConfig, LinkStatus, dial_forever, run_connection};
@@ -27,48 +26,16 @@ fn material(ca: &CountyCa, id: &NodeIdentity) -> TlsMaterial {
     }
 }
 
+/// The sample case under another id and receipt number, accepted at the village.
 fn case(id: &str, seq: u64) -> Case {
-    Case {
-        id: id.into(),
-        receipt_no: format!("430181101001-20261122-{seq:04}"),
-        item_code: "MZ003".into(),
-        item_name: "高龄津贴申领".into(),
-        node: "village-430181101001".into(),
-        route: ["village:accept", "town:review", "village:issue"]
-            .map(String::from)
-            .to_vec(),
-        division: Divisions {
-            village: "430181101001".into(),
-            town: "430181101000".into(),
-            county: "430181000000".into(),
-        },
-        applicant: Person {
-            name: "王𠈌".into(),
-            id_number: "11010519491231002X".into(),
-            phone: "13800138000".into(),
-            relation: None,
-        },
-        proxy: None,
-        form: [("address".to_string(), "示范村3组".to_string())].into(),
-        materials: vec![MaterialRecord {
-            key: "id_card".into(),
-            status: MaterialStatus::Original,
-            blob: None,
-        }],
-        events: vec![Event {
-            id: format!("{id}-accepted"),
-            at: Hlc {
-                wall_ms: 1_795_000_000_000 + seq,
-                counter: 0,
-            },
-            node: "village-430181101001".into(),
-            tier: Tier::Village,
-            user: "clerk".into(),
-            role: "clerk".into(),
-            kind: EventKind::Accepted,
-            payload: serde_json::json!({}),
-        }],
-    }
+    let mut c = sample_case();
+    c.id = id.into();
+    c.receipt_no = format!("430181101001-20261122-{seq:04}");
+    c.node = "village-430181101001".into();
+    c.events[0].id = format!("{id}-accepted");
+    c.events[0].node = c.node.clone();
+    c.events[0].at.wall_ms += seq;
+    c
 }
 
 async fn file(store: &Store, c: &Case, seq: u64) {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::case_doc::tests_support::sample_case;
+use crate::case_doc::test_support::sample_case;
 use crate::summary::CaseSummary;
 
 fn open(dir: &tempfile::TempDir) -> Store {
