@@ -16,6 +16,9 @@ pub struct Config {
     pub http: HttpSection,
     pub store: StoreSection,
     pub catalog: CatalogSection,
+    /// Replication; a node without it runs alone.
+    #[serde(default)]
+    pub sync: Option<SyncSection>,
     #[serde(default)]
     pub demo: bool,
     /// Where relative paths point: the config file's folder. Set by [`Config::load`].
@@ -63,6 +66,30 @@ pub struct StoreSection {
 #[serde(deny_unknown_fields)]
 pub struct CatalogSection {
     pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSection {
+    /// Where this node accepts peers over QUIC (the county; a town that villages dial).
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// The county's QUIC address, which this node dials.
+    #[serde(default)]
+    pub county: Option<SocketAddr>,
+    /// The TLS folder: `ca.pem`, `node.pem`, `node.key` (and `ca.key` at the county).
+    #[serde(default = "default_tls_dir")]
+    pub tls_dir: PathBuf,
+    /// Most seconds between two dial attempts after failures.
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_secs: u64,
+}
+
+fn default_tls_dir() -> PathBuf {
+    PathBuf::from("tls")
+}
+fn default_backoff_max() -> u64 {
+    30
 }
 
 fn default_utc_offset() -> i32 {
@@ -149,6 +176,23 @@ impl Config {
                 "must be between -12 and 14".into(),
             ));
         }
+        if let Some(sync) = &self.sync {
+            if sync.listen.is_none() && sync.county.is_none() {
+                return Err((
+                    "sync".into(),
+                    "set `listen` (county), `county` (the address to dial), or both".into(),
+                ));
+            }
+            if self.node.role != Tier::County && sync.county.is_none() {
+                return Err((
+                    "sync.county".into(),
+                    "a village or town needs the county's address".into(),
+                ));
+            }
+            if sync.backoff_max_secs == 0 {
+                return Err(("sync.backoff_max_secs".into(), "must be at least 1".into()));
+            }
+        }
         if self.store.group_commit_max == 0 {
             return Err(("store.group_commit_max".into(), "must be at least 1".into()));
         }
@@ -165,6 +209,20 @@ impl Config {
 
     pub fn store_path(&self) -> PathBuf {
         self.resolve(&self.store.path)
+    }
+
+    /// The TLS folder (`[sync] tls_dir`, default `tls` beside the config).
+    pub fn tls_dir(&self) -> PathBuf {
+        let dir = self
+            .sync
+            .as_ref()
+            .map_or_else(default_tls_dir, |s| s.tls_dir.clone());
+        self.resolve(&dir)
+    }
+
+    /// The scope of this node's own cases.
+    pub fn scope(&self) -> crate::scope::Scope {
+        crate::scope::Scope::of(self.node.role, &self.node.division)
     }
 
     pub fn catalog_path(&self) -> PathBuf {

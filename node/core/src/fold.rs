@@ -5,8 +5,11 @@
 //! the reason; when a withdrawal and a decision cross, the case carries a conflict until a
 //! person resolves it. The same events always give the same state, byte for byte.
 //!
-//! This build folds `accepted`, `withdrawn` and `comment`; every other kind is kept and marked
-//! superseded as "not handled by this version" until the review flow lands.
+//! The baton rule: the current step of the route names a tier (`town:review`); only an event
+//! recorded at a node of that tier moves the case. Decisions (`review_passed`, `approved`,
+//! `rejected`, `supplement_requested`) must fall on a step of their kind; the village then
+//! collects supplements, issues the result and records the pick-up. `rated`, `urged` and
+//! `comment` never move the case. A kind this version does not know is kept and superseded.
 
 use serde::{Deserialize, Serialize};
 
@@ -95,6 +98,12 @@ pub struct CaseState {
     pub conflict: Option<String>,
     /// Distinct events folded.
     pub event_count: usize,
+    /// Index of `step` in the route (`None` off the route: supplement, pick-up, closed).
+    pub step_index: Option<usize>,
+    /// The route step a supplement returns to.
+    pub resume_index: Option<usize>,
+    /// The materials the last supplement request listed.
+    pub missing_materials: Vec<String>,
 }
 
 impl CaseState {
@@ -108,6 +117,9 @@ impl CaseState {
             superseded: Vec::new(),
             conflict: None,
             event_count: 0,
+            step_index: None,
+            resume_index: None,
+            missing_materials: Vec::new(),
         }
     }
 }
@@ -158,25 +170,145 @@ fn apply(state: &mut CaseState, route: &[String], event: &Event) -> Result<(), &
                     Err("a decision was taken before the withdrawal")
                 }
                 Status::UnderReview | Status::SupplementRequested | Status::ReadyToIssue => {
-                    state.status = Status::Withdrawn;
-                    state.step = None;
-                    state.tier = None;
+                    close(state, Status::Withdrawn);
                     Ok(())
                 }
                 _ => Err("the case is closed"),
             }
         }
+        EventKind::ReviewPassed => {
+            decision(state, event, &["review"])?;
+            advance(state, route);
+            Ok(())
+        }
+        EventKind::Approved => {
+            decision(state, event, &["approve"])?;
+            advance(state, route);
+            Ok(())
+        }
+        EventKind::Rejected => {
+            decision(state, event, &["review", "approve"])?;
+            close(state, Status::Rejected);
+            Ok(())
+        }
+        EventKind::SupplementRequested => {
+            holds_baton(state, event, &["review", "approve"])?;
+            state.resume_index = state.step_index;
+            state.missing_materials = event
+                .payload
+                .get("materials")
+                .and_then(|m| m.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            state.status = Status::SupplementRequested;
+            state.step = Some("village:supplement".into());
+            state.tier = Some(Tier::Village);
+            state.step_index = None;
+            Ok(())
+        }
+        EventKind::SupplementProvided => {
+            if state.status != Status::SupplementRequested {
+                return Err("no supplement was requested");
+            }
+            if event.tier != Tier::Village {
+                return Err("supplements are received at the village");
+            }
+            let back = state.resume_index.take().unwrap_or(1);
+            state.missing_materials.clear();
+            enter_step(state, route, back);
+            Ok(())
+        }
+        EventKind::Issued => {
+            if state.status != Status::ReadyToIssue {
+                return Err("the case is not ready to issue");
+            }
+            if event.tier != Tier::Village {
+                return Err("the village issues the result");
+            }
+            state.status = Status::Issued;
+            state.step = Some("village:pickup".into());
+            state.tier = Some(Tier::Village);
+            state.step_index = None;
+            Ok(())
+        }
+        EventKind::PickedUp => {
+            if state.status != Status::Issued {
+                return Err("the result has not been issued");
+            }
+            if event.tier != Tier::Village {
+                return Err("the pick-up is recorded at the village");
+            }
+            close(state, Status::Completed);
+            Ok(())
+        }
+        EventKind::Rated => match state.status {
+            Status::Issued | Status::Completed | Status::Rejected => Ok(()),
+            _ => Err("a rating follows the hand-out"),
+        },
+        EventKind::Urged => {
+            if event.tier != Tier::County {
+                return Err("the county urges");
+            }
+            match state.step {
+                Some(_) => Ok(()),
+                None => Err("the case is closed"),
+            }
+        }
         EventKind::Comment => Ok(()),
-        _ => Err("not handled by this version"),
+        EventKind::Other(_) => Err("not handled by this version"),
     }
+}
+
+/// The step's action (`review` in `town:review`).
+fn action(step: &str) -> &str {
+    step.split_once(':').map_or(step, |(_, a)| a)
+}
+
+/// Only the tier holding the baton, at a step of one of `actions`, moves the case.
+fn holds_baton(state: &CaseState, event: &Event, actions: &[&str]) -> Result<(), &'static str> {
+    let Some(step) = state.step.as_deref() else {
+        return Err("the case is not open");
+    };
+    if state.step_index.is_none() || !actions.contains(&action(step)) {
+        return Err("the case is not at a step that takes this decision");
+    }
+    if state.tier != Some(event.tier) {
+        return Err("another tier holds the baton");
+    }
+    Ok(())
+}
+
+/// A decision: legal only with the baton; one that crosses a withdrawal is a conflict.
+fn decision(state: &mut CaseState, event: &Event, actions: &[&str]) -> Result<(), &'static str> {
+    if state.status == Status::Withdrawn {
+        state.conflict = Some("decision crossed a withdrawal; resolve with a new event".into());
+        return Err("the case was withdrawn before the decision");
+    }
+    holds_baton(state, event, actions)?;
+    state.decided = true;
+    Ok(())
+}
+
+fn advance(state: &mut CaseState, route: &[String]) {
+    let next = state.step_index.map_or(route.len(), |i| i + 1);
+    enter_step(state, route, next);
+}
+
+fn close(state: &mut CaseState, status: Status) {
+    state.status = status;
+    state.step = None;
+    state.tier = None;
+    state.step_index = None;
 }
 
 /// Moves the baton to `route[index]`, or closes the case past the end.
 fn enter_step(state: &mut CaseState, route: &[String], index: usize) {
     let Some(step) = route.get(index) else {
-        state.status = Status::Completed;
-        state.step = None;
-        state.tier = None;
+        close(state, Status::Completed);
         return;
     };
     state.status = if step == "village:issue" {
@@ -186,6 +318,7 @@ fn enter_step(state: &mut CaseState, route: &[String], index: usize) {
     };
     state.tier = step.split_once(':').and_then(|(t, _)| Tier::parse(t));
     state.step = Some(step.clone());
+    state.step_index = Some(index);
 }
 
 #[cfg(test)]
@@ -277,12 +410,106 @@ mod tests {
         assert_eq!(s.superseded[0].event_id, "b");
     }
 
+    #[test]
+    fn the_whole_flow_village_town_village() {
+        let mut events = vec![ev("a", 1, "v1", Tier::Village, EventKind::Accepted)];
+        let mut sup = ev("s", 2, "t1", Tier::Town, EventKind::SupplementRequested);
+        sup.payload = serde_json::json!({"materials": ["户口簿"]});
+        events.push(sup);
+        let s = fold(&route(), &events);
+        assert_eq!(s.status, Status::SupplementRequested);
+        assert_eq!(
+            (s.step.as_deref(), s.tier),
+            (Some("village:supplement"), Some(Tier::Village))
+        );
+        assert_eq!(s.missing_materials, ["户口簿"]);
+        events.push(ev(
+            "p",
+            3,
+            "v1",
+            Tier::Village,
+            EventKind::SupplementProvided,
+        ));
+        assert_eq!(fold(&route(), &events).step.as_deref(), Some("town:review"));
+        events.push(ev("r", 4, "t1", Tier::Town, EventKind::ReviewPassed));
+        let s = fold(&route(), &events);
+        assert_eq!(
+            (s.status, s.tier),
+            (Status::ReadyToIssue, Some(Tier::Village))
+        );
+        events.push(ev("i", 5, "v1", Tier::Village, EventKind::Issued));
+        assert_eq!(fold(&route(), &events).status, Status::Issued);
+        events.push(ev("k", 6, "v1", Tier::Village, EventKind::PickedUp));
+        let s = fold(&route(), &events);
+        assert_eq!((s.status, s.step), (Status::Completed, None));
+        assert!(s.superseded.is_empty(), "{:?}", s.superseded);
+    }
+
+    #[test]
+    fn only_the_tier_holding_the_baton_decides() {
+        let events = [
+            ev("a", 1, "v1", Tier::Village, EventKind::Accepted),
+            ev("x", 2, "v1", Tier::Village, EventKind::ReviewPassed),
+            ev("y", 3, "c", Tier::County, EventKind::Approved),
+            ev("z", 4, "v1", Tier::Village, EventKind::Issued),
+        ];
+        let s = fold(&route(), &events);
+        assert_eq!(s.status, Status::UnderReview);
+        let ids: Vec<_> = s.superseded.iter().map(|x| x.event_id.as_str()).collect();
+        assert_eq!(ids, ["x", "y", "z"]);
+    }
+
+    #[test]
+    fn county_step_needs_approval_and_rejection_closes() {
+        let r = [
+            "village:accept",
+            "town:review",
+            "county:approve",
+            "village:issue",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut events = vec![
+            ev("a", 1, "v1", Tier::Village, EventKind::Accepted),
+            ev("r", 2, "t1", Tier::Town, EventKind::ReviewPassed),
+        ];
+        let s = fold(&r, &events);
+        assert_eq!(
+            (s.step.as_deref(), s.tier),
+            (Some("county:approve"), Some(Tier::County))
+        );
+        events.push(ev("n", 3, "c", Tier::County, EventKind::Rejected));
+        let s = fold(&r, &events);
+        assert_eq!((s.status, s.step), (Status::Rejected, None));
+    }
+
+    #[test]
+    fn withdrawal_and_decision_crossing_is_a_conflict_either_way() {
+        for (w, d) in [(2, 3), (3, 2)] {
+            let events = [
+                ev("a", 1, "v1", Tier::Village, EventKind::Accepted),
+                ev("w", w, "v1", Tier::Village, EventKind::Withdrawn),
+                ev("d", d, "t1", Tier::Town, EventKind::ReviewPassed),
+            ];
+            let s = fold(&route(), &events);
+            assert!(s.conflict.is_some(), "w at {w}, d at {d}");
+            assert_eq!(s.superseded.len(), 1);
+            assert_eq!(s.event_count, 3);
+        }
+    }
+
     fn arb_event() -> impl Strategy<Value = Event> {
         let kinds = prop_oneof![
             Just(EventKind::Accepted),
             Just(EventKind::Withdrawn),
             Just(EventKind::Comment),
             Just(EventKind::ReviewPassed),
+            Just(EventKind::Approved),
+            Just(EventKind::Rejected),
+            Just(EventKind::SupplementRequested),
+            Just(EventKind::SupplementProvided),
+            Just(EventKind::Issued),
+            Just(EventKind::PickedUp),
         ];
         let tiers = prop_oneof![Just(Tier::Village), Just(Tier::Town), Just(Tier::County)];
         (0u64..20, 0u8..3, 0u32..1000, kinds, tiers).prop_map(|(ms, node, id, kind, tier)| {

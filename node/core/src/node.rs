@@ -11,6 +11,7 @@ use crate::application::{self, ApplicationInput, FieldErrors};
 use crate::case_doc::{self, Case};
 use crate::catalog::{Catalog, Tier};
 use crate::config::Config;
+use crate::enrol::{EnrolAnswer, EnrolError, EnrolRequest, TlsDir};
 use crate::event::{Event, EventKind};
 use crate::fold::CaseState;
 use crate::hlc::HlcClock;
@@ -74,11 +75,27 @@ pub struct Node {
     clock: HlcClock,
     logins: LoginGuard,
     started: Instant,
+    /// Every sync link, for pages and health.
+    pub links: Arc<crate::sync_engine::Links>,
+    /// The county's certificate authority (county nodes that ran `yiciban init`).
+    county_ca: Option<yiciban_transport::identity::CountyCa>,
 }
 
 impl Node {
     pub fn new(config: Config, catalog: Catalog, store: Store) -> Result<Arc<Self>, StoreError> {
         let clock = HlcClock::new(store.hlc_floor()?);
+        let tls = TlsDir::new(config.tls_dir());
+        let county_ca = if config.node.role == Tier::County && tls.path("ca.key").exists() {
+            match tls.county_ca() {
+                Ok(ca) => Some(ca),
+                Err(e) => {
+                    tracing::error!(error = %e, "county CA unreadable; enrolment is off");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Ok(Arc::new(Self {
             config,
             catalog,
@@ -86,7 +103,65 @@ impl Node {
             clock,
             logins: LoginGuard::new(MAX_LOGIN_FAILURES, LOCKOUT),
             started: Instant::now(),
+            links: Arc::default(),
+            county_ca,
         }))
+    }
+
+    /// Whether this node holds a certificate from the county.
+    pub fn is_enrolled(&self) -> bool {
+        TlsDir::new(self.config.tls_dir()).is_enrolled()
+    }
+
+    /// Starts replication as `[sync]` says. A node with no `[sync]` or no certificate yet
+    /// runs alone and says why in the log; pages show it.
+    pub fn start_sync(&self) -> Result<Option<quinn::Endpoint>, String> {
+        let Some(sync) = &self.config.sync else {
+            tracing::info!("no [sync] section: running alone");
+            return Ok(None);
+        };
+        let tls = TlsDir::new(self.config.tls_dir());
+        if !tls.is_enrolled() {
+            tracing::warn!(dir = %tls.dir.display(), "not enrolled: run `yiciban enroll` (or `yiciban init` at the county); running alone");
+            return Ok(None);
+        }
+        let material = tls.material().map_err(|e| e.to_string())?;
+        let ctx = crate::sync_engine::SyncContext {
+            store: self.store.clone(),
+            node_id: self.config.node.id.clone(),
+            scope: self.config.scope(),
+            links: self.links.clone(),
+        };
+        let dial = crate::sync_engine::DialConfig {
+            backoff_max: Duration::from_secs(sync.backoff_max_secs),
+            ..crate::sync_engine::DialConfig::default()
+        };
+        let endpoint = crate::sync_engine::start(ctx, &material, sync.listen, sync.county, dial)
+            .map_err(|e| e.to_string())?;
+        tracing::info!(listen = ?sync.listen, county = ?sync.county, "replication started");
+        Ok(Some(endpoint))
+    }
+
+    /// Answers a node's enrolment request (county only).
+    pub async fn enrol(&self, req: &EnrolRequest) -> Result<EnrolAnswer, NodeError> {
+        let Some(ca) = &self.county_ca else {
+            return Err(NodeError::NotFound(Msg::new(
+                "本节点不是县级证书机构",
+                "this node is not a county certificate authority",
+            )));
+        };
+        crate::enrol::answer(&self.store, ca, req)
+            .await
+            .map_err(|e| match e {
+                EnrolError::Store(e) => NodeError::Store(e),
+                other => {
+                    tracing::warn!(error = %other, "enrolment refused");
+                    NodeError::Forbidden(Msg::new(
+                        format!("注册被拒绝：{other}"),
+                        format!("enrolment refused: {other}"),
+                    ))
+                }
+            })
     }
 
     pub fn tier(&self) -> Tier {
@@ -224,44 +299,17 @@ impl Node {
                 "this role does not handle cases",
             )));
         }
-        match kind {
-            EventKind::Withdrawn if actor.role != Role::Clerk => {
-                return Err(NodeError::Forbidden(Msg::new(
-                    "撤回由村受理员登记",
-                    "a withdrawal is recorded by the village clerk",
-                )));
-            }
-            EventKind::Withdrawn | EventKind::Comment => {}
-            other => {
-                return Err(NodeError::BadRequest(Msg::new(
-                    format!("暂不支持的事件：{}", other.as_str()),
-                    format!("event kind {} is not supported yet", other.as_str()),
-                )));
-            }
-        }
-        let text_key = if kind == EventKind::Comment {
-            "text"
-        } else {
-            "reason"
-        };
-        let text = payload
-            .get(text_key)
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        if kind == EventKind::Comment && text.is_empty() {
-            return Err(NodeError::BadRequest(Msg::new(
-                "备注内容不能为空",
-                "a comment needs text",
+        if !may_record(actor.role, &kind) {
+            return Err(NodeError::Forbidden(Msg::new(
+                format!("当前角色不能办理“{}”", kind.zh()),
+                format!(
+                    "the role {} does not record {}",
+                    actor.role.as_str(),
+                    kind.as_str()
+                ),
             )));
         }
-        if text.chars().count() > 1000 {
-            return Err(NodeError::BadRequest(Msg::new(
-                "内容过长（最多1000字）",
-                "text is too long (1000 characters at most)",
-            )));
-        }
+        let payload = event_payload(&kind, &payload)?;
         let event = Event {
             id: uuid::Uuid::now_v7().to_string(),
             at: self.stamp(),
@@ -270,7 +318,7 @@ impl Node {
             user: actor.username.clone(),
             role: actor.role.as_str().into(),
             kind,
-            payload: serde_json::json!({ text_key: text }),
+            payload,
         };
         let actor_id = case_doc::node_actor(&self.config.node.id);
         match self.store.append_event(case_id, event, actor_id).await {
@@ -298,6 +346,108 @@ impl Node {
         password: &str,
     ) -> Result<(), NodeError> {
         add_user(&self.store, username, display_name, role, password).await
+    }
+}
+
+/// Which role records which event kind (the node's tier is checked by the fold's baton rule).
+pub fn may_record(role: Role, kind: &EventKind) -> bool {
+    use EventKind as K;
+    match role {
+        Role::Clerk => matches!(
+            kind,
+            K::Withdrawn | K::SupplementProvided | K::Issued | K::PickedUp | K::Comment
+        ),
+        Role::Reviewer => matches!(
+            kind,
+            K::ReviewPassed | K::Rejected | K::SupplementRequested | K::Comment
+        ),
+        Role::Approver => matches!(
+            kind,
+            K::Approved | K::Rejected | K::SupplementRequested | K::Comment
+        ),
+        _ => false,
+    }
+}
+
+/// Longest free text an event carries.
+const MAX_TEXT_CHARS: usize = 1000;
+/// Most materials one supplement request lists.
+const MAX_MISSING: usize = 50;
+
+fn text_of(payload: &serde_json::Value, key: &str) -> Result<String, NodeError> {
+    let text = payload
+        .get(key)
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if text.chars().count() > MAX_TEXT_CHARS {
+        return Err(NodeError::BadRequest(Msg::new(
+            "内容过长（最多1000字）",
+            "text is too long (1000 characters at most)",
+        )));
+    }
+    Ok(text)
+}
+
+/// Checks and normalises what an event carries; refuses with a clear message.
+fn event_payload(
+    kind: &EventKind,
+    payload: &serde_json::Value,
+) -> Result<serde_json::Value, NodeError> {
+    match kind {
+        EventKind::Comment => {
+            let text = text_of(payload, "text")?;
+            if text.is_empty() {
+                return Err(NodeError::BadRequest(Msg::new(
+                    "备注内容不能为空",
+                    "a comment needs text",
+                )));
+            }
+            Ok(serde_json::json!({ "text": text }))
+        }
+        EventKind::Rejected => {
+            let reason = text_of(payload, "reason")?;
+            if reason.is_empty() {
+                return Err(NodeError::BadRequest(Msg::new(
+                    "不予许可须写明理由",
+                    "a rejection needs a reason",
+                )));
+            }
+            Ok(serde_json::json!({ "reason": reason }))
+        }
+        EventKind::SupplementRequested => {
+            let list: Vec<String> = match payload.get("materials") {
+                Some(serde_json::Value::Array(items)) => items
+                    .iter()
+                    .filter_map(|v| v.as_str())
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+                Some(serde_json::Value::String(s)) => s
+                    .split(['\n', '，', ','])
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if list.is_empty() || list.len() > MAX_MISSING {
+                return Err(NodeError::BadRequest(Msg::new(
+                    "一次性告知须列明所缺材料（1至50项）",
+                    "a supplement request lists the missing materials (1 to 50)",
+                )));
+            }
+            if list.iter().any(|m| m.chars().count() > 200) {
+                return Err(NodeError::BadRequest(Msg::new(
+                    "材料名称过长（最多200字）",
+                    "a material name is too long (200 characters at most)",
+                )));
+            }
+            let note = text_of(payload, "note")?;
+            Ok(serde_json::json!({ "materials": list, "note": note }))
+        }
+        EventKind::Withdrawn => Ok(serde_json::json!({ "reason": text_of(payload, "reason")? })),
+        _ => Ok(serde_json::json!({ "note": text_of(payload, "note")? })),
     }
 }
 

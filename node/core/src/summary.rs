@@ -23,6 +23,10 @@ pub struct CaseSummary {
     pub tier: Option<Tier>,
     pub accepted_at: Hlc,
     pub village: String,
+    #[serde(default)]
+    pub town: String,
+    #[serde(default)]
+    pub county: String,
     pub conflict: bool,
     pub proxy: bool,
 }
@@ -41,6 +45,8 @@ impl CaseSummary {
             tier: state.tier,
             accepted_at: state.accepted_at.unwrap_or_default(),
             village: case.division.village.clone(),
+            town: case.division.town.clone(),
+            county: case.division.county.clone(),
             conflict: state.conflict.is_some(),
             proxy: case.proxy.is_some(),
         }

@@ -5,9 +5,9 @@
 //! blob chunks and storing a blob only once its hash checks out. The peer's node id comes
 //! from its verified certificate, and its `Hello` must name the same node.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use thiserror::Error;
@@ -16,6 +16,8 @@ use yiciban_sync::proto::{self, Cursor, Message};
 use yiciban_sync::session::{Effect, NodeInfo, Output, ProtoError, Session};
 use yiciban_transport::tls::{TlsError, connection_identity};
 
+use crate::catalog::Tier;
+use crate::scope::{Scope, ScopedStore};
 use crate::store::{Store, StoreError};
 
 /// How often the engine offers what the local feed gained.
@@ -73,30 +75,62 @@ impl Default for DialConfig {
     }
 }
 
-/// What the node shows about one link: connected or not, the last time it was caught up.
-#[derive(Debug, Default)]
-pub struct LinkStatus {
-    inner: Mutex<LinkSnapshot>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What the node shows about one link: connected or not, the last time it was caught up,
+/// how far the peer holds this node's feed, bytes moved.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct LinkSnapshot {
+    /// The link's name: `county` for the uplink, the peer's node id for an accepted link.
+    pub name: String,
     pub peer: Option<String>,
+    pub peer_role: Option<String>,
     pub connected: bool,
     /// Unix milliseconds of the last moment both feeds were caught up.
     pub last_sync_ms: Option<u64>,
     pub last_error: Option<String>,
     pub attempts: u64,
+    /// The local feed position the peer holds (from its hello and acks).
+    pub peer_position: Option<u64>,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
 }
 
-impl LinkStatus {
-    pub fn snapshot(&self) -> LinkSnapshot {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
+/// Every link of this node, for pages, health and metrics.
+#[derive(Debug, Default)]
+pub struct Links {
+    inner: Mutex<BTreeMap<String, LinkSnapshot>>,
+}
+
+impl Links {
+    pub fn snapshot(&self) -> Vec<LinkSnapshot> {
+        self.lock().values().cloned().collect()
     }
 
-    fn update(&self, f: impl FnOnce(&mut LinkSnapshot)) {
-        f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()));
+    pub fn get(&self, name: &str) -> Option<LinkSnapshot> {
+        self.lock().get(name).cloned()
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, LinkSnapshot>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn update(&self, name: &str, f: impl FnOnce(&mut LinkSnapshot)) {
+        let mut map = self.lock();
+        let entry = map.entry(name.to_string()).or_insert_with(|| LinkSnapshot {
+            name: name.to_string(),
+            ..LinkSnapshot::default()
+        });
+        f(entry);
+    }
+}
+
+/// What every connection of this node shares.
+#[derive(Debug, Clone)]
+pub struct SyncContext {
+    pub store: Store,
+    pub node_id: String,
+    /// This node's own scope: a peer's changes outside it are refused.
+    pub scope: Scope,
+    pub links: Arc<Links>,
 }
 
 fn unix_ms() -> u64 {
@@ -105,19 +139,19 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Keeps a link to `addr` up for as long as the task runs: dial, run the session, and after
-/// any failure wait with capped exponential backoff (reset once a connection has synced).
+/// Keeps the link named `name` to `addr` up for as long as the task runs: dial, run the
+/// session, and after any failure wait with capped exponential backoff (reset once a
+/// connection has synced).
 pub async fn dial_forever(
-    store: Store,
-    node_id: String,
+    ctx: SyncContext,
     endpoint: quinn::Endpoint,
+    name: String,
     addr: SocketAddr,
     dial: DialConfig,
-    status: std::sync::Arc<LinkStatus>,
 ) {
     let mut backoff = dial.backoff_min;
     loop {
-        status.update(|s| s.attempts += 1);
+        ctx.links.update(&name, |s| s.attempts += 1);
         let result = async {
             let connecting = endpoint
                 .connect(addr, yiciban_transport::identity::SERVER_NAME)
@@ -127,18 +161,19 @@ pub async fn dial_forever(
                 .map_err(|_| {
                     EngineError::Dial(format!("no handshake within {:?}", dial.connect_timeout))
                 })??;
-            run_connection(&store, &node_id, &conn, true, &status).await
+            run_connection(&ctx, &conn, true, &name).await
         }
         .await;
-        let synced = status
-            .snapshot()
-            .last_sync_ms
+        let synced = ctx
+            .links
+            .get(&name)
+            .and_then(|s| s.last_sync_ms)
             .is_some_and(|t| unix_ms().saturating_sub(t) < 60_000);
         let why = result
             .err()
             .map_or_else(|| "closed".to_string(), |e| e.to_string());
-        tracing::warn!(%addr, error = %why, "sync link down; retrying");
-        status.update(|s| {
+        tracing::warn!(link = %name, %addr, error = %why, "sync link down; retrying");
+        ctx.links.update(&name, |s| {
             s.connected = false;
             s.last_error = Some(why);
         });
@@ -151,17 +186,104 @@ pub async fn dial_forever(
     }
 }
 
+/// Starts replication: accepts peers on `listen` (the county) and keeps a link to `county`
+/// (villages and towns). Returns the endpoint; dropping every clone of it stops nothing, the
+/// tasks own their own.
+pub fn start(
+    ctx: SyncContext,
+    material: &yiciban_transport::tls::TlsMaterial,
+    listen: Option<SocketAddr>,
+    county: Option<SocketAddr>,
+    dial: DialConfig,
+) -> Result<quinn::Endpoint, EngineError> {
+    let client = material.quinn_client()?;
+    let endpoint = match listen {
+        Some(addr) => quinn::Endpoint::server(material.quinn_server()?, addr)
+            .map_err(|e| EngineError::Dial(format!("cannot listen on {addr}: {e}")))?,
+        None => {
+            let any: SocketAddr = match county {
+                Some(SocketAddr::V6(_)) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+                _ => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+            };
+            quinn::Endpoint::client(any).map_err(|e| EngineError::Dial(e.to_string()))?
+        }
+    };
+    let mut endpoint = endpoint;
+    endpoint.set_default_client_config(client);
+    if listen.is_some() {
+        tokio::spawn(accept_forever(ctx.clone(), endpoint.clone()));
+    }
+    if let Some(addr) = county {
+        tokio::spawn(dial_forever(
+            ctx,
+            endpoint.clone(),
+            "county".to_string(),
+            addr,
+            dial,
+        ));
+    }
+    Ok(endpoint)
+}
+
+/// Accepts peers for as long as the endpoint is open; one task per connection. A handshake
+/// that fails (another CA, no certificate, revoked) is refused and logged.
+pub async fn accept_forever(ctx: SyncContext, endpoint: quinn::Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(%remote, error = %e, "sync peer refused at the handshake");
+                    return;
+                }
+            };
+            let name = match connection_identity(&conn) {
+                Ok(id) => id.node_id,
+                Err(e) => {
+                    tracing::warn!(%remote, error = %e, "sync peer refused: no valid identity");
+                    conn.close(1u32.into(), b"identity");
+                    return;
+                }
+            };
+            tracing::info!(%remote, peer = %name, "sync peer connected");
+            let result = run_connection(&ctx, &conn, false, &name).await;
+            let why = result
+                .err()
+                .map_or_else(|| "closed".to_string(), |e| e.to_string());
+            tracing::info!(peer = %name, reason = %why, "sync peer gone");
+            ctx.links.update(&name, |s| {
+                s.connected = false;
+                s.last_error = Some(why);
+            });
+        });
+    }
+}
+
 /// Runs one session until the connection ends or fails. `initiator` opens the stream.
 pub async fn run_connection(
-    store: &Store,
-    node_id: &str,
+    ctx: &SyncContext,
     conn: &quinn::Connection,
     initiator: bool,
-    status: &LinkStatus,
+    link: &str,
 ) -> Result<(), EngineError> {
+    let store = &ctx.store;
     let peer = connection_identity(conn)?;
-    status.update(|s| {
+    let peer_role = Tier::parse(&peer.role).ok_or_else(|| {
+        EngineError::Dial(format!(
+            "peer {} has an unknown role {}",
+            peer.node_id, peer.role
+        ))
+    })?;
+    let peer_scope = Scope::of(peer_role, &peer.division);
+    let view = ScopedStore {
+        store,
+        scope: &peer_scope,
+    };
+    ctx.links.update(link, |s| {
         s.peer = Some(peer.node_id.clone());
+        s.peer_role = Some(peer.role.clone());
         s.connected = true;
     });
     let (mut send, mut recv) = if initiator {
@@ -173,20 +295,25 @@ pub async fn run_connection(
         .cursor(&peer.node_id)?
         .map(|(epoch, seq)| Cursor { epoch, seq });
     let local = NodeInfo {
-        node_id: node_id.to_string(),
+        node_id: ctx.node_id.clone(),
         store_epoch: store.epoch()?,
     };
     let started = Instant::now();
     let now_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut session = Session::new(local, cursor);
     let mut shell = Shell {
-        store,
+        view,
         peer: peer.node_id.clone(),
+        scopes: vec![peer_scope.clone(), ctx.scope.clone()],
         blobs: HashMap::new(),
+        links: &ctx.links,
+        link: link.to_string(),
     };
-    for msg in session.start(now_ms()) {
-        write(&mut send, &msg).await?;
-    }
+    let first = Output {
+        send: session.start(now_ms()),
+        effects: Vec::new(),
+    };
+    shell.perform(&mut session, &mut send, first).await?;
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut tick = tokio::time::interval(TICK);
@@ -194,6 +321,7 @@ pub async fn run_connection(
         tokio::select! {
             read = recv.read(&mut chunk) => {
                 let n = read?.ok_or(EngineError::Closed)?;
+                ctx.links.update(link, |s| s.bytes_received += n as u64);
                 buf.extend_from_slice(&chunk[..n]);
                 while let Some((frame, used)) = frame::decode(&buf)? {
                     buf.drain(..used);
@@ -203,7 +331,7 @@ pub async fn run_connection(
                     {
                         return Err(EngineError::IdentityMismatch { said: hello.node_id.clone(), certified: peer.node_id });
                     }
-                    let out = session.handle(store, now_ms(), msg)?;
+                    let out = session.handle(&view, now_ms(), msg)?;
                     shell.perform(&mut session, &mut send, out).await?;
                 }
             }
@@ -211,25 +339,35 @@ pub async fn run_connection(
                 if session.is_stalled(now_ms()) {
                     return Err(EngineError::Stalled);
                 }
-                let out = session.tick(store, now_ms())?;
+                let out = session.tick(&view, now_ms())?;
                 shell.perform(&mut session, &mut send, out).await?;
-                if session.is_caught_up() {
-                    status.update(|s| s.last_sync_ms = Some(unix_ms()));
-                }
+                let position = session.peer_position();
+                let caught_up = session.is_caught_up();
+                ctx.links.update(link, |s| {
+                    s.peer_position = position.or(s.peer_position);
+                    if caught_up {
+                        s.last_sync_ms = Some(unix_ms());
+                        s.last_error = None;
+                    }
+                });
             }
         }
     }
 }
 
-async fn write(send: &mut quinn::SendStream, msg: &Message) -> Result<(), EngineError> {
-    let frame = Frame::new(FrameKind::Message, proto::encode(msg))?;
-    send.write_all(&frame.encode()).await?;
-    Ok(())
+async fn write(send: &mut quinn::SendStream, msg: &Message) -> Result<usize, EngineError> {
+    let bytes = Frame::new(FrameKind::Message, proto::encode(msg))?.encode();
+    send.write_all(&bytes).await?;
+    Ok(bytes.len())
 }
 
 struct Shell<'a> {
-    store: &'a Store,
+    view: ScopedStore<'a>,
     peer: String,
+    /// The scopes a merged case must fall in: the peer's and this node's.
+    scopes: Vec<Scope>,
+    links: &'a Links,
+    link: String,
     /// Blobs being assembled: hash → bytes so far.
     blobs: HashMap<[u8; 32], Vec<u8>>,
 }
@@ -244,8 +382,12 @@ impl Shell<'_> {
     ) -> Result<(), EngineError> {
         let mut queue = VecDeque::from([out]);
         while let Some(out) = queue.pop_front() {
+            let mut sent = 0u64;
             for msg in &out.send {
-                write(send, msg).await?;
+                sent += write(send, msg).await? as u64;
+            }
+            if sent > 0 {
+                self.links.update(&self.link, |s| s.bytes_sent += sent);
             }
             for effect in out.effects {
                 if let Some(more) = self.effect(session, effect).await? {
@@ -263,15 +405,43 @@ impl Shell<'_> {
     ) -> Result<Option<Output>, EngineError> {
         match effect {
             Effect::Apply { doc_id, changes } => {
-                if let Err(e) = self.store.apply_changes(&doc_id, changes).await {
+                let store = self.view.store;
+                let mut out = Output::default();
+                match store
+                    .apply_changes_in(&doc_id, changes, self.scopes.clone())
+                    .await
+                {
+                    Ok(case) => {
+                        // Photos travel after the documents: ask for the ones not held.
+                        for hash in case.materials.iter().filter_map(|m| m.blob.as_deref()) {
+                            let Ok(raw) = <[u8; 32]>::try_from(
+                                hex::decode(hash).unwrap_or_default().as_slice(),
+                            ) else {
+                                continue;
+                            };
+                            if store.blob_exists(hash) {
+                                continue;
+                            }
+                            let held = self.blobs.get(&raw).map_or(0, |b| b.len() as u64);
+                            let more = session.want_blob(raw, held)?;
+                            out.send.extend(more.send);
+                            out.effects.extend(more.effects);
+                        }
+                    }
                     // The session asks again a bounded number of times, then ends: a refused
                     // document never blocks the cursor silently.
-                    tracing::warn!(peer = %self.peer, doc = %doc_id, error = %e, "changes refused");
+                    Err(e) => {
+                        tracing::warn!(peer = %self.peer, doc = %doc_id, error = %e, "changes refused");
+                    }
                 }
-                Ok(Some(session.applied(self.store, &doc_id)?))
+                let applied = session.applied(&self.view, &doc_id)?;
+                out.send.extend(applied.send);
+                out.effects.extend(applied.effects);
+                Ok(Some(out))
             }
             Effect::SaveCursor { cursor, .. } => {
-                self.store
+                self.view
+                    .store
                     .save_cursor(&self.peer, cursor.epoch, cursor.seq)
                     .await?;
                 Ok(None)
@@ -302,7 +472,7 @@ impl Shell<'_> {
         if !self.blobs.contains_key(&hash) && self.blobs.len() >= MAX_BLOBS_IN_FLIGHT {
             return Ok(()); // asked again later from the held offset
         }
-        let max = self.store.blob_max_bytes() as u64;
+        let max = self.view.store.blob_max_bytes() as u64;
         let held = self.blobs.entry(hash).or_default();
         if offset != held.len() as u64 || total_len > max {
             return Ok(());
@@ -313,7 +483,12 @@ impl Shell<'_> {
         {
             // A blob that fails its hash is the peer's fault, not the link's: drop it and go
             // on; it is asked for again later.
-            if let Err(e) = self.store.put_peer_blob(&hex::encode(hash), whole).await {
+            if let Err(e) = self
+                .view
+                .store
+                .put_peer_blob(&hex::encode(hash), whole)
+                .await
+            {
                 tracing::warn!(peer = %self.peer, blob = %hex::encode(hash), error = %e, "blob refused");
             }
         }

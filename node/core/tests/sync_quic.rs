@@ -4,13 +4,16 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
 use yiciban_core::case_doc::test_support::sample_case;
 use yiciban_core::case_doc::{self, Case};
 use yiciban_core::catalog::Tier;
 use yiciban_core::event::EventKind;
 use yiciban_core::store::Store;
 use yiciban_core::summary::CaseSummary;
-use yiciban_core::sync_engine::{DialConfig, LinkStatus, dial_forever, run_connection};
+
+use yiciban_core::scope::{Scope, ScopedStore};
+use yiciban_core::sync_engine::{DialConfig, SyncContext, dial_forever, run_connection};
 use yiciban_sync::store::ReplicaStore;
 use yiciban_transport::identity::{CountyCa, NodeIdentity, NodeKey, SERVER_NAME};
 use yiciban_transport::tls::TlsMaterial;
@@ -47,6 +50,27 @@ async fn file(store: &Store, c: &Case, seq: u64) {
         .unwrap();
 }
 
+fn ctx(store: &Store, node_id: &str, scope: Scope) -> SyncContext {
+    SyncContext {
+        store: store.clone(),
+        node_id: node_id.into(),
+        scope,
+        links: Arc::default(),
+    }
+}
+
+fn county_ctx(store: &Store) -> SyncContext {
+    ctx(store, "county-430181000000", Scope::All)
+}
+
+fn village_ctx(store: &Store) -> SyncContext {
+    ctx(
+        store,
+        "village-430181101001",
+        Scope::Village("430181101001".into()),
+    )
+}
+
 async fn until(what: &str, mut ok: impl FnMut() -> bool) {
     for _ in 0..200 {
         if ok() {
@@ -74,14 +98,7 @@ fn connect(
     let county = county.clone();
     let county_task = tokio::spawn(async move {
         let conn = server.accept().await.unwrap().await.unwrap();
-        let _ = run_connection(
-            &county,
-            "county-430181000000",
-            &conn,
-            false,
-            &LinkStatus::default(),
-        )
-        .await;
+        let _ = run_connection(&county_ctx(&county), &conn, false, "peer").await;
     });
     let client_cfg = material(ca, &village_id).quinn_client().unwrap();
     let village = village.clone();
@@ -89,14 +106,7 @@ fn connect(
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         endpoint.set_default_client_config(client_cfg);
         let conn = endpoint.connect(addr, SERVER_NAME).unwrap().await.unwrap();
-        let _ = run_connection(
-            &village,
-            "village-430181101001",
-            &conn,
-            true,
-            &LinkStatus::default(),
-        )
-        .await;
+        let _ = run_connection(&village_ctx(&village), &conn, true, "county").await;
     });
     (county_task, village_task)
 }
@@ -174,23 +184,18 @@ async fn the_village_keeps_dialling_until_the_county_comes_up() {
     drop(probe);
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(material(&ca, &village_id).quinn_client().unwrap());
-    let status = std::sync::Arc::new(LinkStatus::default());
+    let vctx = village_ctx(&village);
+    let links = vctx.links.clone();
+    let status = || links.get("county").unwrap_or_default();
     let dial = DialConfig {
         connect_timeout: Duration::from_millis(500),
         backoff_min: Duration::from_millis(100),
         backoff_max: Duration::from_millis(400),
     };
-    let dialler = tokio::spawn(dial_forever(
-        village.clone(),
-        "village-430181101001".into(),
-        endpoint,
-        addr,
-        dial,
-        status.clone(),
-    ));
-    until("a failed attempt", || status.snapshot().attempts >= 2).await;
-    assert!(!status.snapshot().connected);
-    assert!(status.snapshot().last_error.is_some());
+    let dialler = tokio::spawn(dial_forever(vctx, endpoint, "county".into(), addr, dial));
+    until("a failed attempt", || status().attempts >= 2).await;
+    assert!(!status().connected);
+    assert!(status().last_error.is_some());
     // The county comes up on that address; the village's next attempt gets through.
     let server =
         quinn::Endpoint::server(material(&ca, &county_id).quinn_server().unwrap(), addr).unwrap();
@@ -198,14 +203,7 @@ async fn the_village_keeps_dialling_until_the_county_comes_up() {
     let acceptor = tokio::spawn(async move {
         while let Some(incoming) = server.accept().await {
             if let Ok(conn) = incoming.await {
-                let _ = run_connection(
-                    &c,
-                    "county-430181000000",
-                    &conn,
-                    false,
-                    &LinkStatus::default(),
-                )
-                .await;
+                let _ = run_connection(&county_ctx(&c), &conn, false, "peer").await;
             }
         }
     });
@@ -214,14 +212,85 @@ async fn the_village_keeps_dialling_until_the_county_comes_up() {
     })
     .await;
     until("the village to report a sync", || {
-        status.snapshot().last_sync_ms.is_some()
+        status().last_sync_ms.is_some()
     })
     .await;
-    assert!(status.snapshot().connected);
-    assert_eq!(
-        status.snapshot().peer.as_deref(),
-        Some("county-430181000000")
-    );
+    assert!(status().connected);
+    assert_eq!(status().peer.as_deref(), Some("county-430181000000"));
     dialler.abort();
     acceptor.abort();
+}
+
+/// The sample case filed at another village of the same town.
+fn other_village_case(id: &str, seq: u64) -> Case {
+    let mut c = case(id, seq);
+    c.node = "village-430181101002".into();
+    c.division.village = "430181101002".into();
+    c.receipt_no = format!("430181101002-20261122-{seq:04}");
+    c.events[0].node = c.node.clone();
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_village_never_receives_another_villages_case() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let village = Store::open(&dirs.0.path().join("v.redb"), 64, 1 << 20).unwrap();
+    let county = Store::open(&dirs.1.path().join("c.redb"), 64, 1 << 20).unwrap();
+    let ca = CountyCa::create("430181000000").unwrap();
+    let mine = case("mine", 1);
+    let theirs = other_village_case("theirs", 2);
+    file(&county, &mine, 1).await;
+    file(&county, &theirs, 2).await;
+
+    // The scoped view the county's session reads for this village: the other case is not in
+    // its feed, has no heads, yields no changes, however it is asked for.
+    let scope = Scope::Village("430181101001".into());
+    let view = ScopedStore {
+        store: &county,
+        scope: &scope,
+    };
+    let feed: Vec<String> = view
+        .feed_since(0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.doc_id)
+        .collect();
+    assert_eq!(feed, ["mine"]);
+    assert_eq!(view.doc_heads("theirs").unwrap(), None);
+    assert!(view.changes_after("theirs", &[]).unwrap().is_empty());
+    assert!(view.doc_heads("mine").unwrap().is_some());
+    // The town sees both of its villages.
+    let town = Scope::Town("430181101000".into());
+    let tview = ScopedStore {
+        store: &county,
+        scope: &town,
+    };
+    assert_eq!(tview.feed_since(0, 100).unwrap().len(), 2);
+    assert_eq!(tview.feed_head().unwrap(), county.feed_head().unwrap());
+
+    // Over real QUIC: the village gets its own case and never the other one.
+    let (a, b) = connect(&ca, &county, &village);
+    until("the village's own case", || {
+        village.case_count().unwrap() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(village.case("theirs").unwrap().is_none());
+    assert_eq!(village.case_count().unwrap(), 1);
+    a.abort();
+    b.abort();
+
+    // And a village that sends a case of another village is refused by the receiver.
+    let forged = other_village_case("forged", 3);
+    let mut doc = case_doc::build(&forged, case_doc::node_actor(&forged.node)).unwrap();
+    let changes: Vec<Vec<u8>> = doc
+        .get_changes(&[])
+        .into_iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect();
+    let refused = county
+        .apply_changes_in("forged", changes, vec![scope.clone(), Scope::All])
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(county.case("forged").unwrap().is_none());
 }

@@ -29,7 +29,7 @@ mod tests;
 use thiserror::Error;
 
 use crate::proto::{Cursor, DecodeError, Hello, Message};
-use crate::store::{BlobHash, ReplicaStore};
+use crate::store::{BlobHash, FeedSeq, ReplicaStore};
 
 /// Feed batches a pusher sends ahead of the peer's `Ack`.
 pub const MAX_INFLIGHT_BATCHES: usize = 4;
@@ -225,6 +225,12 @@ impl Session {
         let mut out = Output::default();
         self.pump_blobs(&mut out);
         Ok(out)
+    }
+
+    /// How far the peer holds the local feed (from its hello's cursor and its acks); `None`
+    /// before the hello.
+    pub fn peer_position(&self) -> Option<FeedSeq> {
+        self.push.as_ref().map(push::Push::acked)
     }
 
     /// The cursor this session holds for the peer's feed.

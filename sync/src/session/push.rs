@@ -51,6 +51,11 @@ impl Push {
         Ok(push)
     }
 
+    /// How far the peer has durably taken the local feed.
+    pub(super) fn acked(&self) -> FeedSeq {
+        self.acked
+    }
+
     /// Whether batches await acknowledgement.
     pub(super) fn busy(&self) -> bool {
         !self.inflight.is_empty()

@@ -9,10 +9,12 @@ use super::tables::*;
 type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 
 /// All migrations; the store's schema version is their count.
-const MIGRATIONS: [Migration; 3] = [
+const MIGRATIONS: [Migration; 5] = [
     migration_001_initial_tables,
     migration_002_store_epoch,
     migration_003_sync_cursors,
+    migration_004_scoped_feed,
+    migration_005_enrol_tokens,
 ];
 
 fn migration_001_initial_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
@@ -43,6 +45,37 @@ fn migration_002_store_epoch(txn: &redb::WriteTransaction) -> Result<(), StoreEr
 
 fn migration_003_sync_cursors(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(SYNC_CURSORS)?;
+    Ok(())
+}
+
+/// The per-village and per-town feeds and blob scopes, filled from the cases already held.
+fn migration_004_scoped_feed(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut scoped = txn.open_table(FEED_SCOPED)?;
+    let mut blob_scope = txn.open_table(BLOB_SCOPE)?;
+    let feed = txn.open_table(FEED)?;
+    let docs = txn.open_table(CASE_DOCS)?;
+    for entry in feed.iter()? {
+        let (seq, id) = entry?;
+        let Some(bytes) = docs.get(id.value())? else {
+            continue;
+        };
+        let doc = automerge::AutoCommit::load(bytes.value())
+            .map_err(|e| StoreError::Corrupt(format!("case {}: {e}", id.value())))?;
+        let case = crate::case_doc::read(&doc)?;
+        for prefix in crate::scope::Scope::prefixes_of(&case.division) {
+            scoped.insert(format!("{prefix}{:020}", seq.value()).as_str(), id.value())?;
+            for m in &case.materials {
+                if let Some(blob) = &m.blob {
+                    blob_scope.insert(format!("{prefix}{blob}").as_str(), ())?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn migration_005_enrol_tokens(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(ENROL_TOKENS)?;
     Ok(())
 }
 

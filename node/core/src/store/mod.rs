@@ -22,6 +22,7 @@ use crate::case_doc::{self, Case, DocError};
 use crate::event::Event;
 use crate::fold::Status;
 use crate::hlc::Hlc;
+use crate::scope::Scope;
 use crate::summary::CaseSummary;
 use crate::users::User;
 
@@ -165,6 +166,12 @@ impl Store {
             receipt,
             blobs,
             at,
+            division: case.division.clone(),
+            blob_refs: case
+                .materials
+                .iter()
+                .filter_map(|m| m.blob.clone())
+                .collect(),
         })
         .await
         .map(|_| ())
@@ -199,10 +206,22 @@ impl Store {
         doc_id: &str,
         changes: Vec<Vec<u8>>,
     ) -> Result<Case, StoreError> {
+        self.apply_changes_in(doc_id, changes, Vec::new()).await
+    }
+
+    /// [`Store::apply_changes`], refused unless the merged case falls in every one of `scopes`
+    /// (the sending peer's and this node's own).
+    pub async fn apply_changes_in(
+        &self,
+        doc_id: &str,
+        changes: Vec<Vec<u8>>,
+        scopes: Vec<Scope>,
+    ) -> Result<Case, StoreError> {
         match self
             .write(WriteOp::ApplyChanges {
                 doc_id: doc_id.to_string(),
                 changes,
+                scopes,
             })
             .await?
         {
@@ -477,6 +496,114 @@ impl Store {
     }
 
     /// Bytes the store file takes on disk.
+    /// The divisions of a held case, from its projection (no document load).
+    pub fn case_divisions(&self, id: &str) -> Result<Option<case_doc::Divisions>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CASE_SUMMARIES)?;
+        Ok(load_summary(&table, id)?.map(|s| case_doc::Divisions {
+            village: s.village,
+            town: s.town,
+            county: s.county,
+        }))
+    }
+
+    /// One village's or town's feed after `since` (`prefix` from [`Scope`]).
+    pub(crate) fn scoped_feed_since(
+        &self,
+        prefix: &str,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<yiciban_sync::store::FeedEntry>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(FEED_SCOPED)?;
+        let start = format!("{prefix}{:020}", since.saturating_add(1));
+        let mut out = Vec::new();
+        for entry in table.range(start.as_str()..)? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = entry?;
+            let Some(seq) = k.value().strip_prefix(prefix) else {
+                break;
+            };
+            let seq = seq
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("scoped feed key {:?}", k.value())))?;
+            out.push(yiciban_sync::store::FeedEntry {
+                seq,
+                doc_id: v.value().to_string(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The newest sequence in one village's or town's feed (0 when it is empty).
+    pub(crate) fn scoped_feed_head(&self, prefix: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(FEED_SCOPED)?;
+        let end = format!("{prefix}{}", "9".repeat(20));
+        let last = table.range(prefix..=end.as_str())?.next_back();
+        match last {
+            Some(entry) => {
+                let (k, _) = entry?;
+                k.value()
+                    .strip_prefix(prefix)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| StoreError::Corrupt(format!("scoped feed key {:?}", k.value())))
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Whether a peer with `scope` may receive the blob.
+    pub fn blob_in_scope(&self, scope: &Scope, hash: &[u8; 32]) -> Result<bool, StoreError> {
+        let Some(prefix) = scope.key_prefix() else {
+            return Ok(true);
+        };
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BLOB_SCOPE)?;
+        Ok(table
+            .get(format!("{prefix}{}", hex::encode(hash)).as_str())?
+            .is_some())
+    }
+
+    /// Stores a new enrolment token.
+    pub async fn put_token(
+        &self,
+        id: &str,
+        record: &crate::enrol::TokenRecord,
+    ) -> Result<(), StoreError> {
+        let record = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.write(WriteOp::PutToken {
+            id: id.to_string(),
+            record,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// An enrolment token, used or not.
+    pub fn token(&self, id: &str) -> Result<Option<crate::enrol::TokenRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ENROL_TOKENS)?;
+        match table.get(id)? {
+            Some(v) => serde_json::from_slice(v.value())
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("token {id}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Marks a token used; refused if it was used before or has expired.
+    pub async fn use_token(&self, id: &str, now_ms: u64) -> Result<(), StoreError> {
+        self.write(WriteOp::UseToken {
+            id: id.to_string(),
+            now_ms,
+        })
+        .await
+        .map(|_| ())
+    }
+
     pub fn file_size(path: &Path) -> u64 {
         std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
     }

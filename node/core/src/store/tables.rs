@@ -29,6 +29,14 @@ pub const FEED: TableDefinition<u64, &str> = TableDefinition::new("feed-1");
 pub const FEED_POS: TableDefinition<&str, u64> = TableDefinition::new("feed_pos-1");
 /// Peer node id → 16 bytes: the epoch and sequence of that peer's feed applied here.
 pub const SYNC_CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("sync_cursors-1");
+/// `{v|t} \x1f division \x1f seq (20 digits)` → document id: the change feed of one village
+/// or one town, so a scoped peer's resync reads only its own rows (see `crate::scope`).
+pub const FEED_SCOPED: TableDefinition<&str, &str> = TableDefinition::new("feed_scoped-1");
+/// `{v|t} \x1f division \x1f blob hash (hex)` → (): the blobs a village's or town's cases
+/// reference, so a scoped peer receives no other blob.
+pub const BLOB_SCOPE: TableDefinition<&str, ()> = TableDefinition::new("blob_scope-1");
+/// Enrolment token id → JSON `crate::enrol::TokenRecord` (county only).
+pub const ENROL_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("enrol_tokens-1");
 /// Key → value: `schema_version` and other node facts.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
 

@@ -13,9 +13,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
 use super::tables::*;
-use crate::case_doc::{self, Case, DocError};
+use crate::case_doc::{self, Case, Divisions, DocError};
 use crate::event::Event;
 use crate::hlc::Hlc;
+use crate::scope::Scope;
 use crate::summary::{CaseSummary, IndexKeys};
 use crate::users::User;
 
@@ -29,6 +30,9 @@ pub(super) enum WriteOp {
         receipt: (String, u64),
         blobs: Vec<(String, Vec<u8>)>,
         at: Hlc,
+        /// Whose scope the case is in, and the blobs it references.
+        division: Divisions,
+        blob_refs: Vec<String>,
     },
     AppendEvent {
         case_id: String,
@@ -39,6 +43,18 @@ pub(super) enum WriteOp {
     ApplyChanges {
         doc_id: String,
         changes: Vec<Vec<u8>>,
+        /// Every scope the merged case must fall in (the sending peer's, this node's).
+        scopes: Vec<Scope>,
+    },
+    /// Stores a new enrolment token (refused if the id exists).
+    PutToken {
+        id: String,
+        record: Vec<u8>,
+    },
+    /// Marks a token used; refused unless it exists, is unused and has not expired.
+    UseToken {
+        id: String,
+        now_ms: u64,
     },
     PutBlob {
         hash: String,
@@ -163,6 +179,9 @@ struct Tables<'txn> {
     users: Table<'txn, &'static str, &'static [u8]>,
     feed: Table<'txn, u64, &'static str>,
     feed_pos: Table<'txn, &'static str, u64>,
+    feed_scoped: Table<'txn, &'static str, &'static str>,
+    blob_scope: Table<'txn, &'static str, ()>,
+    tokens: Table<'txn, &'static str, &'static [u8]>,
     meta: Table<'txn, &'static str, &'static [u8]>,
     cursors: Table<'txn, &'static str, &'static [u8]>,
     /// Newest stamp already written in this group.
@@ -184,6 +203,9 @@ impl<'txn> Tables<'txn> {
             users: txn.open_table(USERS)?,
             feed: txn.open_table(FEED)?,
             feed_pos: txn.open_table(FEED_POS)?,
+            feed_scoped: txn.open_table(FEED_SCOPED)?,
+            blob_scope: txn.open_table(BLOB_SCOPE)?,
+            tokens: txn.open_table(ENROL_TOKENS)?,
             meta: txn.open_table(META)?,
             cursors: txn.open_table(SYNC_CURSORS)?,
             hlc: None,
@@ -216,14 +238,42 @@ impl<'txn> Tables<'txn> {
         Ok(())
     }
 
-    /// Gives the document a new feed position and drops its old one.
-    fn bump_feed(&mut self, doc_id: &str, feed_head: &mut u64) -> Result<(), StoreError> {
+    /// Gives the document a new feed position, in the county-wide feed and in its village's
+    /// and town's feeds, and drops its old one. A case's divisions never change.
+    fn bump_feed(
+        &mut self,
+        doc_id: &str,
+        division: &Divisions,
+        feed_head: &mut u64,
+    ) -> Result<(), StoreError> {
+        let prefixes = Scope::prefixes_of(division);
         if let Some(old) = self.feed_pos.get(doc_id)?.map(|v| v.value()) {
             self.feed.remove(old)?;
+            for p in &prefixes {
+                self.feed_scoped.remove(format!("{p}{old:020}").as_str())?;
+            }
         }
         *feed_head += 1;
         self.feed.insert(*feed_head, doc_id)?;
         self.feed_pos.insert(doc_id, *feed_head)?;
+        for p in &prefixes {
+            self.feed_scoped
+                .insert(format!("{p}{:020}", *feed_head).as_str(), doc_id)?;
+        }
+        Ok(())
+    }
+
+    /// Records that the case's village and town may receive these blobs.
+    fn scope_blobs<'a>(
+        &mut self,
+        division: &Divisions,
+        blobs: impl Iterator<Item = &'a str> + Clone,
+    ) -> Result<(), StoreError> {
+        for p in Scope::prefixes_of(division) {
+            for hash in blobs.clone() {
+                self.blob_scope.insert(format!("{p}{hash}").as_str(), ())?;
+            }
+        }
         Ok(())
     }
 
@@ -257,6 +307,8 @@ fn apply(
             receipt,
             blobs,
             at,
+            division,
+            blob_refs,
         } => {
             if t.docs.get(id.as_str())?.is_some() {
                 return Err(StoreError::Exists(format!("case {id}")));
@@ -278,7 +330,8 @@ fn apply(
                 t.blobs.insert(hash.as_str(), bytes.as_slice())?;
             }
             t.put_projections(None, summary)?;
-            t.bump_feed(id, feed_head)?;
+            t.bump_feed(id, division, feed_head)?;
+            t.scope_blobs(division, blob_refs.iter().map(String::as_str))?;
             t.raise_hlc(*at)?;
             Ok(WriteOutcome::Done)
         }
@@ -305,15 +358,47 @@ fn apply(
             }
             t.docs.insert(case_id.as_str(), doc.save().as_slice())?;
             t.put_projections(Some(&old_summary), &CaseSummary::of(&case, &state))?;
-            t.bump_feed(case_id, feed_head)?;
+            t.bump_feed(case_id, &case.division, feed_head)?;
             t.raise_hlc(event.at)?;
             Ok(WriteOutcome::Case(Box::new(case)))
         }
-        WriteOp::ApplyChanges { doc_id, changes } => apply_changes(t, doc_id, changes, feed_head),
+        WriteOp::ApplyChanges {
+            doc_id,
+            changes,
+            scopes,
+        } => apply_changes(t, doc_id, changes, scopes, feed_head),
         WriteOp::SaveCursor { peer, epoch, seq } => {
             let mut value = epoch.to_be_bytes().to_vec();
             value.extend_from_slice(&seq.to_be_bytes());
             t.cursors.insert(peer.as_str(), value.as_slice())?;
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::PutToken { id, record } => {
+            let table = &mut t.tokens;
+            if table.get(id.as_str())?.is_some() {
+                return Err(StoreError::Exists(format!("token {id}")));
+            }
+            table.insert(id.as_str(), record.as_slice())?;
+            Ok(WriteOutcome::Done)
+        }
+        WriteOp::UseToken { id, now_ms } => {
+            let table = &mut t.tokens;
+            let bytes = table
+                .get(id.as_str())?
+                .map(|v| v.value().to_vec())
+                .ok_or_else(|| StoreError::NotFound(format!("token {id}")))?;
+            let mut record: crate::enrol::TokenRecord = serde_json::from_slice(&bytes)
+                .map_err(|e| StoreError::Corrupt(format!("token {id}: {e}")))?;
+            if record.used_ms.is_some() {
+                return Err(StoreError::Refused("the token was already used".into()));
+            }
+            if record.expires_ms <= *now_ms {
+                return Err(StoreError::Refused("the token has expired".into()));
+            }
+            record.used_ms = Some(*now_ms);
+            let json =
+                serde_json::to_vec(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            table.insert(id.as_str(), json.as_slice())?;
             Ok(WriteOutcome::Done)
         }
         WriteOp::PutBlob { hash, bytes } => {
@@ -337,6 +422,7 @@ fn apply_changes(
     t: &mut Tables<'_>,
     doc_id: &str,
     changes: &[Vec<u8>],
+    scopes: &[Scope],
     feed_head: &mut u64,
 ) -> Result<WriteOutcome, StoreError> {
     let existing = t.docs.get(doc_id)?.map(|v| v.value().to_vec());
@@ -369,10 +455,20 @@ fn apply_changes(
             case.id
         )));
     }
+    if let Some(scope) = scopes.iter().find(|s| !s.contains(&case.division)) {
+        return Err(StoreError::Refused(format!(
+            "case {doc_id} of village {} is outside the scope {scope:?}",
+            case.division.village
+        )));
+    }
     let state = case.state();
     t.docs.insert(doc_id, doc.save().as_slice())?;
     t.put_projections(old_summary.as_ref(), &CaseSummary::of(&case, &state))?;
-    t.bump_feed(doc_id, feed_head)?;
+    t.bump_feed(doc_id, &case.division, feed_head)?;
+    t.scope_blobs(
+        &case.division,
+        case.materials.iter().filter_map(|m| m.blob.as_deref()),
+    )?;
     if let Some(at) = case.events.iter().map(|e| e.at).max() {
         t.raise_hlc(at)?;
     }

@@ -1,0 +1,138 @@
+//! What a peer may receive, decided from its verified certificate (DESIGN.md §6).
+//!
+//! A village receives its own cases, a town the cases of its villages, the county everything
+//! in the county. The sending side enforces it: [`ScopedStore`] is the only view of the store
+//! a sync session gets, so a case outside the peer's scope is never offered, never listed in
+//! a digest and never sent, even when the peer asks for its id. The receiving side checks it
+//! too: a peer's changes to a case outside that peer's scope are refused.
+
+use yiciban_sync::store::{ChangeHash, FeedEntry, ReplicaStore};
+
+use crate::case_doc::Divisions;
+use crate::catalog::Tier;
+use crate::store::{Store, StoreError};
+
+/// The cases one peer may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The county: every case.
+    All,
+    /// A town: cases whose town division is this one.
+    Town(String),
+    /// A village: cases whose village division is this one.
+    Village(String),
+}
+
+impl Scope {
+    /// The scope of a certified peer.
+    pub fn of(role: Tier, division: &str) -> Self {
+        match role {
+            Tier::County => Scope::All,
+            Tier::Town => Scope::Town(division.to_string()),
+            Tier::Village => Scope::Village(division.to_string()),
+        }
+    }
+
+    pub fn contains(&self, d: &Divisions) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Town(t) => &d.town == t,
+            Scope::Village(v) => &d.village == v,
+        }
+    }
+
+    /// The key prefix of this scope's rows in `feed_scoped-1` and `blob_scope-1`; `None` for
+    /// the whole county, which reads the full feed.
+    pub(crate) fn key_prefix(&self) -> Option<String> {
+        let sep = crate::store::SEP;
+        match self {
+            Scope::All => None,
+            Scope::Town(t) => Some(format!("t{sep}{t}{sep}")),
+            Scope::Village(v) => Some(format!("v{sep}{v}{sep}")),
+        }
+    }
+
+    /// The prefixes under which a case with `d` is indexed.
+    pub(crate) fn prefixes_of(d: &Divisions) -> [String; 2] {
+        [
+            Scope::Village(d.village.clone()),
+            Scope::Town(d.town.clone()),
+        ]
+        .map(|s| s.key_prefix().unwrap_or_default())
+    }
+}
+
+/// The store as one peer may see it.
+#[derive(Debug, Clone, Copy)]
+pub struct ScopedStore<'a> {
+    pub store: &'a Store,
+    pub scope: &'a Scope,
+}
+
+impl ScopedStore<'_> {
+    fn visible(&self, doc_id: &str) -> Result<bool, StoreError> {
+        match self.scope {
+            Scope::All => Ok(true),
+            scope => Ok(self
+                .store
+                .case_divisions(doc_id)?
+                .is_some_and(|d| scope.contains(&d))),
+        }
+    }
+}
+
+impl ReplicaStore for ScopedStore<'_> {
+    type Error = StoreError;
+
+    fn feed_since(&self, since: u64, limit: usize) -> Result<Vec<FeedEntry>, StoreError> {
+        match self.scope.key_prefix() {
+            None => self.store.feed_since(since, limit),
+            Some(prefix) => self.store.scoped_feed_since(&prefix, since, limit),
+        }
+    }
+
+    fn feed_head(&self) -> Result<u64, StoreError> {
+        match self.scope.key_prefix() {
+            None => self.store.feed_head(),
+            Some(prefix) => self.store.scoped_feed_head(&prefix),
+        }
+    }
+
+    fn doc_heads(&self, doc_id: &str) -> Result<Option<Vec<ChangeHash>>, StoreError> {
+        if !self.visible(doc_id)? {
+            return Ok(None);
+        }
+        self.store.doc_heads(doc_id)
+    }
+
+    fn changes_after(&self, doc_id: &str, have: &[ChangeHash]) -> Result<Vec<Vec<u8>>, StoreError> {
+        if !self.visible(doc_id)? {
+            return Ok(Vec::new());
+        }
+        self.store.changes_after(doc_id, have)
+    }
+
+    fn has_heads(&self, doc_id: &str, heads: &[ChangeHash]) -> Result<bool, StoreError> {
+        // What this node holds, in or out of the peer's scope: used to decide what to want.
+        self.store.has_heads(doc_id, heads)
+    }
+
+    fn blob_len(&self, hash: &[u8; 32]) -> Result<Option<u64>, StoreError> {
+        if !self.store.blob_in_scope(self.scope, hash)? {
+            return Ok(None);
+        }
+        self.store.blob_len(hash)
+    }
+
+    fn blob_chunk(
+        &self,
+        hash: &[u8; 32],
+        offset: u64,
+        max: usize,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        if !self.store.blob_in_scope(self.scope, hash)? {
+            return Ok(None);
+        }
+        self.store.blob_chunk(hash, offset, max)
+    }
+}
