@@ -59,6 +59,19 @@ pub enum LoginError {
     Store(#[from] StoreError),
 }
 
+/// Most documents counted as waiting per link (a report, not a scan of the whole store).
+const WAITING_CAP: usize = 100_000;
+
+/// One link as pages and `/api/v1/health` show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LinkReport {
+    #[serde(flatten)]
+    pub link: crate::sync_engine::LinkSnapshot,
+    /// Documents changed here that the peer has not taken yet.
+    pub waiting_changes: u64,
+    pub waiting_bytes: u64,
+}
+
 /// A filed case with its state.
 #[derive(Debug, Clone)]
 pub struct Filed {
@@ -140,6 +153,34 @@ impl Node {
             .map_err(|e| e.to_string())?;
         tracing::info!(listen = ?sync.listen, county = ?sync.county, "replication started");
         Ok(Some(endpoint))
+    }
+
+    /// Every link with what waits to go over it: the documents of the peer's scope that
+    /// changed after the position the peer holds, and their stored size (an upper bound on
+    /// the bytes, since only the changes the peer lacks travel).
+    pub fn link_report(&self) -> Vec<LinkReport> {
+        self.links
+            .snapshot()
+            .into_iter()
+            .map(|link| {
+                let scope = match (
+                    link.peer_role.as_deref().and_then(Tier::parse),
+                    &link.peer_division,
+                ) {
+                    (Some(role), Some(div)) => crate::scope::Scope::of(role, div),
+                    _ => crate::scope::Scope::All,
+                };
+                let (changes, bytes) = self
+                    .store
+                    .waiting(&scope, link.peer_position.unwrap_or(0), WAITING_CAP)
+                    .unwrap_or((0, 0));
+                LinkReport {
+                    link,
+                    waiting_changes: changes,
+                    waiting_bytes: bytes,
+                }
+            })
+            .collect()
     }
 
     /// Answers a node's enrolment request (county only).

@@ -83,6 +83,7 @@ pub struct LinkSnapshot {
     pub name: String,
     pub peer: Option<String>,
     pub peer_role: Option<String>,
+    pub peer_division: Option<String>,
     pub connected: bool,
     /// Unix milliseconds of the last moment both feeds were caught up.
     pub last_sync_ms: Option<u64>,
@@ -284,6 +285,7 @@ pub async fn run_connection(
     ctx.links.update(link, |s| {
         s.peer = Some(peer.node_id.clone());
         s.peer_role = Some(peer.role.clone());
+        s.peer_division = Some(peer.division.clone());
         s.connected = true;
     });
     let (mut send, mut recv) = if initiator {

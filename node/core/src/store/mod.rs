@@ -555,6 +555,23 @@ impl Store {
         }
     }
 
+    /// Documents in `scope`'s feed after `after` (at most `cap`), and their stored size.
+    pub fn waiting(&self, scope: &Scope, after: u64, cap: usize) -> Result<(u64, u64), StoreError> {
+        let entries = match scope.key_prefix() {
+            None => yiciban_sync::store::ReplicaStore::feed_since(self, after, cap)?,
+            Some(prefix) => self.scoped_feed_since(&prefix, after, cap)?,
+        };
+        let txn = self.db.begin_read()?;
+        let docs = txn.open_table(CASE_DOCS)?;
+        let mut bytes = 0u64;
+        for e in &entries {
+            if let Some(v) = docs.get(e.doc_id.as_str())? {
+                bytes += v.value().len() as u64;
+            }
+        }
+        Ok((entries.len() as u64, bytes))
+    }
+
     /// Whether a peer with `scope` may receive the blob.
     pub fn blob_in_scope(&self, scope: &Scope, hash: &[u8; 32]) -> Result<bool, StoreError> {
         let Some(prefix) = scope.key_prefix() else {
