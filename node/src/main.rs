@@ -5,6 +5,9 @@
 //! yiciban serve --config FILE                run one node
 //! yiciban check --config FILE                check a config and its catalogue
 //! yiciban user add --config FILE --username U --role R [--name N]   (password on stdin)
+//! yiciban init --role county --config FILE    create the county CA and the county's certificate
+//! yiciban token --config FILE --node-id ID --role R --division D   one-time enrolment token
+//! yiciban enroll --config FILE --county HOST:PORT --token T        get this node's certificate
 //! ```
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -16,10 +19,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use yiciban_core::catalog::Catalog;
+use yiciban_core::catalog::Tier;
 use yiciban_core::config::Config;
+use yiciban_core::enrol::{self, TlsDir};
 use yiciban_core::node::Node;
 use yiciban_core::store::Store;
 use yiciban_core::users::Role;
+use yiciban_transport::identity::{NodeIdentity, NodeKey};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,6 +56,42 @@ enum Command {
         dir: PathBuf,
         #[arg(long, default_value_t = 18080)]
         base_port: u16,
+    },
+    /// Create the county's certificate authority and the county node's own certificate
+    /// (the node must be stopped; never overwrites an existing CA).
+    Init {
+        /// Must be `county`: only the county is a certificate authority.
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Issue a one-time enrolment token at the county (the county node must be stopped).
+    Token {
+        #[arg(long)]
+        config: PathBuf,
+        /// The node id the certificate will carry (as in that node's config).
+        #[arg(long)]
+        node_id: String,
+        /// village or town
+        #[arg(long)]
+        role: String,
+        /// The node's 12-digit division code.
+        #[arg(long)]
+        division: String,
+        /// Days the token stays valid.
+        #[arg(long, default_value_t = 7)]
+        days: u64,
+    },
+    /// Get this node's certificate from the county with a token (the county must be running).
+    Enroll {
+        #[arg(long)]
+        config: PathBuf,
+        /// The county's HTTP address, HOST:PORT.
+        #[arg(long)]
+        county: String,
+        #[arg(long)]
+        token: String,
     },
     /// Manage users.
     User {
@@ -113,6 +155,47 @@ async fn run(cli: Cli) -> Result<()> {
             let node = open_node(&config)?;
             serve(node, shutdown_signal()).await
         }
+        Command::Init { role, config } => {
+            let cfg = Config::load(&config)?;
+            if role != "county" || cfg.node.role != Tier::County {
+                bail!(
+                    "only the county is a certificate authority: run `yiciban init --role county` with a county config (this config's role is {})",
+                    cfg.node.role.as_str()
+                );
+            }
+            init_county(&cfg)?;
+            println!(
+                "county CA created in {}; issue tokens with `yiciban token`",
+                cfg.tls_dir().display()
+            );
+            Ok(())
+        }
+        Command::Token {
+            config,
+            node_id,
+            role,
+            division,
+            days,
+        } => {
+            let cfg = Config::load(&config)?;
+            let token = issue_token(&cfg, &node_id, &role, &division, days).await?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Enroll {
+            config,
+            county,
+            token,
+        } => {
+            let cfg = Config::load(&config)?;
+            enroll(&cfg, &county, &token).await?;
+            println!(
+                "enrolled: certificate for {} saved in {}",
+                cfg.node.id,
+                cfg.tls_dir().display()
+            );
+            Ok(())
+        }
         Command::Check { config } => {
             let cfg = Config::load(&config)?;
             let catalog = Catalog::load(&cfg.catalog_path())?;
@@ -167,6 +250,78 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Creates the county CA and the county node's certificate.
+pub fn init_county(cfg: &Config) -> Result<()> {
+    let identity = NodeIdentity::new(&cfg.node.id, "county", &cfg.node.division)?;
+    TlsDir::new(cfg.tls_dir()).init_county(&identity)?;
+    Ok(())
+}
+
+/// Issues a one-time enrolment token in a (stopped) county's store.
+pub async fn issue_token(
+    cfg: &Config,
+    node_id: &str,
+    role: &str,
+    division: &str,
+    days: u64,
+) -> Result<String> {
+    if cfg.node.role != Tier::County {
+        bail!(
+            "tokens are issued at the county; this config's role is {}",
+            cfg.node.role.as_str()
+        );
+    }
+    if !matches!(role, "village" | "town") {
+        bail!("a token is for a village or a town node, not {role:?}");
+    }
+    let identity = NodeIdentity::new(node_id, role, division)?;
+    let store = Store::open(
+        &cfg.store_path(),
+        cfg.store.group_commit_max,
+        cfg.store.blob_max_bytes,
+    )?;
+    Ok(enrol::create_token(
+        &store,
+        &identity,
+        std::time::Duration::from_secs(days.saturating_mul(24 * 3600)),
+    )
+    .await?)
+}
+
+/// Asks the county at `county` (its HTTP address) for this node's certificate.
+pub async fn enroll(cfg: &Config, county: &str, token: &str) -> Result<()> {
+    let want = NodeIdentity::new(&cfg.node.id, cfg.node.role.as_str(), &cfg.node.division)?;
+    let tls = TlsDir::new(cfg.tls_dir());
+    if tls.is_enrolled() {
+        bail!(
+            "this node already has a certificate in {}; move it away to enrol again",
+            tls.dir.display()
+        );
+    }
+    let key = NodeKey::generate()?;
+    let request = enrol::request(token, &key)?;
+    let url = format!("http://{county}/api/v1/enroll");
+    let response = reqwest::Client::new()
+        .post(&url)
+        .json(&request)
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the county at {url}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        bail!("the county refused the enrolment ({status}): {body}");
+    }
+    let answer: enrol::EnrolAnswer = response
+        .json()
+        .await
+        .context("the county's answer is not an enrolment answer")?;
+    enrol::check_answer(token, &answer, &want)?;
+    tls.save_enrolment(&key, &answer)?;
+    Ok(())
+}
+
 /// Loads config and catalogue and opens the store: everything a node needs before it listens.
 pub fn open_node(config: &Path) -> Result<Arc<Node>> {
     let cfg = Config::load(config)?;
@@ -189,6 +344,10 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(node = %node.config.node.id, role = node.tier().as_str(), %addr, "serving");
+    // Kept for the life of the server: the endpoint's tasks run as long as it exists.
+    let _endpoint = node
+        .start_sync()
+        .map_err(|e| anyhow::anyhow!("cannot start replication: {e}"))?;
     yiciban_web::serve(listener, yiciban_web::AppState::new(node), shutdown).await?;
     Ok(())
 }

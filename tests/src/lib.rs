@@ -8,6 +8,8 @@
 //! (`scripts/test.sh` builds it first). A missing binary is a test failure, never a skip.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod cluster;
+pub mod relay;
 pub mod workload;
 
 use std::net::TcpListener;
@@ -61,13 +63,56 @@ pub struct NodeProcess {
 }
 
 impl NodeProcess {
-    /// `yiciban demo --dir DIR --base-port P`: the village on P+2.
+    /// A village node alone (no replication) in DIR, serving HTTP on P+2 as the demo's
+    /// village does, with the demo catalogue and the users clerk, reviewer and admin
+    /// (password [`DEMO_PASSWORD`]). A second call on the same DIR resumes it.
+    pub fn village(dir: &Path, base_port: u16) -> Result<Self> {
+        let port = base_port + 2;
+        std::fs::create_dir_all(dir)?;
+        let config = dir.join("village.toml");
+        if !config.exists() {
+            std::fs::write(dir.join("catalog.toml"), yiciban_core::DEMO_CATALOG)?;
+            std::fs::write(&config, village_toml(port, None))?;
+            for (user, role) in [
+                ("clerk", "clerk"),
+                ("reviewer", "reviewer"),
+                ("admin", "county_admin"),
+            ] {
+                cli(
+                    &[
+                        "user",
+                        "add",
+                        "--config",
+                        &config.to_string_lossy(),
+                        "--username",
+                        user,
+                        "--role",
+                        role,
+                    ],
+                    Some(&format!("{DEMO_PASSWORD}\n")),
+                )?;
+            }
+        }
+        Self::serve(&config, port)
+    }
+
+    /// `yiciban demo --dir DIR --base-port P`: county on P, town on P+1, village on P+2;
+    /// ready once the village answers.
     pub fn demo(dir: &Path, base_port: u16) -> Result<Self> {
         let mut cmd = Command::new(binary()?);
         cmd.args(["demo", "--dir"])
             .arg(dir)
             .args(["--base-port", &base_port.to_string()]);
         Self::start(cmd, dir, base_port + 2)
+    }
+
+    /// Sends SIGTERM and waits (the demo stops its nodes on it).
+    pub fn terminate(&mut self) -> Result<()> {
+        Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()?;
+        self.child.wait()?;
+        Ok(())
     }
 
     /// `yiciban serve --config FILE`, listening on `port`.
@@ -125,6 +170,59 @@ impl Drop for NodeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A village config on `port`; with `county` (a QUIC address) it replicates.
+pub fn village_toml(port: u16, county: Option<std::net::SocketAddr>) -> String {
+    let sync = county
+        .map(|c| format!("\n[sync]\ncounty = \"{c}\"\nbackoff_max_secs = 2\n"))
+        .unwrap_or_default();
+    format!(
+        r#"demo = true
+
+[node]
+id = "village-430181101001"
+role = "village"
+name = "测试村便民服务站"
+division = "430181101001"
+town_division = "430181101000"
+county_division = "430181000000"
+
+[http]
+listen = "127.0.0.1:{port}"
+
+[store]
+path = "village.redb"
+
+[catalog]
+path = "catalog.toml"
+{sync}"#
+    )
+}
+
+/// Runs `yiciban ARGS` to completion and returns its stdout; fails with its stderr.
+pub fn cli(args: &[&str], stdin: Option<&str>) -> Result<String> {
+    use std::io::Write;
+    let mut child = Command::new(binary()?)
+        .args(args)
+        .env("YICIBAN_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting yiciban")?;
+    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+        input.write_all(text.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "yiciban {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// An API client with its own session.

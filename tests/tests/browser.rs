@@ -83,7 +83,7 @@ async fn type_into(c: &Client, id: &str, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clerk_files_an_application_in_chromium_and_finds_it_in_the_list() {
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeProcess::demo(&dir.path().join("node"), free_base_port().unwrap()).unwrap();
+    let node = NodeProcess::village(&dir.path().join("node"), free_base_port().unwrap()).unwrap();
     let (_driver, c) = browser(&dir.path().join("profile")).await;
     let base = &node.base_url;
 

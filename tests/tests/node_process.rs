@@ -19,7 +19,7 @@ fn catalog() -> Catalog {
 async fn kill9_after_201_keeps_the_case_and_the_receipt_sequence() {
     let dir = tempfile::tempdir().unwrap();
     let base = free_base_port().unwrap();
-    let mut node = NodeProcess::demo(dir.path(), base).unwrap();
+    let mut node = NodeProcess::village(dir.path(), base).unwrap();
     let api = Api::login(&node.base_url, "clerk", DEMO_PASSWORD)
         .await
         .unwrap();
@@ -73,7 +73,7 @@ async fn kill9_after_201_keeps_the_case_and_the_receipt_sequence() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_id_number_is_422_and_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeProcess::demo(dir.path(), free_base_port().unwrap()).unwrap();
+    let node = NodeProcess::village(dir.path(), free_base_port().unwrap()).unwrap();
     let api = Api::login(&node.base_url, "clerk", DEMO_PASSWORD)
         .await
         .unwrap();
@@ -104,7 +104,7 @@ async fn invalid_id_number_is_422_and_stores_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_two_concurrent_filings_get_thirty_two_receipts() {
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeProcess::demo(dir.path(), free_base_port().unwrap()).unwrap();
+    let node = NodeProcess::village(dir.path(), free_base_port().unwrap()).unwrap();
     let cat = catalog();
     let item = cat.get(BENCH_ITEM).unwrap();
     let mut tasks = Vec::new();
@@ -132,7 +132,7 @@ async fn thirty_two_concurrent_filings_get_thirty_two_receipts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_need_csrf_and_roles_are_enforced() {
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeProcess::demo(dir.path(), free_base_port().unwrap()).unwrap();
+    let node = NodeProcess::village(dir.path(), free_base_port().unwrap()).unwrap();
     let app = Workload::new(5).application(catalog().get("MZ003").unwrap());
     let reviewer = Api::login(&node.base_url, "reviewer", DEMO_PASSWORD)
         .await
@@ -161,7 +161,7 @@ async fn user_add_on_a_stopped_node_then_that_user_logs_in() {
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
     let base = free_base_port().unwrap();
-    let mut node = NodeProcess::demo(dir.path(), base).unwrap();
+    let mut node = NodeProcess::village(dir.path(), base).unwrap();
     node.kill9().unwrap();
     drop(node);
     let config = dir.path().join("village.toml");
@@ -199,7 +199,7 @@ async fn user_add_on_a_stopped_node_then_that_user_logs_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failed_logins_lock_the_account() {
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeProcess::demo(dir.path(), free_base_port().unwrap()).unwrap();
+    let node = NodeProcess::village(dir.path(), free_base_port().unwrap()).unwrap();
     for _ in 0..5 {
         assert!(
             Api::login(&node.base_url, "clerk", "wrong-password")
@@ -221,7 +221,7 @@ fn a_malformed_catalogue_stops_start_up_with_file_place_and_reason() {
     use std::process::Command;
     let dir = tempfile::tempdir().unwrap();
     let base = free_base_port().unwrap();
-    let mut node = NodeProcess::demo(dir.path(), base).unwrap();
+    let mut node = NodeProcess::village(dir.path(), base).unwrap();
     node.kill9().unwrap();
     drop(node);
     let catalog = dir.path().join("catalog.toml");

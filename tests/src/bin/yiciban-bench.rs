@@ -24,6 +24,9 @@ struct Args {
     quick: bool,
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Run one family of figures only: `ingest` or `sync`.
+    #[arg(long)]
+    only: Option<String>,
     #[arg(long, default_value = "target/bench/results.jsonl")]
     out: PathBuf,
     #[arg(long, default_value = "target/bench/results.md")]
@@ -50,7 +53,7 @@ async fn ingest(group_commit: bool, clients: usize, cases: usize, seed: u64) -> 
     let dir = tempfile::tempdir()?;
     let base = free_base_port()?;
     // `demo` writes the config and creates the users; restart with the store settings wanted.
-    let mut node = NodeProcess::demo(dir.path(), base)?;
+    let mut node = NodeProcess::village(dir.path(), base)?;
     node.kill9()?;
     drop(node);
     let config = dir.path().join("village.toml");
@@ -120,6 +123,176 @@ async fn ingest(group_commit: bool, clients: usize, cases: usize, seed: u64) -> 
     })
 }
 
+/// Sync figures at one size: `sync-new` (N cases filed while the county was down, then
+/// the link comes up: time until the county holds them all, bytes at the relay), `sync-idle`
+/// (the village restarts with nothing changed: bytes both ways, including the QUIC and TLS
+/// handshake) and `sync-1pct` (1% of cases get a comment while the link is dark: time and
+/// bytes after it heals).
+#[derive(Debug, Clone, Copy)]
+struct SyncRun {
+    new_secs: f64,
+    new_bytes: u64,
+    idle_bytes: u64,
+    pct_secs: f64,
+    pct_bytes: u64,
+}
+
+async fn wait_for(what: &str, limit: Duration, mut ok: impl AsyncFnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while !ok().await {
+        if start.elapsed() > limit {
+            bail!("{what}: not within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+async fn sync_run(cases: usize, seed: u64) -> Result<SyncRun> {
+    use yiciban_tests::cluster::{
+        COUNTY_ID, VILLAGE_ID, add_user, enroll, folder, free_udp_port, init_county, node_toml,
+        token,
+    };
+    use yiciban_tests::relay::{Relay, Shape};
+    let root = tempfile::tempdir()?;
+    let base = free_base_port()?;
+    let quic = free_udp_port()?;
+    let relay = Relay::start(quic, Shape::CLEAN, seed)?;
+    let county_cfg = folder(
+        root.path(),
+        "county",
+        &node_toml(
+            COUNTY_ID,
+            "county",
+            "430181000000",
+            base,
+            &format!("listen = \"{quic}\""),
+        ),
+    )?;
+    let village_cfg = folder(
+        root.path(),
+        "village",
+        &yiciban_tests::village_toml(base + 2, Some(relay.addr())),
+    )?;
+    init_county(&county_cfg)?;
+    add_user(&county_cfg, "admin", "county_admin")?;
+    add_user(&village_cfg, "clerk", "clerk")?;
+    let t = token(&county_cfg, VILLAGE_ID, "village", "430181101001")?;
+    let mut county = NodeProcess::serve(&county_cfg, base)?;
+    enroll(&village_cfg, &format!("127.0.0.1:{base}"), &t)?;
+    county.kill9()?;
+    drop(county);
+
+    // File while the county is down.
+    let village = NodeProcess::serve(&village_cfg, base + 2)?;
+    let cat = Catalog::parse(
+        yiciban_core::DEMO_CATALOG,
+        std::path::Path::new("catalog.toml"),
+    )?;
+    let item = cat.get(BENCH_ITEM).context("bench item")?;
+    let mut w = Workload::new(seed);
+    let bodies: Vec<_> = (0..cases).map(|_| w.application(item)).collect();
+    let mut ids = Vec::with_capacity(cases);
+    let mut tasks = Vec::new();
+    for chunk in bodies.chunks(cases.div_ceil(16)) {
+        let api = Api::login(&village.base_url, "clerk", DEMO_PASSWORD).await?;
+        let chunk = chunk.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for body in chunk {
+                let (status, reply) = api.post("/api/v1/applications", &body).await?;
+                if status != 201 {
+                    bail!("filing: {status} {reply}");
+                }
+                ids.push(reply["id"].as_str().unwrap_or_default().to_string());
+            }
+            Ok(ids)
+        }));
+    }
+    for t in tasks {
+        ids.extend(t.await??);
+    }
+    let before = relay.traffic().bytes();
+    let start = Instant::now();
+    let _county = NodeProcess::serve(&county_cfg, base)?;
+    let admin = Api::login(&format!("http://127.0.0.1:{base}"), "admin", DEMO_PASSWORD).await?;
+    wait_for("sync-new", Duration::from_secs(600), async || {
+        admin.case_count().await.unwrap_or(0) >= cases as u64
+    })
+    .await?;
+    let new_secs = start.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let new_bytes = relay.traffic().bytes() - before;
+
+    // Idle: the village restarts with nothing changed.
+    let mut village = village;
+    village.kill9()?;
+    drop(village);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = relay.traffic().bytes();
+    let village = NodeProcess::serve(&village_cfg, base + 2)?;
+    let clerk = Api::login(&village.base_url, "clerk", DEMO_PASSWORD).await?;
+    wait_for("sync-idle", Duration::from_secs(60), async || {
+        let (_, h) = clerk.get("/api/v1/health").await.unwrap_or_default();
+        h["links"][0]["last_sync_ms"].is_u64()
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_bytes = relay.traffic().bytes() - before;
+
+    // 1%: comments recorded while the link is dark, then it heals.
+    relay.set_blackout(true);
+    let touched: Vec<&String> = ids.iter().step_by(100).collect();
+    for id in &touched {
+        let (status, reply) = clerk
+            .post(
+                &format!("/api/v1/applications/{id}/events"),
+                &json!({"kind": "comment", "text": "已电话联系申请人"}),
+            )
+            .await?;
+        if status != 201 && status != 200 {
+            bail!("comment: {status} {reply}");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = relay.traffic().bytes();
+    let start = Instant::now();
+    relay.set_blackout(false);
+    let last = touched.last().map(|s| s.to_string()).unwrap_or_default();
+    wait_for("sync-1pct", Duration::from_secs(300), async || {
+        let (_, body) = admin
+            .get(&format!("/api/v1/applications/{last}"))
+            .await
+            .unwrap_or_default();
+        body["events"].as_array().is_some_and(|e| e.len() >= 2)
+    })
+    .await?;
+    for id in &touched {
+        wait_for(
+            "sync-1pct (every case)",
+            Duration::from_secs(300),
+            async || {
+                let (_, body) = admin
+                    .get(&format!("/api/v1/applications/{id}"))
+                    .await
+                    .unwrap_or_default();
+                body["events"].as_array().is_some_and(|e| e.len() >= 2)
+            },
+        )
+        .await?;
+    }
+    let pct_secs = start.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pct_bytes = relay.traffic().bytes() - before;
+    Ok(SyncRun {
+        new_secs,
+        new_bytes,
+        idle_bytes,
+        pct_secs,
+        pct_bytes,
+    })
+}
+
 fn stats(values: &mut [f64]) -> (f64, f64, f64) {
     values.sort_by(|a, b| a.total_cmp(b));
     (
@@ -141,7 +314,14 @@ async fn main() -> Result<()> {
         "| figure | parameters | median | min | max | unit |\n|---|---|---|---|---|---|\n",
     );
     let mut medians = std::collections::BTreeMap::new();
-    for (label, group) in [("group-commit", true), ("one-commit-per-case", false)] {
+    let run_ingest = args.only.as_deref().is_none_or(|o| o == "ingest");
+    let run_sync = args.only.as_deref().is_none_or(|o| o == "sync");
+    let ingest_modes: &[(&str, bool)] = if run_ingest {
+        &[("group-commit", true), ("one-commit-per-case", false)]
+    } else {
+        &[]
+    };
+    for &(label, group) in ingest_modes {
         for clients in [1usize, 32] {
             let mut runs = Vec::new();
             for run in 0..args.runs {
@@ -177,6 +357,42 @@ async fn main() -> Result<()> {
                     medians.insert((label, clients), median);
                 }
             }
+        }
+    }
+    let sizes: &[usize] = match (run_sync, args.quick) {
+        (false, _) => &[],
+        (true, true) => &[200, 1000],
+        (true, false) => &[1000, 10_000],
+    };
+    for &n in sizes {
+        let mut runs = Vec::new();
+        for run in 0..args.runs {
+            let r = sync_run(n, run as u64 + 1).await?;
+            eprintln!("sync cases={n} run {}: {r:?}", run + 1);
+            runs.push(r);
+        }
+        for (id, unit, pick) in [
+            (
+                "sync-new.secs",
+                "s",
+                (|r: &SyncRun| r.new_secs) as fn(&SyncRun) -> f64,
+            ),
+            ("sync-new.bytes", "bytes", |r: &SyncRun| r.new_bytes as f64),
+            ("sync-idle.bytes", "bytes", |r: &SyncRun| {
+                r.idle_bytes as f64
+            }),
+            ("sync-1pct.secs", "s", |r: &SyncRun| r.pct_secs),
+            ("sync-1pct.bytes", "bytes", |r: &SyncRun| r.pct_bytes as f64),
+        ] {
+            let mut values: Vec<f64> = runs.iter().map(pick).collect();
+            let (median, min, max) = stats(&mut values);
+            let line = json!({
+                "id": id,
+                "parameters": { "cases": n, "runs": args.runs, "link": "loopback relay" },
+                "median": median, "min": min, "max": max, "unit": unit,
+            });
+            writeln!(out, "{line}")?;
+            table.push_str(&format!("| {id} | {n} cases, loopback relay | {median:.2} | {min:.2} | {max:.2} | {unit} |\n"));
         }
     }
     if let (Some(g), Some(b)) = (
