@@ -67,12 +67,17 @@ async fn events(api: &Api, id: &str) -> Option<Vec<String>> {
 /// Waits until every node holds every case with the same events, state and heads.
 async fn until_converged(nodes: &[(&str, &Api)], ids: &[String], limit: Duration) {
     let start = Instant::now();
+    let mut last = String::new();
     'again: loop {
-        assert!(start.elapsed() < limit, "no convergence within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "no convergence within {limit:?}: {last}"
+        );
         for id in ids {
             let mut seen: Option<(Vec<String>, Value, Value)> = None;
             for (_, api) in nodes {
                 let Some(body) = state_at(api, id).await else {
+                    last = format!("case {id} missing");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue 'again;
                 };
@@ -84,7 +89,8 @@ async fn until_converged(nodes: &[(&str, &Api)], ids: &[String], limit: Duration
                 match &seen {
                     None => seen = Some(got),
                     Some(s) if *s == got => {}
-                    Some(_) => {
+                    Some(s) => {
+                        last = format!("case {id}: {s:?} vs {got:?}");
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         continue 'again;
                     }
@@ -285,6 +291,14 @@ async fn the_flow_survives_a_dark_village_link_and_a_killed_county() {
     )
     .await;
     let county = NodeProcess::serve(&county_cfg, base).unwrap();
+    // Sessions live in memory: log in again at the restarted county.
+    let approver = Api::login(
+        &format!("http://127.0.0.1:{base}"),
+        "approver",
+        DEMO_PASSWORD,
+    )
+    .await
+    .unwrap();
     until_status(&clerk, &b, "ready_to_issue", Duration::from_secs(60)).await;
     until_status(&clerk, &c, "rejected", Duration::from_secs(60)).await;
     until_status(&reviewer, &d, "under_review", Duration::from_secs(60)).await;

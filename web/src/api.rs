@@ -10,13 +10,13 @@ use serde::Deserialize;
 use serde_json::json;
 use yiciban_core::application::ApplicationInput;
 use yiciban_core::catalog::ItemKind;
-use yiciban_core::event::EventKind;
+use yiciban_core::enrol::EnrolRequest;
 use yiciban_core::fold::Status;
 use yiciban_core::message::Msg;
 use yiciban_core::store::CaseQuery;
 
 use crate::AppState;
-use crate::authz::Action;
+use crate::authz::{self, Action};
 use crate::error::AppError;
 use crate::session::{self, Auth};
 use crate::views;
@@ -185,8 +185,10 @@ pub async fn detail(
     auth.require(Action::ViewCases)?;
     let case = state.node.store.case(&id)?.ok_or(AppError::NotFound)?;
     let st = case.state();
+    let heads = state.node.store.heads_hex(&id)?;
     Ok(Json(json!({
         "id": case.id,
+        "heads": heads,
         "receipt_no": case.receipt_no,
         "item_code": case.item_code,
         "item_name": case.item_name,
@@ -199,19 +201,16 @@ pub async fn detail(
         "materials": case.materials,
         "events": case.timeline(),
         "state": views::state_json(&st),
+        "actions": authz::actions_now(auth.0.role, state.node.tier(), &st)
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>(),
     }))
     .into_response())
 }
 
-#[derive(Debug, Deserialize)]
-pub struct EventBody {
-    kind: String,
-    #[serde(default)]
-    text: Option<String>,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
+/// `POST /api/v1/applications/{id}/events` with `{"kind": "...", ...payload}`: every field but
+/// `kind` is the event's payload (`reason`, `materials`, `note`, `text`), checked by the core.
 pub async fn add_event(
     State(state): State<AppState>,
     auth: Auth,
@@ -221,14 +220,102 @@ pub async fn add_event(
 ) -> ApiResult {
     auth.check_csrf(csrf(&headers))?;
     auth.require(Action::RecordEvent)?;
-    let body: EventBody = parse_json(&body)?;
-    let payload =
-        json!({ "text": body.text.unwrap_or_default(), "reason": body.reason.unwrap_or_default() });
+    let body: serde_json::Value = parse_json(&body)?;
+    let serde_json::Value::Object(mut payload) = body else {
+        return Err(AppError::BadRequest(Msg::new(
+            "请求内容应为JSON对象，如 {\"kind\": \"comment\", \"text\": \"…\"}",
+            "the body must be a JSON object such as {\"kind\": \"comment\", \"text\": \"...\"}",
+        ))
+        .into());
+    };
+    let name = match payload.remove("kind") {
+        Some(serde_json::Value::String(name)) => name,
+        _ => {
+            return Err(AppError::BadRequest(Msg::new(
+                format!(
+                    "缺少办理操作 kind，可用的有：{}",
+                    views::RECORDABLE.join("、")
+                ),
+                format!(
+                    "missing kind; known kinds: {}",
+                    views::RECORDABLE.join(", ")
+                ),
+            ))
+            .into());
+        }
+    };
+    let kind = views::parse_kind(&name).map_err(AppError::BadRequest)?;
+    if !authz::may_record_event(auth.0.role, &kind) {
+        return Err(AppError::ForbiddenBecause(Msg::new(
+            format!("{}不能办理“{}”", auth.0.role.zh(), kind.zh()),
+            format!(
+                "the role {} does not record {}",
+                auth.0.role.as_str(),
+                kind.as_str()
+            ),
+        ))
+        .into());
+    }
     let filed = state
         .node
-        .record_event(&id, EventKind::parse(&body.kind), payload, &auth.actor())
+        .record_event(&id, kind, serde_json::Value::Object(payload), &auth.actor())
         .await?;
     Ok(created(&filed))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct QueueParams {
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/queue`: open cases whose baton is at this node's tier, oldest accepted first.
+pub async fn queue(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(p): Query<QueueParams>,
+) -> ApiResult {
+    auth.require(Action::ViewCases)?;
+    let mut items = views::queue(&state.node)?;
+    let total = items.len();
+    items.truncate(p.limit.unwrap_or(100).clamp(1, 500));
+    Ok(Json(json!({
+        "tier": state.node.tier(),
+        "items": items,
+        "count": items.len(),
+        "total": total,
+    }))
+    .into_response())
+}
+
+/// `POST /api/v1/enroll`: a node asks the county for its certificate. No session and no CSRF
+/// token: the request carries an HMAC keyed by the one-time token's secret, which the county
+/// checks before it signs anything (`yiciban_core::enrol`).
+pub async fn enroll(
+    State(state): State<AppState>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::TooLarge(Msg::new(
+                format!(
+                    "注册请求过大（上限 {} KB）",
+                    crate::ENROL_BODY_LIMIT_BYTES / 1024
+                ),
+                format!(
+                    "enrolment request too large (limit {} KB)",
+                    crate::ENROL_BODY_LIMIT_BYTES / 1024
+                ),
+            ))
+        } else {
+            AppError::BadRequest(Msg::new(
+                "注册请求读取失败",
+                format!("could not read the request: {e}"),
+            ))
+        }
+    })?;
+    let req: EnrolRequest = parse_json(&body)?;
+    let answer = state.node.enrol(&req).await?;
+    Ok(Json(answer).into_response())
 }
 
 pub async fn upload_blob(
@@ -256,6 +343,11 @@ pub async fn health(State(state): State<AppState>) -> ApiResult {
         .into_iter()
         .map(|(s, n)| (s.as_str().to_string(), json!(n)))
         .collect();
+    let links = node.link_report();
+    let peers: Vec<&str> = links
+        .iter()
+        .filter_map(|l| l.link.peer.as_deref())
+        .collect();
     Ok(Json(json!({
         "status": "ok",
         "node": node.config.node.id,
@@ -266,8 +358,10 @@ pub async fn health(State(state): State<AppState>) -> ApiResult {
         "cases": node.store.case_count()?,
         "cases_by_status": counts,
         "store_bytes": yiciban_core::store::Store::file_size(&node.config.store_path()),
-        "peers": [],
+        "peers": peers,
         "link": views::link_state(node).text,
+        "enrolled": node.is_enrolled(),
+        "links": links,
     }))
     .into_response())
 }

@@ -1,16 +1,23 @@
-//! Role × action, in one place. Handlers ask [`allowed`]; nothing else decides access.
+//! Role × action, in one place. Handlers ask [`allowed`] and [`may_record_event`]; nothing
+//! else decides access. Which kinds a role records comes from `yiciban_core::node::may_record`
+//! (the core checks it again when it writes); whether an action fits the case's current step
+//! and whether this node holds the baton is the fold's rule, mirrored by [`actions_now`] so
+//! pages offer only what would be accepted.
 
+use yiciban_core::catalog::Tier;
+use yiciban_core::event::EventKind;
+use yiciban_core::fold::{CaseState, Status};
 use yiciban_core::users::Role;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Read the catalogue and guides.
     ViewCatalog,
-    /// See case lists and details.
+    /// See case lists, the review queue, details and results.
     ViewCases,
     /// Accept a new application.
     FileApplication,
-    /// Comment on or withdraw a case.
+    /// Record some event on a case (which kinds: [`may_record_event`]).
     RecordEvent,
     /// Upload a photo of a material.
     UploadPhoto,
@@ -27,6 +34,58 @@ pub fn allowed(role: Role, action: Action) -> bool {
     }
 }
 
+/// Whether `role` records events of `kind`: clerks withdraw, receive supplements, issue and
+/// record pick-ups; reviewers pass, reject or ask for a supplement; approvers approve, reject
+/// or ask for a supplement; all three comment.
+pub fn may_record_event(role: Role, kind: &EventKind) -> bool {
+    allowed(role, Action::RecordEvent) && yiciban_core::node::may_record(role, kind)
+}
+
+/// The kinds `role` may record on a case in `state` at a node of tier `here`, in the order a
+/// page offers them: the step's own actions first, then comment, then withdrawal.
+pub fn actions_now(role: Role, here: Tier, state: &CaseState) -> Vec<EventKind> {
+    let mut kinds = Vec::new();
+    let baton_here = state.tier == Some(here);
+    // Decisions are taken on a step of the route (`step_index`), never on supplement/pick-up.
+    let on_route = state.step_index.is_some();
+    let step_action = state
+        .step
+        .as_deref()
+        .map(|s| s.split_once(':').map_or(s, |(_, a)| a))
+        .unwrap_or("");
+    if baton_here {
+        match step_action {
+            "review" if on_route => kinds.extend([
+                EventKind::ReviewPassed,
+                EventKind::SupplementRequested,
+                EventKind::Rejected,
+            ]),
+            "approve" if on_route => kinds.extend([
+                EventKind::Approved,
+                EventKind::SupplementRequested,
+                EventKind::Rejected,
+            ]),
+            "supplement" if state.status == Status::SupplementRequested => {
+                kinds.push(EventKind::SupplementProvided);
+            }
+            "issue" if state.status == Status::ReadyToIssue => kinds.push(EventKind::Issued),
+            "pickup" if state.status == Status::Issued => kinds.push(EventKind::PickedUp),
+            _ => {}
+        }
+    }
+    kinds.push(EventKind::Comment);
+    let open = matches!(
+        state.status,
+        Status::UnderReview | Status::SupplementRequested | Status::ReadyToIssue
+    );
+    // The applicant withdraws at the village, while the case is open and undecided.
+    if here == Tier::Village && open && !state.decided {
+        kinds.push(EventKind::Withdrawn);
+    }
+    kinds.retain(|k| may_record_event(role, k));
+    kinds
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +98,86 @@ mod tests {
         }
         assert!(allowed(Role::Clerk, Action::FileApplication));
         assert!(!allowed(Role::Reviewer, Action::FileApplication));
+    }
+
+    #[test]
+    fn each_role_records_its_own_kinds_only() {
+        use EventKind as K;
+        assert!(may_record_event(Role::Clerk, &K::Issued));
+        assert!(may_record_event(Role::Clerk, &K::SupplementProvided));
+        assert!(!may_record_event(Role::Clerk, &K::ReviewPassed));
+        assert!(may_record_event(Role::Reviewer, &K::ReviewPassed));
+        assert!(!may_record_event(Role::Reviewer, &K::Approved));
+        assert!(!may_record_event(Role::Reviewer, &K::Issued));
+        assert!(may_record_event(Role::Approver, &K::Approved));
+        assert!(may_record_event(Role::Approver, &K::Rejected));
+        for kind in [K::Accepted, K::Rated, K::Urged, K::Other("x".into())] {
+            assert!(!may_record_event(Role::Clerk, &kind), "{kind:?}");
+        }
+        for role in [Role::CountyAdmin, Role::SecurityAdmin, Role::Auditor] {
+            assert!(!may_record_event(role, &K::Comment), "{role:?}");
+        }
+    }
+
+    fn state_at(step: &str, status: Status, decided: bool) -> CaseState {
+        let route: Vec<String> = [
+            "village:accept",
+            "town:review",
+            "county:approve",
+            "village:issue",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut st = yiciban_core::fold::fold(&route, &[]);
+        st.status = status;
+        st.step = Some(step.into());
+        st.tier = step.split_once(':').and_then(|(t, _)| Tier::parse(t));
+        st.step_index = route.iter().position(|s| s == step);
+        st.decided = decided;
+        st
+    }
+
+    #[test]
+    fn only_the_baton_holder_sees_the_steps_actions() {
+        use EventKind as K;
+        let review = state_at("town:review", Status::UnderReview, false);
+        assert_eq!(
+            actions_now(Role::Reviewer, Tier::Town, &review),
+            [
+                K::ReviewPassed,
+                K::SupplementRequested,
+                K::Rejected,
+                K::Comment
+            ]
+        );
+        assert_eq!(
+            actions_now(Role::Clerk, Tier::Village, &review),
+            [K::Comment, K::Withdrawn]
+        );
+        assert_eq!(
+            actions_now(Role::Approver, Tier::County, &review),
+            [K::Comment]
+        );
+        let approve = state_at("county:approve", Status::UnderReview, true);
+        assert_eq!(
+            actions_now(Role::Approver, Tier::County, &approve),
+            [K::Approved, K::SupplementRequested, K::Rejected, K::Comment]
+        );
+        let supplement = state_at("village:supplement", Status::SupplementRequested, false);
+        assert_eq!(
+            actions_now(Role::Clerk, Tier::Village, &supplement),
+            [K::SupplementProvided, K::Comment, K::Withdrawn]
+        );
+        let issue = state_at("village:issue", Status::ReadyToIssue, true);
+        assert_eq!(
+            actions_now(Role::Clerk, Tier::Village, &issue),
+            [K::Issued, K::Comment]
+        );
+        let pickup = state_at("village:pickup", Status::Issued, true);
+        assert_eq!(
+            actions_now(Role::Clerk, Tier::Village, &pickup),
+            [K::PickedUp, K::Comment]
+        );
+        assert!(actions_now(Role::Auditor, Tier::Village, &pickup).is_empty());
     }
 }

@@ -17,8 +17,12 @@ pub enum AppError {
     /// Page visit without a session: go to the login page.
     LoginRequired,
     Forbidden,
+    /// Forbidden, with the reason (which role may do what).
+    ForbiddenBecause(Msg),
     Csrf,
     NotFound,
+    /// Not found, with what was missing.
+    NotFoundBecause(Msg),
     BadRequest(Msg),
     Conflict(Msg),
     Invalid(BTreeMap<String, Msg>),
@@ -33,9 +37,13 @@ impl AppError {
             AppError::Unauthorized | AppError::LoginRequired => {
                 (StatusCode::UNAUTHORIZED, "unauthorized")
             }
-            AppError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            AppError::Forbidden | AppError::ForbiddenBecause(_) => {
+                (StatusCode::FORBIDDEN, "forbidden")
+            }
             AppError::Csrf => (StatusCode::FORBIDDEN, "csrf"),
-            AppError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            AppError::NotFound | AppError::NotFoundBecause(_) => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
             AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             AppError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             AppError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
@@ -58,7 +66,11 @@ impl AppError {
             AppError::Forbidden => Msg::new("当前角色无权进行此操作", "your role may not do this"),
             AppError::Csrf => Msg::new("页面已过期，请刷新后重试", "missing or wrong CSRF token"),
             AppError::NotFound => Msg::new("未找到", "not found"),
-            AppError::BadRequest(m) | AppError::Conflict(m) | AppError::TooLarge(m) => m.clone(),
+            AppError::BadRequest(m)
+            | AppError::Conflict(m)
+            | AppError::TooLarge(m)
+            | AppError::ForbiddenBecause(m)
+            | AppError::NotFoundBecause(m) => m.clone(),
             AppError::Invalid(_) => Msg::new(
                 "申请信息有误，请按提示修改",
                 "the application has errors; see fields",
@@ -115,8 +127,8 @@ impl From<NodeError> for AppError {
     fn from(e: NodeError) -> Self {
         match e {
             NodeError::Invalid(fields) => AppError::Invalid(fields),
-            NodeError::Forbidden(_) => AppError::Forbidden,
-            NodeError::NotFound(_) => AppError::NotFound,
+            NodeError::Forbidden(m) => AppError::ForbiddenBecause(m),
+            NodeError::NotFound(m) => AppError::NotFoundBecause(m),
             NodeError::Conflict(m) => AppError::Conflict(m),
             NodeError::BadRequest(m) => AppError::BadRequest(m),
             NodeError::Store(e) => e.into(),

@@ -51,6 +51,9 @@ impl AppState {
 /// Request bodies above this are refused before they are read (photos plus form fields).
 const BODY_LIMIT_BYTES: usize = 24 * 1024 * 1024;
 
+/// Enrolment requests above this are refused: a CSR, a token id and an HMAC fit in far less.
+const ENROL_BODY_LIMIT_BYTES: usize = 16 * 1024;
+
 /// The whole HTTP surface of a node.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
@@ -61,6 +64,11 @@ pub fn router(state: AppState) -> Router {
         .route("/applications/{id}", get(api::detail))
         .route("/applications/{id}/events", post(api::add_event))
         .route("/blobs", post(api::upload_blob))
+        .route("/queue", get(api::queue))
+        .route(
+            "/enroll",
+            post(api::enroll).layer(DefaultBodyLimit::max(ENROL_BODY_LIMIT_BYTES)),
+        )
         .route("/health", get(api::health))
         .fallback(api::not_found);
     Router::new()
@@ -74,9 +82,11 @@ pub fn router(state: AppState) -> Router {
             get(pages::apply_form).post(pages::apply_submit),
         )
         .route("/cases", get(pages::cases))
+        .route("/queue", get(pages::queue))
         .route("/cases/{id}", get(pages::case_detail))
         .route("/cases/{id}/events", post(pages::case_event))
         .route("/cases/{id}/receipt", get(pages::receipt))
+        .route("/cases/{id}/result", get(pages::result))
         .route("/blobs/{hash}", get(pages::blob))
         .route("/static/{file}", get(assets::serve))
         .nest("/api/v1", api)

@@ -9,16 +9,18 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use yiciban_core::application::{self, MaterialStatus};
+use yiciban_core::case_doc::Case;
 use yiciban_core::catalog::{FieldType, ItemKind, ServiceItem};
-use yiciban_core::event::EventKind;
-use yiciban_core::fold::Status;
+use yiciban_core::event::{Event, EventKind};
+use yiciban_core::fold::{CaseState, Status};
 use yiciban_core::idcard;
 use yiciban_core::message::Msg;
 use yiciban_core::node::NodeError;
 use yiciban_core::store::CaseQuery;
+use yiciban_core::summary::CaseSummary;
 
 use crate::AppState;
-use crate::authz::Action;
+use crate::authz::{self, Action};
 use crate::error::AppError;
 use crate::forms::Submitted;
 use crate::session::{self, Auth};
@@ -200,7 +202,7 @@ pub async fn catalog(State(state): State<AppState>, auth: Auth) -> PageResult {
     page(&CatalogTpl {
         chrome: Chrome::new(&state, Some(&auth), "事项目录"),
         items: state.node.catalog.items(),
-        can_apply: crate::authz::allowed(auth.0.role, Action::FileApplication),
+        can_apply: authz::allowed(auth.0.role, Action::FileApplication),
     })
 }
 
@@ -222,7 +224,7 @@ pub async fn guide(
     page(&GuideTpl {
         chrome: Chrome::new(&state, Some(&auth), format!("办事指南：{}", item.name)),
         item,
-        can_apply: crate::authz::allowed(auth.0.role, Action::FileApplication),
+        can_apply: authz::allowed(auth.0.role, Action::FileApplication),
     })
 }
 
@@ -466,7 +468,27 @@ struct CaseRow {
     status: &'static str,
     status_zh: &'static str,
     step: String,
+    village: String,
     accepted: String,
+}
+
+fn case_row(state: &AppState, s: CaseSummary) -> CaseRow {
+    CaseRow {
+        accepted: views::local_time(&state.node, s.accepted_at),
+        step: s
+            .step
+            .as_deref()
+            .map(|step| views::step_zh(&state.node, &s.item_code, step))
+            .unwrap_or_default(),
+        id: s.id,
+        receipt_no: s.receipt_no,
+        item_name: s.item_name,
+        applicant_name: s.applicant_name,
+        id_number_masked: s.id_number_masked,
+        status: s.status.as_str(),
+        status_zh: s.status.zh(),
+        village: s.village,
+    }
 }
 
 #[derive(Template)]
@@ -503,17 +525,7 @@ pub async fn cases(
         .store
         .list_cases(&query)?
         .into_iter()
-        .map(|s| CaseRow {
-            accepted: views::local_time(&state.node, s.accepted_at),
-            id: s.id,
-            receipt_no: s.receipt_no,
-            item_name: s.item_name,
-            applicant_name: s.applicant_name,
-            id_number_masked: s.id_number_masked,
-            status: s.status.as_str(),
-            status_zh: s.status.zh(),
-            step: s.step.unwrap_or_default(),
-        })
+        .map(|s| case_row(&state, s))
         .collect();
     page(&CasesTpl {
         chrome: Chrome::new(&state, Some(&auth), "办件列表"),
@@ -529,6 +541,36 @@ pub async fn cases(
     })
 }
 
+/// Rows the queue page shows at most.
+const QUEUE_ROWS: usize = 200;
+
+#[derive(Template)]
+#[template(path = "queue.html")]
+struct QueueTpl {
+    chrome: Chrome,
+    tier_zh: String,
+    rows: Vec<CaseRow>,
+    total: usize,
+}
+
+/// `GET /queue`: the cases waiting for this node's tier, oldest accepted first.
+pub async fn queue(State(state): State<AppState>, auth: Auth) -> PageResult {
+    auth.require(Action::ViewCases)?;
+    let items = views::queue(&state.node)?;
+    let total = items.len();
+    let rows = items
+        .into_iter()
+        .take(QUEUE_ROWS)
+        .map(|s| case_row(&state, s))
+        .collect();
+    page(&QueueTpl {
+        chrome: Chrome::new(&state, Some(&auth), "待办队列"),
+        tier_zh: views::tier_zh(state.node.tier()),
+        rows,
+        total,
+    })
+}
+
 #[derive(Debug, Clone)]
 struct TimelineRow {
     at: String,
@@ -537,6 +579,234 @@ struct TimelineRow {
     who: String,
     text: String,
     superseded: String,
+}
+
+/// One material of the case, with its photo if it has one.
+#[derive(Debug, Clone)]
+struct MaterialRow {
+    name: String,
+    status_zh: &'static str,
+    blob: String,
+    /// Whether the photo is on this node yet (photos follow their case over sync).
+    blob_here: bool,
+}
+
+/// One textarea of an action form.
+#[derive(Debug, Clone)]
+struct FieldView {
+    name: &'static str,
+    label: &'static str,
+    required: bool,
+    rows: u8,
+    placeholder: &'static str,
+    value: String,
+}
+
+/// One action form on the case page.
+#[derive(Debug, Clone)]
+struct ActionView {
+    kind: String,
+    title: &'static str,
+    button: &'static str,
+    danger: bool,
+    confirm: &'static str,
+    fields: Vec<FieldView>,
+}
+
+/// What the user typed into an action form; kept when the action is refused.
+#[derive(Debug, Default, Deserialize)]
+pub struct EventForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    materials: String,
+    #[serde(default)]
+    note: String,
+}
+
+impl EventForm {
+    fn value(&self, name: &str) -> &str {
+        match name {
+            "text" => &self.text,
+            "reason" => &self.reason,
+            "materials" => &self.materials,
+            "note" => &self.note,
+            _ => "",
+        }
+    }
+
+    /// The payload the core reads: `text` (comment), `reason` (rejected, withdrawn; the
+    /// withdrawal form once sent it as `text`), `materials` (one per line), `note`.
+    fn payload(&self) -> serde_json::Value {
+        let reason = if self.reason.trim().is_empty() {
+            &self.text
+        } else {
+            &self.reason
+        };
+        serde_json::json!({
+            "text": self.text,
+            "reason": reason,
+            "materials": self.materials,
+            "note": self.note,
+        })
+    }
+
+    /// Everything typed, as one text (shown when its form is no longer offered).
+    fn typed(&self) -> String {
+        [&self.text, &self.reason, &self.materials, &self.note]
+            .into_iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn field(name: &'static str, label: &'static str, required: bool, rows: u8) -> FieldView {
+    FieldView {
+        name,
+        label,
+        required,
+        rows,
+        placeholder: "",
+        value: String::new(),
+    }
+}
+
+/// The form for `kind`, filled with what was typed if it was this kind's form.
+fn action_view(kind: &EventKind, typed: Option<&EventForm>) -> ActionView {
+    let note = || field("note", "意见（可选）", false, 2);
+    let (title, button, danger, confirm, mut fields) = match kind {
+        EventKind::ReviewPassed => ("审核通过", "审核通过", false, "", vec![note()]),
+        EventKind::Approved => ("审批通过", "审批通过", false, "", vec![note()]),
+        EventKind::SupplementRequested => (
+            "一次性告知补正",
+            "发出补正告知",
+            false,
+            "",
+            vec![
+                FieldView {
+                    placeholder: "每行一项，一次列全，例如：\n户口簿原件\n银行卡复印件",
+                    ..field("materials", "所缺材料（每行一项）", true, 4)
+                },
+                field("note", "补正说明（可选）", false, 2),
+            ],
+        ),
+        EventKind::Rejected => (
+            "不予许可",
+            "作出不予许可决定",
+            true,
+            "确认作出不予许可决定？",
+            vec![field("reason", "不予许可理由", true, 3)],
+        ),
+        EventKind::SupplementProvided => (
+            "补正材料已收齐",
+            "登记补正材料已收齐",
+            false,
+            "",
+            vec![field("note", "说明（可选）", false, 2)],
+        ),
+        EventKind::Issued => (
+            "出件",
+            "登记出件",
+            false,
+            "",
+            vec![field("note", "说明（可选）", false, 2)],
+        ),
+        EventKind::PickedUp => (
+            "申请人领取",
+            "登记已领取",
+            false,
+            "",
+            vec![field("note", "说明（可选，如代领人）", false, 2)],
+        ),
+        EventKind::Withdrawn => (
+            "申请人撤回",
+            "登记撤回",
+            true,
+            "确认申请人撤回此申请？",
+            vec![FieldView {
+                placeholder: "申请人主动撤回",
+                ..field("reason", "撤回原因", false, 2)
+            }],
+        ),
+        _ => (
+            "备注",
+            "添加备注",
+            false,
+            "",
+            vec![field("text", "备注", true, 2)],
+        ),
+    };
+    if let Some(t) = typed.filter(|t| t.kind == kind.as_str()) {
+        for f in &mut fields {
+            f.value = t.value(f.name).to_string();
+        }
+    }
+    ActionView {
+        kind: kind.as_str().to_string(),
+        title,
+        button,
+        danger,
+        confirm,
+        fields,
+    }
+}
+
+/// The decision a result rests on: the last effective review, approval or rejection; for an
+/// item with no review (即办件), the acceptance itself.
+struct Decision {
+    label: String,
+    granted: bool,
+    reason: String,
+    who: String,
+    at: String,
+}
+
+fn decision(state: &AppState, case: &Case, st: &CaseState) -> Option<Decision> {
+    let superseded: Vec<&str> = st.superseded.iter().map(|s| s.event_id.as_str()).collect();
+    let effective: Vec<&Event> = case
+        .timeline()
+        .into_iter()
+        .filter(|e| !superseded.contains(&e.id.as_str()))
+        .collect();
+    let who = |e: &Event| format!("{}（{} {}）", e.user, views::tier_zh(e.tier), e.node);
+    let last = effective.iter().rev().find(|e| {
+        matches!(
+            e.kind,
+            EventKind::ReviewPassed | EventKind::Approved | EventKind::Rejected
+        )
+    });
+    if let Some(e) = last {
+        return Some(Decision {
+            label: e.kind.zh().to_string(),
+            granted: e.kind != EventKind::Rejected,
+            reason: e.payload_str("reason").to_string(),
+            who: who(e),
+            at: views::local_time(&state.node, e.at),
+        });
+    }
+    let accepted = effective.iter().find(|e| e.kind == EventKind::Accepted)?;
+    Some(Decision {
+        label: "准予办理（即办件，当场办结）".into(),
+        granted: true,
+        reason: String::new(),
+        who: who(accepted),
+        at: views::local_time(&state.node, accepted.at),
+    })
+}
+
+/// Statuses that have a result to print.
+fn has_result(status: Status) -> bool {
+    matches!(
+        status,
+        Status::ReadyToIssue | Status::Issued | Status::Completed | Status::Rejected
+    )
 }
 
 #[derive(Template)]
@@ -551,14 +821,20 @@ struct CaseTpl {
     phone: String,
     proxy: Option<(String, String)>,
     form: Vec<(String, String)>,
-    materials: Vec<(String, &'static str, Option<String>)>,
+    materials: Vec<MaterialRow>,
     status: &'static str,
     status_zh: &'static str,
     step: String,
+    step_name: String,
+    baton: String,
+    baton_here: bool,
+    missing: Vec<String>,
+    missing_note: String,
     conflict: String,
     timeline: Vec<TimelineRow>,
-    can_withdraw: bool,
-    can_comment: bool,
+    actions: Vec<ActionView>,
+    unsent: String,
+    show_result: bool,
     flash: String,
 }
 
@@ -567,6 +843,7 @@ fn render_case(
     auth: &Auth,
     id: &str,
     flash: String,
+    typed: Option<&EventForm>,
 ) -> Result<CaseTpl, PageError> {
     let case = state.node.store.case(id)?.ok_or(AppError::NotFound)?;
     let st = case.state();
@@ -592,17 +869,40 @@ fn render_case(
             kind_zh: e.kind.zh().to_string(),
             kind: e.kind.as_str().to_string(),
             who: format!("{}（{}）", e.user, e.node),
-            text: [e.payload_str("text"), e.payload_str("reason")].concat(),
+            text: event_text(e),
             superseded: superseded
                 .get(e.id.as_str())
                 .map(|r| r.to_string())
                 .unwrap_or_default(),
         })
         .collect();
-    let open = matches!(
-        st.status,
-        Status::UnderReview | Status::SupplementRequested | Status::ReadyToIssue
-    );
+    let here = state.node.tier();
+    let baton_here = st.tier == Some(here);
+    let baton = match st.tier {
+        Some(t) if t == here => format!("由本节点（{}）办理", views::tier_zh(t)),
+        Some(t) => format!("等待{}办理", views::tier_zh(t)),
+        None => String::new(),
+    };
+    // The note of the supplement request in force (its materials are in the state).
+    let missing_note = if st.status == Status::SupplementRequested {
+        case.timeline()
+            .into_iter()
+            .rev()
+            .find(|e| {
+                e.kind == EventKind::SupplementRequested && !superseded.contains_key(e.id.as_str())
+            })
+            .map(|e| e.payload_str("note").to_string())
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let kinds = authz::actions_now(auth.0.role, here, &st);
+    let actions: Vec<ActionView> = kinds.iter().map(|k| action_view(k, typed)).collect();
+    // What was typed into a form this page no longer offers: shown so nothing is lost.
+    let unsent = typed
+        .filter(|t| !actions.iter().any(|a| a.kind == t.kind))
+        .map(EventForm::typed)
+        .unwrap_or_default();
     Ok(CaseTpl {
         chrome: Chrome::new(state, Some(auth), format!("办件 {}", case.receipt_no)),
         id: case.id.clone(),
@@ -623,19 +923,59 @@ fn render_case(
         materials: case
             .materials
             .iter()
-            .map(|m| (material_name(&m.key), m.status.zh(), m.blob.clone()))
+            .map(|m| {
+                let blob = m.blob.clone().unwrap_or_default();
+                MaterialRow {
+                    name: material_name(&m.key),
+                    status_zh: m.status.zh(),
+                    blob_here: !blob.is_empty() && state.node.store.blob_exists(&blob),
+                    blob,
+                }
+            })
             .collect(),
         status: st.status.as_str(),
         status_zh: st.status.zh(),
         step: st.step.clone().unwrap_or_default(),
+        step_name: st
+            .step
+            .as_deref()
+            .map(|s| views::step_zh(&state.node, &case.item_code, s))
+            .unwrap_or_default(),
+        baton,
+        baton_here,
+        missing: if st.status == Status::SupplementRequested {
+            st.missing_materials.clone()
+        } else {
+            Vec::new()
+        },
+        missing_note,
         conflict: st.conflict.clone().unwrap_or_default(),
         timeline,
-        can_withdraw: open
-            && !st.decided
-            && crate::authz::allowed(auth.0.role, Action::FileApplication),
-        can_comment: crate::authz::allowed(auth.0.role, Action::RecordEvent),
+        actions,
+        unsent,
+        show_result: has_result(st.status),
         flash,
     })
+}
+
+/// What an event says, for the timeline: text, reason, missing materials, note.
+fn event_text(e: &Event) -> String {
+    let mut parts: Vec<String> = [e.payload_str("text"), e.payload_str("reason")]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    if let Some(list) = e.payload.get("materials").and_then(|m| m.as_array()) {
+        let names: Vec<&str> = list.iter().filter_map(|v| v.as_str()).collect();
+        if !names.is_empty() {
+            parts.push(format!("所缺材料：{}", names.join("、")));
+        }
+    }
+    let note = e.payload_str("note");
+    if !note.is_empty() && e.kind != EventKind::Accepted {
+        parts.push(note.to_string());
+    }
+    parts.join("；")
 }
 
 pub async fn case_detail(
@@ -644,17 +984,11 @@ pub async fn case_detail(
     Path(id): Path<String>,
 ) -> PageResult {
     auth.require(Action::ViewCases)?;
-    page(&render_case(&state, &auth, &id, String::new())?)
+    page(&render_case(&state, &auth, &id, String::new(), None)?)
 }
 
-#[derive(Debug, Deserialize)]
-pub struct EventForm {
-    csrf: Option<String>,
-    kind: String,
-    #[serde(default)]
-    text: String,
-}
-
+/// `POST /cases/{id}/events`: one action form. A refusal shows the case page again with the
+/// message and what was typed.
 pub async fn case_event(
     State(state): State<AppState>,
     auth: Auth,
@@ -663,25 +997,128 @@ pub async fn case_event(
 ) -> PageResult {
     auth.check_csrf(f.csrf.as_deref())?;
     auth.require(Action::RecordEvent)?;
-    let kind = EventKind::parse(&f.kind);
-    let key = if kind == EventKind::Comment {
-        "text"
-    } else {
-        "reason"
+    let refused = |err: AppError, f: &EventForm| -> PageResult {
+        let (status, _) = err.status_and_code();
+        let tpl = render_case(&state, &auth, &id, err.message().zh, Some(f))?;
+        Ok((status, Html(tpl.render()?)).into_response())
     };
-    let payload = serde_json::json!({ key: f.text });
+    let kind = match views::parse_kind(&f.kind) {
+        Ok(kind) => kind,
+        Err(m) => return refused(AppError::BadRequest(m), &f),
+    };
+    if !authz::may_record_event(auth.0.role, &kind) {
+        let m = Msg::new(
+            format!("{}不能办理“{}”", auth.0.role.zh(), kind.zh()),
+            format!(
+                "the role {} does not record {}",
+                auth.0.role.as_str(),
+                kind.as_str()
+            ),
+        );
+        return refused(AppError::ForbiddenBecause(m), &f);
+    }
     match state
         .node
-        .record_event(&id, kind, payload, &auth.actor())
+        .record_event(&id, kind, f.payload(), &auth.actor())
         .await
     {
         Ok(_) => Ok(Redirect::to(&format!("/cases/{id}")).into_response()),
-        Err(NodeError::Conflict(m) | NodeError::BadRequest(m)) => {
-            let tpl = render_case(&state, &auth, &id, m.zh)?;
-            Ok((StatusCode::CONFLICT, Html(tpl.render()?)).into_response())
+        Err(e @ (NodeError::Conflict(_) | NodeError::BadRequest(_) | NodeError::Forbidden(_))) => {
+            refused(e.into(), &f)
         }
         Err(e) => Err(e.into()),
     }
+}
+
+#[derive(Template)]
+#[template(path = "result.html")]
+struct ResultTpl {
+    chrome: Chrome,
+    id: String,
+    receipt_no: String,
+    item_name: String,
+    applicant_name: String,
+    id_number_masked: String,
+    proxy: String,
+    accepted: String,
+    status_zh: &'static str,
+    granted: bool,
+    decision: String,
+    reason: String,
+    decided_by: String,
+    decided_at: String,
+    result_name: String,
+    issued_at: String,
+    picked_up_at: String,
+    enquiry_phone: String,
+    complaint_phone: String,
+    printed_on: String,
+    /// The signed verification QR (issue 4): empty until results are signed.
+    qr_svg: String,
+}
+
+/// `GET /cases/{id}/result`: the printable 办理结果通知书, once there is a result.
+pub async fn result(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> PageResult {
+    auth.require(Action::ViewCases)?;
+    let case = state.node.store.case(&id)?.ok_or(AppError::NotFound)?;
+    let st = case.state();
+    let not_yet = || {
+        AppError::Conflict(Msg::new(
+            format!("此办件尚未作出办理结果（当前状态：{}）", st.status.zh()),
+            format!("the case has no result yet ({})", st.status.as_str()),
+        ))
+    };
+    if !has_result(st.status) {
+        return Err(not_yet().into());
+    }
+    let d = decision(&state, &case, &st).ok_or_else(not_yet)?;
+    let item = state.node.catalog.get(&case.item_code);
+    let time_of = |kind: EventKind| {
+        case.timeline()
+            .into_iter()
+            .rev()
+            .find(|e| e.kind == kind && !st.superseded.iter().any(|s| s.event_id == e.id))
+            .map(|e| views::local_time(&state.node, e.at))
+            .unwrap_or_default()
+    };
+    let accepted = time_of(EventKind::Accepted);
+    let issued_at = time_of(EventKind::Issued);
+    let picked_up_at = time_of(EventKind::PickedUp);
+    page(&ResultTpl {
+        chrome: Chrome::new(
+            &state,
+            Some(&auth),
+            format!("办理结果通知书 {}", case.receipt_no),
+        ),
+        id: case.id.clone(),
+        receipt_no: case.receipt_no.clone(),
+        item_name: case.item_name.clone(),
+        applicant_name: case.applicant.name.clone(),
+        id_number_masked: idcard::mask(&case.applicant.id_number),
+        proxy: case
+            .proxy
+            .as_ref()
+            .map(|p| p.name.clone())
+            .unwrap_or_default(),
+        accepted,
+        status_zh: st.status.zh(),
+        granted: d.granted,
+        decision: d.label,
+        reason: d.reason,
+        decided_by: d.who,
+        decided_at: d.at,
+        result_name: item.map(|i| i.result_name.clone()).unwrap_or_default(),
+        issued_at,
+        picked_up_at,
+        enquiry_phone: item.map(|i| i.enquiry_phone.clone()).unwrap_or_default(),
+        complaint_phone: item.map(|i| i.complaint_phone.clone()).unwrap_or_default(),
+        printed_on: state.node.today().format("%Y年%m月%d日").to_string(),
+        qr_svg: String::new(),
+    })
 }
 
 #[derive(Template)]

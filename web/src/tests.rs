@@ -12,16 +12,28 @@ use yiciban_core::users::Role;
 use crate::{AppState, router};
 
 async fn state(dir: &tempfile::TempDir) -> AppState {
-    let config_path = dir.path().join("village.toml");
+    node_state(dir, "village", "").await
+}
+
+/// A node of `tier` (`village`, `town`, `county`) with users `clerk`, `reviewer` and
+/// `approver` (password `password-1`); `extra` is appended to its config.
+async fn node_state(dir: &tempfile::TempDir, tier: &str, extra: &str) -> AppState {
+    let (id, division) = match tier {
+        "village" => ("village-test", "430181101001"),
+        "town" => ("town-test", "430181101000"),
+        _ => ("county-test", "430181000000"),
+    };
+    let config_path = dir.path().join(format!("{tier}.toml"));
     std::fs::write(dir.path().join("catalog.toml"), yiciban_core::DEMO_CATALOG).unwrap();
     std::fs::write(
         &config_path,
-        r#"
+        format!(
+            r#"
 [node]
-id = "village-test"
-role = "village"
-name = "测试村"
-division = "430181101001"
+id = "{id}"
+role = "{tier}"
+name = "测试{tier}"
+division = "{division}"
 town_division = "430181101000"
 county_division = "430181000000"
 [http]
@@ -31,16 +43,24 @@ path = "node.redb"
 blob_max_bytes = 1024
 [catalog]
 path = "catalog.toml"
-"#,
+{extra}
+"#
+        ),
     )
     .unwrap();
     let config = Config::load(&config_path).unwrap();
     let catalog = Catalog::load(&config.catalog_path()).unwrap();
     let store = Store::open(&config.store_path(), 64, config.store.blob_max_bytes).unwrap();
     let node = Node::new(config, catalog, store).unwrap();
-    node.add_user("clerk", "受理员", Role::Clerk, "password-1")
-        .await
-        .unwrap();
+    for (name, display, role) in [
+        ("clerk", "受理员", Role::Clerk),
+        ("reviewer", "审核员", Role::Reviewer),
+        ("approver", "审批员", Role::Approver),
+    ] {
+        node.add_user(name, display, role, "password-1")
+            .await
+            .unwrap();
+    }
     AppState::new(node)
 }
 
@@ -53,13 +73,17 @@ async fn body_text(resp: axum::response::Response) -> String {
 
 /// Logs in through the API; returns the cookie header and the CSRF token.
 async fn login(state: &AppState) -> (String, String) {
+    login_as(state, "clerk").await
+}
+
+async fn login_as(state: &AppState, username: &str) -> (String, String) {
     let resp = router(state.clone())
         .oneshot(
             Request::post("/api/v1/login")
                 .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(
-                    r#"{"username":"clerk","password":"password-1"}"#,
-                ))
+                .body(Body::from(format!(
+                    r#"{{"username":"{username}","password":"password-1"}}"#
+                )))
                 .unwrap(),
         )
         .await
@@ -263,4 +287,674 @@ async fn writes_without_the_csrf_token_are_refused() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+}
+
+/// A logged-in user of one node, for the review-flow tests.
+struct Session {
+    state: AppState,
+    cookie: String,
+    csrf: String,
+}
+
+impl Session {
+    async fn new(state: &AppState, username: &str) -> Self {
+        let (cookie, csrf) = login_as(state, username).await;
+        Self {
+            state: state.clone(),
+            cookie,
+            csrf,
+        }
+    }
+
+    async fn send(&self, req: Request<Body>) -> (StatusCode, String) {
+        let resp = router(self.state.clone()).oneshot(req).await.unwrap();
+        let status = resp.status();
+        (status, body_text(resp).await)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, String) {
+        self.send(
+            Request::get(path)
+                .header(header::COOKIE, &self.cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn get_json(&self, path: &str) -> (StatusCode, serde_json::Value) {
+        let (status, text) = self.get(path).await;
+        (status, serde_json::from_str(&text).unwrap())
+    }
+
+    async fn post_json(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (StatusCode, serde_json::Value) {
+        let (status, text) = self
+            .send(
+                Request::post(path)
+                    .header(header::COOKIE, &self.cookie)
+                    .header("x-csrf-token", &self.csrf)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(body.to_string()))
+                    .unwrap(),
+            )
+            .await;
+        (status, serde_json::from_str(&text).unwrap())
+    }
+
+    /// Records an event through the API.
+    async fn event(&self, id: &str, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
+        self.post_json(&format!("/api/v1/applications/{id}/events"), body)
+            .await
+    }
+
+    /// Posts a page form (urlencoded) with this session's CSRF token.
+    async fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> (StatusCode, String) {
+        let mut pairs = vec![("csrf", self.csrf.as_str())];
+        pairs.extend_from_slice(fields);
+        let body = pairs
+            .iter()
+            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        self.send(
+            Request::post(path)
+                .header(header::COOKIE, &self.cookie)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Files an application through the API; returns the case id.
+    async fn file(&self, item: &str) -> (String, serde_json::Value) {
+        let (form, materials) = match item {
+            "MZ003" => (
+                serde_json::json!({"birth_date": "1949-12-31", "address": "示范村3组", "bank_account": "6217000000001234"}),
+                serde_json::json!([
+                    {"key": "id_card", "status": "original"},
+                    {"key": "hukou_booklet", "status": "original"},
+                    {"key": "social_security_card", "status": "copy"},
+                ]),
+            ),
+            "CL001" => (
+                serde_json::json!({"disability_category": "肢体残疾", "disability_cause": "意外伤害", "address": "示范村3组", "home_assessment": "否"}),
+                serde_json::json!([
+                    {"key": "id_and_hukou", "status": "original"},
+                    {"key": "photo", "status": "original"},
+                    {"key": "application_form", "status": "original"},
+                ]),
+            ),
+            _ => (
+                serde_json::json!({"insured_category": "普通城乡居民", "address": "示范村3组"}),
+                serde_json::json!([{"key": "id_document", "status": "original"}]),
+            ),
+        };
+        let (status, body) = self
+            .post_json(
+                "/api/v1/applications",
+                serde_json::json!({
+                    "item_code": item,
+                    "applicant": {"name": "王𠈌", "id_number": "11010519491231002X", "phone": "13800138000"},
+                    "form": form,
+                    "materials": materials,
+                }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        (body["id"].as_str().unwrap().to_string(), body)
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Carries a case from one node's store to another's, as a sync session would: every
+/// Automerge change of its document, merged by the receiver's writer.
+async fn ship(from: &AppState, to: &AppState, id: &str) {
+    let bytes = from.node.store.case_doc_bytes(id).unwrap().unwrap();
+    let case = from.node.store.case(id).unwrap().unwrap();
+    // An empty document of the core's document type, without naming the automerge crate
+    // (not a dependency of this one).
+    fn empty_like<T: Default>(_: &T) -> T {
+        T::default()
+    }
+    let built =
+        yiciban_core::case_doc::build(&case, yiciban_core::case_doc::node_actor("t")).unwrap();
+    let mut doc = empty_like(&built);
+    doc.load_incremental(&bytes).unwrap();
+    let changes = doc
+        .get_changes(&[])
+        .into_iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect();
+    to.node.store.apply_changes(id, changes).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_api_records_every_kind_through_review_supplement_and_rejection() {
+    let (vdir, tdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let village = node_state(&vdir, "village", "").await;
+    let town = node_state(&tdir, "town", "").await;
+    let clerk = Session::new(&village, "clerk").await;
+    let reviewer = Session::new(&town, "reviewer").await;
+
+    let (id, filed) = clerk.file("MZ003").await;
+    assert_eq!(filed["state"]["status"], "under_review");
+    assert_eq!(filed["state"]["step"], "town:review");
+    assert_eq!(filed["state"]["tier"], "town");
+
+    // Role × kind is checked before anything reaches the core; unknown kinds are named.
+    let (status, body) = clerk
+        .event(&id, serde_json::json!({"kind": "review_passed"}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("受理员不能办理“审核通过”")
+    );
+    let (status, body) = clerk
+        .event(&id, serde_json::json!({"kind": "approve_all"}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("未知的办理操作“approve_all”")
+    );
+    let (status, body) = clerk
+        .event(&id, serde_json::json!({"text": "no kind"}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = clerk
+        .event(
+            &id,
+            serde_json::json!({"kind": "comment", "text": "已电话告知申请人"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    ship(&village, &town, &id).await;
+    let (_, detail) = reviewer
+        .get_json(&format!("/api/v1/applications/{id}"))
+        .await;
+    assert_eq!(detail["state"]["tier"], "town");
+    assert_eq!(
+        detail["actions"],
+        serde_json::json!([
+            "review_passed",
+            "supplement_requested",
+            "rejected",
+            "comment"
+        ])
+    );
+    let (status, body) = reviewer
+        .event(
+            &id,
+            serde_json::json!({"kind": "supplement_requested", "materials": "户口簿原件\n银行卡复印件", "note": "请于5个工作日内补齐"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["state"]["status"], "supplement_requested");
+    assert_eq!(body["state"]["step"], "village:supplement");
+    assert_eq!(body["state"]["tier"], "village");
+    assert_eq!(
+        body["state"]["missing_materials"],
+        serde_json::json!(["户口簿原件", "银行卡复印件"])
+    );
+    // The baton is at the village now: the town's decision is refused, nothing written.
+    let events_before = body["state"]["event_count"].clone();
+    let (status, body) = reviewer
+        .event(&id, serde_json::json!({"kind": "review_passed"}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (_, detail) = reviewer
+        .get_json(&format!("/api/v1/applications/{id}"))
+        .await;
+    assert_eq!(detail["state"]["event_count"], events_before);
+
+    ship(&town, &village, &id).await;
+    let (status, body) = clerk
+        .event(
+            &id,
+            serde_json::json!({"kind": "supplement_provided", "note": "已收齐"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["state"]["status"], "under_review");
+    assert_eq!(body["state"]["step"], "town:review");
+
+    ship(&village, &town, &id).await;
+    let (status, body) = reviewer
+        .event(&id, serde_json::json!({"kind": "rejected"}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("须写明理由"));
+    let (status, body) = reviewer
+        .event(
+            &id,
+            serde_json::json!({"kind": "rejected", "reason": "户籍不在本镇"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["state"]["status"], "rejected");
+    assert_eq!(body["state"]["step"], serde_json::Value::Null);
+    assert_eq!(body["state"]["tier"], serde_json::Value::Null);
+
+    // The village prints the refusal with its reason, who decided, and no full ID number.
+    ship(&town, &village, &id).await;
+    let (status, page) = clerk.get(&format!("/cases/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains(&format!("href=\"/cases/{id}/result\"")));
+    let (status, page) = clerk.get(&format!("/cases/{id}/result")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("办理结果通知书"));
+    assert!(page.contains("不予许可") && page.contains("理由：户籍不在本镇"));
+    assert!(page.contains("reviewer（镇级 town-test）"));
+    assert!(page.contains("1101**********002X") && !page.contains("11010519491231002X"));
+    assert!(
+        page.contains("测试village"),
+        "the node's name is on the notice"
+    );
+    assert!(
+        page.contains("id=\"result-qr\""),
+        "the place for the signed QR"
+    );
+}
+
+#[tokio::test]
+async fn the_county_approves_after_the_town_and_the_village_issues() {
+    let dirs = [(); 3].map(|_| tempfile::tempdir().unwrap());
+    let village = node_state(&dirs[0], "village", "").await;
+    let town = node_state(&dirs[1], "town", "").await;
+    let county = node_state(&dirs[2], "county", "").await;
+    let clerk = Session::new(&village, "clerk").await;
+    let reviewer = Session::new(&town, "reviewer").await;
+    let approver = Session::new(&county, "approver").await;
+
+    let (id, _) = clerk.file("CL001").await;
+    ship(&village, &town, &id).await;
+    let (status, body) = reviewer
+        .event(&id, serde_json::json!({"kind": "review_passed"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["state"]["step"], "county:approve");
+    assert_eq!(body["state"]["tier"], "county");
+    // The reviewer may not approve, even where the baton is.
+    ship(&town, &county, &id).await;
+    let (status, _) = Session::new(&county, "reviewer")
+        .await
+        .event(&id, serde_json::json!({"kind": "approved"}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, page) = approver.get(&format!("/cases/{id}")).await;
+    assert!(page.contains("id=\"action-approved\""), "{page}");
+    assert!(!page.contains("id=\"action-review_passed\""));
+    assert!(page.contains("由本节点（县级）办理"));
+    let (status, body) = approver
+        .event(&id, serde_json::json!({"kind": "approved", "note": "同意"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["state"]["status"], "ready_to_issue");
+    assert_eq!(body["state"]["tier"], "village");
+
+    ship(&county, &village, &id).await;
+    let (_, page) = clerk.get(&format!("/cases/{id}")).await;
+    assert!(page.contains("id=\"action-issued\""), "{page}");
+    assert!(
+        !page.contains("id=\"action-withdrawn\""),
+        "decided: no withdrawal"
+    );
+    let (status, _) = clerk
+        .post_form(&format!("/cases/{id}/events"), &[("kind", "issued")])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, body) = clerk
+        .event(&id, serde_json::json!({"kind": "picked_up"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["state"]["status"], "completed");
+    let (status, page) = clerk.get(&format!("/cases/{id}/result")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("审批通过") && page.contains("approver（县级 county-test）"));
+    assert!(page.contains("出件时间") && page.contains("领取时间"));
+}
+
+#[tokio::test]
+async fn an_immediate_item_is_issued_at_the_counter_and_has_a_result_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let village = node_state(&dir, "village", "").await;
+    let clerk = Session::new(&village, "clerk").await;
+    let (id, filed) = clerk.file("YB001").await;
+    assert_eq!(filed["state"]["status"], "ready_to_issue");
+    assert_eq!(filed["state"]["step"], "village:issue");
+    let (_, page) = clerk.get(&format!("/cases/{id}")).await;
+    assert!(page.contains("id=\"action-issued\""));
+    assert!(
+        page.contains("id=\"action-withdrawn\""),
+        "undecided: may withdraw"
+    );
+    let (status, page) = clerk.get(&format!("/cases/{id}/result")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("准予办理（即办件，当场办结）"));
+    let (status, _) = clerk
+        .event(&id, serde_json::json!({"kind": "issued"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = clerk
+        .event(&id, serde_json::json!({"kind": "issued"}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (_, page) = clerk.get(&format!("/cases/{id}")).await;
+    assert!(page.contains("id=\"action-picked_up\"") && !page.contains("id=\"action-issued\""));
+}
+
+#[tokio::test]
+async fn a_case_under_review_has_no_result_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let village = node_state(&dir, "village", "").await;
+    let clerk = Session::new(&village, "clerk").await;
+    let (id, _) = clerk.file("MZ003").await;
+    let (_, page) = clerk.get(&format!("/cases/{id}")).await;
+    assert!(!page.contains("/result\""));
+    let (status, page) = clerk.get(&format!("/cases/{id}/result")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(page.contains("尚未作出办理结果"));
+}
+
+#[tokio::test]
+async fn the_queue_holds_the_cases_whose_baton_is_here_oldest_first() {
+    let (vdir, tdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let village = node_state(&vdir, "village", "").await;
+    let town = node_state(&tdir, "town", "").await;
+    let clerk = Session::new(&village, "clerk").await;
+    let reviewer = Session::new(&town, "reviewer").await;
+    let (review, _) = clerk.file("MZ003").await;
+    let (first, _) = clerk.file("YB001").await;
+    let (second, _) = clerk.file("YB001").await;
+    let (_, withdrawn) = clerk.file("YB001").await;
+    let withdrawn = withdrawn["id"].as_str().unwrap().to_string();
+    let (status, _) = clerk
+        .event(&withdrawn, serde_json::json!({"kind": "withdrawn"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let (status, q) = clerk.get_json("/api/v1/queue").await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<&str> = q["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [first.as_str(), second.as_str()],
+        "village baton only, oldest first, open only"
+    );
+    assert_eq!(q["total"], 2);
+
+    let (status, page) = clerk.get("/queue").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("href=\"/queue\""), "in the nav");
+    let (a, b) = (
+        page.find(&format!("/cases/{first}")).unwrap(),
+        page.find(&format!("/cases/{second}")).unwrap(),
+    );
+    assert!(a < b, "oldest first");
+    assert!(!page.contains(&format!("/cases/{review}")));
+    assert!(page.contains("1101**********002X") && !page.contains("11010519491231002X"));
+    assert!(page.contains("430181101001"), "the village");
+    assert!(page.contains("村出件（当场办结）"), "the step by name");
+
+    for id in [&review, &first] {
+        ship(&village, &town, id).await;
+    }
+    let (_, q) = reviewer.get_json("/api/v1/queue").await;
+    let ids: Vec<&str> = q["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [review.as_str()]);
+    let (_, page) = reviewer.get("/queue").await;
+    assert!(page.contains("镇审核"));
+}
+
+#[tokio::test]
+async fn the_case_page_shows_the_baton_missing_materials_photos_and_fitting_actions() {
+    let (vdir, tdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let village = node_state(&vdir, "village", "").await;
+    let town = node_state(&tdir, "town", "").await;
+    let clerk = Session::new(&village, "clerk").await;
+    let reviewer = Session::new(&town, "reviewer").await;
+
+    // A case with a photographed ID card.
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.resize(200, 7);
+    let (_, text) = clerk
+        .send(
+            Request::post("/api/v1/blobs")
+                .header(header::COOKIE, &clerk.cookie)
+                .header("x-csrf-token", &clerk.csrf)
+                .body(Body::from(png))
+                .unwrap(),
+        )
+        .await;
+    let hash = serde_json::from_str::<serde_json::Value>(&text).unwrap()["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, filed) = clerk
+        .post_json(
+            "/api/v1/applications",
+            serde_json::json!({
+                "item_code": "MZ003",
+                "applicant": {"name": "王𠈌", "id_number": "11010519491231002X", "phone": "13800138000"},
+                "form": {"birth_date": "1949-12-31", "address": "示范村3组", "bank_account": "6217000000001234"},
+                "materials": [
+                    {"key": "id_card", "status": "photo", "blob": hash},
+                    {"key": "hukou_booklet", "status": "original"},
+                    {"key": "social_security_card", "status": "copy"},
+                ],
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{filed}");
+    let id = filed["id"].as_str().unwrap().to_string();
+
+    let (_, page) = clerk.get(&format!("/cases/{id}")).await;
+    assert!(
+        page.contains("镇审核") && page.contains("等待镇级办理"),
+        "{page}"
+    );
+    assert!(page.contains(&format!("<img class=\"photo\" src=\"/blobs/{hash}\"")));
+    assert!(page.contains("id=\"action-comment\"") && page.contains("id=\"action-withdrawn\""));
+    for kind in [
+        "review_passed",
+        "rejected",
+        "supplement_requested",
+        "issued",
+        "approved",
+    ] {
+        assert!(!page.contains(&format!("id=\"action-{kind}\"")), "{kind}");
+    }
+
+    ship(&village, &town, &id).await;
+    let (_, page) = reviewer.get(&format!("/cases/{id}")).await;
+    assert!(page.contains("由本节点（镇级）办理"));
+    assert!(
+        page.contains("照片尚未同步到本节点"),
+        "the photo follows its case"
+    );
+    for kind in [
+        "review_passed",
+        "rejected",
+        "supplement_requested",
+        "comment",
+    ] {
+        assert!(page.contains(&format!("id=\"action-{kind}\"")), "{kind}");
+    }
+    for kind in ["approved", "withdrawn", "issued", "supplement_provided"] {
+        assert!(!page.contains(&format!("id=\"action-{kind}\"")), "{kind}");
+    }
+
+    let (status, _) = reviewer
+        .post_form(
+            &format!("/cases/{id}/events"),
+            &[
+                ("kind", "supplement_requested"),
+                ("materials", "户口簿原件\r\n银行卡复印件"),
+                ("note", "请带原件"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    ship(&town, &village, &id).await;
+    let (_, page) = clerk.get(&format!("/cases/{id}")).await;
+    assert!(page.contains("id=\"missing-materials\""));
+    assert!(page.contains("<li>户口簿原件</li>") && page.contains("<li>银行卡复印件</li>"));
+    assert!(page.contains("说明：请带原件"));
+    assert!(page.contains("id=\"action-supplement_provided\""), "{page}");
+    assert!(
+        page.contains("所缺材料：户口簿原件、银行卡复印件"),
+        "on the timeline"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_action_shows_the_message_and_keeps_what_was_typed() {
+    let (vdir, tdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let village = node_state(&vdir, "village", "").await;
+    let town = node_state(&tdir, "town", "").await;
+    let clerk = Session::new(&village, "clerk").await;
+    let reviewer = Session::new(&town, "reviewer").await;
+    let (id, _) = clerk.file("MZ003").await;
+    ship(&village, &town, &id).await;
+    let path = format!("/cases/{id}/events");
+
+    // No materials listed: the core refuses; the note stays in the supplement form.
+    let (status, page) = reviewer
+        .post_form(
+            &path,
+            &[("kind", "supplement_requested"), ("note", "请补齐后再来")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("一次性告知须列明所缺材料"), "{page}");
+    let form = &page[page.find("id=\"action-supplement_requested\"").unwrap()..];
+    let form = &form[..form.find("</form>").unwrap()];
+    assert!(form.contains(">请补齐后再来</textarea>"), "{form}");
+
+    // The case moved on: the review is refused and what was typed is still shown.
+    let (status, _) = reviewer
+        .event(
+            &id,
+            serde_json::json!({"kind": "supplement_requested", "materials": ["户口簿"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, page) = reviewer
+        .post_form(
+            &path,
+            &[("kind", "review_passed"), ("note", "同意，材料齐全")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(page.contains("当前状态下不能办理此操作"), "{page}");
+    assert!(page.contains("id=\"unsent\"") && page.contains("同意，材料齐全"));
+
+    // A kind the role does not record, and an unknown one, are refused on the page too.
+    let (status, page) = reviewer.post_form(&path, &[("kind", "issued")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(page.contains("审核员不能办理“出件”"));
+    let (status, page) = reviewer
+        .post_form(&path, &[("kind", "approve_all"), ("text", "x")])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("未知的办理操作"));
+    // Without the CSRF token nothing is written.
+    let (status, _) = reviewer
+        .send(
+            Request::post(&path)
+                .header(header::COOKIE, &reviewer.cookie)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from("kind=comment&text=x"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn enroll_needs_no_login_answers_in_json_and_bounds_the_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(&dir).await);
+    let post = |body: Vec<u8>| {
+        Request::post("/api/v1/enroll")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let req = serde_json::json!({"token_id": "0123456789abcdef", "csr_pem": "-----BEGIN CERTIFICATE REQUEST-----", "mac": "00"});
+    // No session, no CSRF token: a village is no certificate authority, and says so in JSON.
+    let resp = app
+        .clone()
+        .oneshot(post(req.to_string().into_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let body: serde_json::Value = serde_json::from_str(&body_text(resp).await).unwrap();
+    assert_eq!(body["error"], "not_found");
+    assert!(body["message"].as_str().unwrap().contains("县级证书机构"));
+    let resp = app
+        .clone()
+        .oneshot(post(b"{not json".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(body_text(resp).await.contains("\"error\":\"bad_request\""));
+    let resp = app.oneshot(post(vec![b' '; 17 * 1024])).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(body_text(resp).await.contains("\"error\":\"too_large\""));
+}
+
+#[tokio::test]
+async fn health_and_every_page_show_the_link_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let alone = state(&dir).await;
+    let clerk = Session::new(&alone, "clerk").await;
+    let (status, health) = clerk.get_json("/api/v1/health").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["links"], serde_json::json!([]));
+    assert_eq!(health["enrolled"], false);
+    assert_eq!(health["link"], "单机运行（未配置同步）");
+    assert_eq!(health["cases"], 0, "existing fields stay");
+    for path in ["/cases", "/queue", "/catalog"] {
+        let (_, page) = clerk.get(path).await;
+        assert!(page.contains("单机运行（未配置同步）"), "{path}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let unenrolled = node_state(&dir, "village", "[sync]\ncounty = \"127.0.0.1:9\"").await;
+    let clerk = Session::new(&unenrolled, "clerk").await;
+    let (_, page) = clerk.get("/queue").await;
+    assert!(page.contains("未注册：请运行 yiciban enroll"), "{page}");
+    let (_, health) = clerk.get_json("/api/v1/health").await;
+    assert_eq!(health["enrolled"], false);
+    assert_eq!(health["link"], "未注册：请运行 yiciban enroll");
 }

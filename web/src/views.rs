@@ -1,10 +1,16 @@
-//! What templates and JSON show, derived from core types: state JSON, link state, times.
+//! What templates and JSON show, derived from core types: state JSON, step names, the review
+//! queue, link state, times.
 
 use chrono::{DateTime, FixedOffset};
 use serde_json::json;
-use yiciban_core::fold::CaseState;
+use yiciban_core::catalog::Tier;
+use yiciban_core::event::EventKind;
+use yiciban_core::fold::{CaseState, Status};
 use yiciban_core::hlc::Hlc;
-use yiciban_core::node::Node;
+use yiciban_core::message::Msg;
+use yiciban_core::node::{LinkReport, Node};
+use yiciban_core::store::{CaseQuery, StoreError};
+use yiciban_core::summary::CaseSummary;
 
 /// The state block every case response carries.
 pub fn state_json(state: &CaseState) -> serde_json::Value {
@@ -14,10 +20,107 @@ pub fn state_json(state: &CaseState) -> serde_json::Value {
         "tier": state.tier,
         "accepted_at": state.accepted_at,
         "decided": state.decided,
+        "missing_materials": state.missing_materials,
         "conflict": state.conflict,
         "superseded": state.superseded,
         "event_count": state.event_count,
     })
+}
+
+/// The kinds a user can ask for by name (API and forms); the others are recorded by the node.
+pub const RECORDABLE: [&str; 9] = [
+    "review_passed",
+    "approved",
+    "rejected",
+    "supplement_requested",
+    "supplement_provided",
+    "issued",
+    "picked_up",
+    "withdrawn",
+    "comment",
+];
+
+/// An event kind as a user names it; a name this build does not know is refused, not stored.
+pub fn parse_kind(name: &str) -> Result<EventKind, Msg> {
+    match EventKind::parse(name.trim()) {
+        EventKind::Other(_) => Err(Msg::new(
+            format!(
+                "未知的办理操作“{}”，可用的有：{}",
+                name.trim(),
+                RECORDABLE.join("、")
+            ),
+            format!(
+                "unknown event kind {:?}; known kinds: {}",
+                name.trim(),
+                RECORDABLE.join(", ")
+            ),
+        )),
+        kind => Ok(kind),
+    }
+}
+
+/// `村` → `村级`.
+pub fn tier_zh(tier: Tier) -> String {
+    format!("{}级", tier.zh())
+}
+
+/// The name of a step: the catalogue's name for a route step (`镇审核`), fixed names for the
+/// steps off the route.
+pub fn step_zh(node: &Node, item_code: &str, step: &str) -> String {
+    if let Some(s) = node
+        .catalog
+        .get(item_code)
+        .and_then(|i| i.route.iter().find(|s| s.step == step))
+    {
+        return s.name.clone();
+    }
+    match step {
+        "village:accept" => "村受理",
+        "town:review" => "镇审核",
+        "county:approve" => "县审批",
+        "village:issue" => "村出件",
+        "village:supplement" => "村补正材料",
+        "village:pickup" => "待申请人领取",
+        other => other,
+    }
+    .to_string()
+}
+
+/// Statuses whose cases still hold a baton somewhere.
+const OPEN: [Status; 4] = [
+    Status::UnderReview,
+    Status::SupplementRequested,
+    Status::ReadyToIssue,
+    Status::Issued,
+];
+/// Cases read per open status when building the queue (newest first from the status index, so
+/// a node with more open cases than this in one status would lose its oldest ones: far above
+/// what a town or county holds open).
+const QUEUE_SCAN: usize = 20_000;
+
+/// The review queue: open cases whose baton is at this node's tier, oldest accepted first.
+/// Read from the projections only. Deadlines (working days left, yellow/red marks) come later;
+/// then the order becomes the deadline, and acceptance time the tie-breaker.
+pub fn queue(node: &Node) -> Result<Vec<CaseSummary>, StoreError> {
+    let here = node.tier();
+    let mut out = Vec::new();
+    for status in OPEN {
+        let query = CaseQuery {
+            q: None,
+            status: Some(status),
+            limit: QUEUE_SCAN,
+        };
+        out.extend(
+            node.store
+                .list_cases(&query)?
+                .into_iter()
+                .filter(|s| s.tier == Some(here)),
+        );
+    }
+    out.sort_by(|a, b| {
+        (a.accepted_at, &a.receipt_no, &a.id).cmp(&(b.accepted_at, &b.receipt_no, &b.id))
+    });
+    Ok(out)
 }
 
 /// The node's link to its peers, shown on every page.
@@ -27,22 +130,249 @@ pub struct LinkState {
     pub text: String,
 }
 
-pub fn link_state(_node: &Node) -> LinkState {
-    // No peers are configured until replication lands: the node works alone, fully offline.
-    LinkState {
-        online: false,
-        text: "单机运行：尚未配置上级节点，所有数据保存在本机".into(),
+/// Links listed one by one up to this many; above it the line sums them up.
+const LINKS_LISTED: usize = 3;
+
+pub fn link_state(node: &Node) -> LinkState {
+    if node.config.sync.is_none() {
+        return describe_links(false, false, &[], 0, utc());
+    }
+    let enrolled = node.is_enrolled();
+    let links = if enrolled {
+        node.link_report()
+    } else {
+        Vec::new()
+    };
+    let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+    describe_links(true, enrolled, &links, now_ms, *node.local_now().offset())
+}
+
+fn utc() -> FixedOffset {
+    FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!("zero is a valid offset"))
+}
+
+/// The link line from what the node knows: whether `[sync]` is set, whether it holds a
+/// certificate, and each link's report. `now_ms` and `offset` turn times into local text.
+pub fn describe_links(
+    sync_configured: bool,
+    enrolled: bool,
+    links: &[LinkReport],
+    now_ms: u64,
+    offset: FixedOffset,
+) -> LinkState {
+    if !sync_configured {
+        return LinkState {
+            online: false,
+            text: "单机运行（未配置同步）".into(),
+        };
+    }
+    if !enrolled {
+        return LinkState {
+            online: false,
+            text: "未注册：请运行 yiciban enroll".into(),
+        };
+    }
+    if links.is_empty() {
+        return LinkState {
+            online: false,
+            text: "已配置同步，尚未建立连接".into(),
+        };
+    }
+    // Green when the uplink is up (villages and towns), or any link (the county).
+    let online = match links.iter().find(|l| l.link.name == "county") {
+        Some(up) => up.link.connected,
+        None => links.iter().any(|l| l.link.connected),
+    };
+    let last_sync = |ms: Option<u64>| match ms {
+        Some(ms) => format!(
+            "上次同步 {}（{}）",
+            local_time_ms(ms, offset),
+            ago(now_ms.saturating_sub(ms))
+        ),
+        None => "从未同步".into(),
+    };
+    let text = if links.len() <= LINKS_LISTED {
+        links
+            .iter()
+            .map(|l| {
+                let mut parts = vec![
+                    format!(
+                        "{}：{}",
+                        link_label(l),
+                        if l.link.connected {
+                            "已连接"
+                        } else {
+                            "未连接"
+                        }
+                    ),
+                    last_sync(l.link.last_sync_ms),
+                    waiting(l.waiting_changes),
+                ];
+                if !l.link.connected
+                    && let Some(e) = &l.link.last_error
+                {
+                    parts.push(format!("最近错误：{}", shorten(e, 60)));
+                }
+                parts.join(" · ")
+            })
+            .collect::<Vec<_>>()
+            .join("；")
+    } else {
+        let connected = links.iter().filter(|l| l.link.connected).count();
+        let total: u64 = links.iter().map(|l| l.waiting_changes).sum();
+        // The stalest link: never synced first, then the oldest sync.
+        let stalest = links
+            .iter()
+            .min_by_key(|l| (l.link.last_sync_ms.is_some(), l.link.last_sync_ms));
+        let mut text = format!(
+            "同步链路 {} 条，已连接 {} 条 · {}",
+            links.len(),
+            connected,
+            waiting(total)
+        );
+        if let Some(l) = stalest {
+            text.push_str(&format!(
+                " · 最久未同步：{} {}",
+                link_label(l),
+                last_sync(l.link.last_sync_ms)
+            ));
+        }
+        text
+    };
+    LinkState { online, text }
+}
+
+fn link_label(l: &LinkReport) -> String {
+    let tier = l.link.peer_role.as_deref().and_then(Tier::parse);
+    match (l.link.name.as_str(), tier, &l.link.peer) {
+        ("county", _, _) => "上级节点（县）".into(),
+        (_, Some(t), Some(peer)) => format!("{}节点 {peer}", tier_zh(t)),
+        (name, _, _) => format!("节点 {name}"),
     }
 }
 
-/// A stamp as local time `2026-11-22 09:30`.
-pub fn local_time(node: &Node, at: Hlc) -> String {
-    let offset = *node.local_now().offset();
-    DateTime::from_timestamp_millis(i64::try_from(at.wall_ms).unwrap_or(0))
+fn waiting(changes: u64) -> String {
+    if changes == 0 {
+        "无待同步".into()
+    } else {
+        format!("待同步 {changes} 项")
+    }
+}
+
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(max).collect::<String>())
+    }
+}
+
+/// `3分钟前`.
+fn ago(ms: u64) -> String {
+    let mins = ms / 60_000;
+    match mins {
+        0 => "刚刚".into(),
+        1..60 => format!("{mins}分钟前"),
+        60..1440 => format!("{}小时前", mins / 60),
+        _ => format!("{}天前", mins / 1440),
+    }
+}
+
+/// Unix milliseconds as local time `2026-11-22 09:30`.
+pub fn local_time_ms(ms: u64, offset: FixedOffset) -> String {
+    DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(0))
         .map(|t| {
             t.with_timezone::<FixedOffset>(&offset)
                 .format("%Y-%m-%d %H:%M")
                 .to_string()
         })
         .unwrap_or_default()
+}
+
+/// A stamp as local time `2026-11-22 09:30`.
+pub fn local_time(node: &Node, at: Hlc) -> String {
+    local_time_ms(at.wall_ms, *node.local_now().offset())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yiciban_core::sync_engine::LinkSnapshot;
+
+    fn china() -> FixedOffset {
+        FixedOffset::east_opt(8 * 3600).unwrap()
+    }
+
+    fn report(name: &str, connected: bool, last: Option<u64>, waiting: u64) -> LinkReport {
+        LinkReport {
+            link: LinkSnapshot {
+                name: name.into(),
+                peer: Some(format!("{name}-1")),
+                peer_role: Some("village".into()),
+                connected,
+                last_sync_ms: last,
+                last_error: (!connected).then(|| "connection refused".into()),
+                ..LinkSnapshot::default()
+            },
+            waiting_changes: waiting,
+            waiting_bytes: waiting * 1000,
+        }
+    }
+
+    #[test]
+    fn alone_and_unenrolled_nodes_say_so() {
+        let alone = describe_links(false, false, &[], 0, china());
+        assert_eq!(alone.text, "单机运行（未配置同步）");
+        assert!(!alone.online);
+        let unenrolled = describe_links(true, false, &[], 0, china());
+        assert_eq!(unenrolled.text, "未注册：请运行 yiciban enroll");
+    }
+
+    #[test]
+    fn each_link_shows_connection_last_sync_in_local_time_and_waiting_changes() {
+        // 2026-11-22 01:30 UTC is 09:30 in China; "now" is three minutes later.
+        let at = 1_795_311_000_000;
+        let up = report("county", true, Some(at), 12);
+        let s = describe_links(true, true, &[up], at + 3 * 60_000, china());
+        assert!(s.online);
+        assert_eq!(
+            s.text,
+            "上级节点（县）：已连接 · 上次同步 2026-11-22 09:30（3分钟前） · 待同步 12 项"
+        );
+        let down = report("county", false, None, 0);
+        let s = describe_links(true, true, &[down], at, china());
+        assert!(!s.online);
+        assert_eq!(
+            s.text,
+            "上级节点（县）：未连接 · 从未同步 · 无待同步 · 最近错误：connection refused"
+        );
+    }
+
+    #[test]
+    fn many_links_are_summed_up_with_the_stalest_named() {
+        let now = 1_795_311_000_000;
+        let links: Vec<_> = (0..5)
+            .map(|i| report(&format!("v{i}"), i != 2, Some(now - i * 3_600_000), 2))
+            .collect();
+        let s = describe_links(true, true, &links, now, china());
+        assert!(s.online);
+        assert!(
+            s.text
+                .starts_with("同步链路 5 条，已连接 4 条 · 待同步 10 项"),
+            "{}",
+            s.text
+        );
+        assert!(s.text.contains("最久未同步：村级节点 v4-1"), "{}", s.text);
+        assert!(s.text.contains("4小时前"), "{}", s.text);
+    }
+
+    #[test]
+    fn unknown_kinds_are_refused_by_name() {
+        assert_eq!(
+            parse_kind("review_passed").unwrap(),
+            EventKind::ReviewPassed
+        );
+        let err = parse_kind("approve_all").unwrap_err();
+        assert!(err.zh.contains("approve_all") && err.zh.contains("supplement_requested"));
+    }
 }

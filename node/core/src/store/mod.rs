@@ -555,6 +555,15 @@ impl Store {
         }
     }
 
+    /// A case document's heads as sorted hex: equal on two nodes exactly when they hold the
+    /// same changes.
+    pub fn heads_hex(&self, id: &str) -> Result<Vec<String>, StoreError> {
+        let heads = yiciban_sync::store::ReplicaStore::doc_heads(self, id)?.unwrap_or_default();
+        let mut hex: Vec<String> = heads.iter().map(hex::encode).collect();
+        hex.sort();
+        Ok(hex)
+    }
+
     /// Documents in `scope`'s feed after `after` (at most `cap`), and their stored size.
     pub fn waiting(&self, scope: &Scope, after: u64, cap: usize) -> Result<(u64, u64), StoreError> {
         let entries = match scope.key_prefix() {
