@@ -360,3 +360,48 @@ async fn the_flow_survives_a_dark_village_link_and_a_killed_county() {
     }
     drop(county);
 }
+
+/// `yiciban demo`: three enrolled nodes; the flow works across them and all agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_the_flow_across_its_three_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_base_port().unwrap();
+    let mut demo = NodeProcess::demo(dir.path(), base).unwrap();
+    let url = |p: u16| format!("http://127.0.0.1:{p}");
+    let clerk = Api::login(&url(base + 2), "clerk", DEMO_PASSWORD)
+        .await
+        .unwrap();
+    let reviewer = Api::login(&url(base + 1), "reviewer", DEMO_PASSWORD)
+        .await
+        .unwrap();
+    let admin = Api::login(&url(base), "admin", DEMO_PASSWORD)
+        .await
+        .unwrap();
+    let catalog = Catalog::parse(yiciban_core::DEMO_CATALOG, Path::new("catalog.toml")).unwrap();
+    let body = Workload::new(7).application(catalog.get(BENCH_ITEM).unwrap());
+    let (status, filed) = clerk.post("/api/v1/applications", &body).await.unwrap();
+    assert_eq!(status, 201, "{filed}");
+    let id = filed["id"].as_str().unwrap().to_string();
+    until_status(&reviewer, &id, "under_review", Duration::from_secs(60)).await;
+    event(&reviewer, &id, json!({"kind": "review_passed"})).await;
+    let took = until_status(&clerk, &id, "ready_to_issue", Duration::from_secs(30)).await;
+    eprintln!("demo: review_passed at the town → ready_to_issue at the village in {took:?}");
+    event(&clerk, &id, json!({"kind": "issued"})).await;
+    until_status(&admin, &id, "issued", Duration::from_secs(30)).await;
+    until_converged(
+        &[("county", &admin), ("town", &reviewer), ("village", &clerk)],
+        &[id],
+        Duration::from_secs(30),
+    )
+    .await;
+    demo.terminate().unwrap();
+    // SIGTERM stops every node: the village's port is free again.
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", base + 2)).is_ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the village kept running"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
