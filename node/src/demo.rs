@@ -69,8 +69,6 @@ fn nodes(base_port: u16) -> [DemoNode; 3] {
 }
 
 fn toml(n: &DemoNode, county_quic: u16) -> String {
-    // The county is above every town; its own `town_division` is not used for scope.
-    let town_division = TOWN_DIV;
     let sync = if n.role == "county" {
         format!("listen = \"127.0.0.1:{county_quic}\"")
     } else {
@@ -86,7 +84,7 @@ id = "{id}"
 role = "{role}"
 name = "{title}"
 division = "{division}"
-town_division = "{town_division}"
+town_division = "{TOWN_DIV}"
 county_division = "{COUNTY_DIV}"
 utc_offset_hours = 8
 

@@ -78,19 +78,7 @@ impl NodeProcess {
                 ("reviewer", "reviewer"),
                 ("admin", "county_admin"),
             ] {
-                cli(
-                    &[
-                        "user",
-                        "add",
-                        "--config",
-                        &config.to_string_lossy(),
-                        "--username",
-                        user,
-                        "--role",
-                        role,
-                    ],
-                    Some(&format!("{DEMO_PASSWORD}\n")),
-                )?;
+                cluster::add_user(&config, user, role)?;
             }
         }
         Self::serve(&config, port)

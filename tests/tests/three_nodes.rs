@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use yiciban_core::catalog::Catalog;
 use yiciban_tests::cluster::{
-    COUNTY_ID, TOWN_ID, VILLAGE_ID, add_user, folder, free_udp_port, node_toml,
+    COUNTY_ID, TOWN_ID, VILLAGE_ID, add_user, enroll, folder, free_udp_port, init_county,
+    node_toml, token,
 };
 use yiciban_tests::relay::{Relay, Shape};
 use yiciban_tests::workload::{BENCH_ITEM, Workload};
-use yiciban_tests::{Api, DEMO_PASSWORD, NodeProcess, cli, free_base_port, village_toml};
+use yiciban_tests::{Api, DEMO_PASSWORD, NodeProcess, free_base_port, village_toml};
 
 async fn state_at(api: &Api, id: &str) -> Option<Value> {
     match api.get(&format!("/api/v1/applications/{id}")).await {
@@ -144,57 +145,17 @@ async fn the_flow_survives_a_dark_village_link_and_a_killed_county() {
         &village_toml(base + 2, Some(village_link.addr())),
     )
     .unwrap();
-    cli(
-        &[
-            "init",
-            "--role",
-            "county",
-            "--config",
-            &county_cfg.to_string_lossy(),
-        ],
-        None,
-    )
-    .unwrap();
+    init_county(&county_cfg).unwrap();
     add_user(&village_cfg, "clerk", "clerk").unwrap();
     add_user(&town_cfg, "reviewer", "reviewer").unwrap();
     add_user(&county_cfg, "approver", "approver").unwrap();
-    let token = |id: &str, role: &str, div: &str| {
-        cli(
-            &[
-                "token",
-                "--config",
-                &county_cfg.to_string_lossy(),
-                "--node-id",
-                id,
-                "--role",
-                role,
-                "--division",
-                div,
-            ],
-            None,
-        )
-        .unwrap()
-    };
-    let town_token = token(TOWN_ID, "town", "430181101000");
-    let village_token = token(VILLAGE_ID, "village", "430181101001");
+    let town_token = token(&county_cfg, TOWN_ID, "town", "430181101000").unwrap();
+    let village_token = token(&county_cfg, VILLAGE_ID, "village", "430181101001").unwrap();
 
     let mut county = NodeProcess::serve(&county_cfg, base).unwrap();
     let county_http = format!("127.0.0.1:{base}");
     // A token is one-time: the second use is refused.
-    let enrol = |cfg: &Path, t: &str| {
-        cli(
-            &[
-                "enroll",
-                "--config",
-                &cfg.to_string_lossy(),
-                "--county",
-                &county_http,
-                "--token",
-                t,
-            ],
-            None,
-        )
-    };
+    let enrol = |cfg: &Path, t: &str| enroll(cfg, &county_http, t);
     enrol(&town_cfg, &town_token).unwrap();
     enrol(&village_cfg, &village_token).unwrap();
     let again = folder(
@@ -333,17 +294,7 @@ async fn the_flow_survives_a_dark_village_link_and_a_killed_county() {
         ),
     )
     .unwrap();
-    cli(
-        &[
-            "init",
-            "--role",
-            "county",
-            "--config",
-            &rogue_cfg.to_string_lossy(),
-        ],
-        None,
-    )
-    .unwrap();
+    init_county(&rogue_cfg).unwrap();
     let _rogue = NodeProcess::serve(&rogue_cfg, base + 4).unwrap();
     let log = root.path().join("county").join("node.log");
     let start = Instant::now();

@@ -10,7 +10,7 @@
 //! The files live in the node's TLS folder ([`TlsDir`]): `ca.pem`, `node.pem`, `node.key`,
 //! and at the county `ca.key` and `crl.der`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -84,7 +84,8 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn mac(secret: &[u8], label: &str, parts: &[&str]) -> Vec<u8> {
+/// HMAC-SHA256 over `label` and length-prefixed `parts`, keyed by the token's secret.
+fn keyed(secret: &[u8], label: &str, parts: &[&str]) -> Hmac<Sha256> {
     // HMAC takes a key of any length; this cannot fail.
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret)
         .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
@@ -93,21 +94,17 @@ fn mac(secret: &[u8], label: &str, parts: &[&str]) -> Vec<u8> {
         m.update(&(p.len() as u64).to_be_bytes());
         m.update(p.as_bytes());
     }
-    m.finalize().into_bytes().to_vec()
+    m
 }
 
+fn mac(secret: &[u8], label: &str, parts: &[&str]) -> Vec<u8> {
+    keyed(secret, label, parts).finalize().into_bytes().to_vec()
+}
+
+/// Constant-time check of a hex MAC.
 fn verify_mac(secret: &[u8], label: &str, parts: &[&str], given_hex: &str) -> bool {
-    let Ok(given) = hex::decode(given_hex) else {
-        return false;
-    };
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret)
-        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-    m.update(label.as_bytes());
-    for p in parts {
-        m.update(&(p.len() as u64).to_be_bytes());
-        m.update(p.as_bytes());
-    }
-    m.verify_slice(&given).is_ok()
+    hex::decode(given_hex)
+        .is_ok_and(|given| keyed(secret, label, parts).verify_slice(&given).is_ok())
 }
 
 const REQUEST_LABEL: &str = "yiciban-enrol-request/1";
@@ -323,11 +320,56 @@ impl TlsDir {
     }
 }
 
-/// Joins `dir` to `base` unless it is absolute.
-pub fn resolve(base: &Path, dir: &Path) -> PathBuf {
-    if dir.is_absolute() {
-        dir.to_path_buf()
-    } else {
-        base.join(dir)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn enrolment_round_trip_and_every_tamper_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("c.redb"), 8, 1 << 20).unwrap();
+        let ca = CountyCa::create("430181000000").unwrap();
+        let id = NodeIdentity::new("village-1", "village", "430181101001").unwrap();
+        let token = create_token(&store, &id, TOKEN_VALID).await.unwrap();
+        let key = NodeKey::generate().unwrap();
+        let req = request(&token, &key).unwrap();
+
+        // A request under another secret is refused and does not use the token up.
+        let mut forged = req.clone();
+        forged.mac = hex::encode([0u8; 32]);
+        assert!(matches!(
+            answer(&store, &ca, &forged).await,
+            Err(EnrolError::BadToken)
+        ));
+
+        let ans = answer(&store, &ca, &req).await.unwrap();
+        check_answer(&token, &ans, &id).unwrap();
+        // One altered byte of the certificate fails the answer's check.
+        let mut altered = ans.clone();
+        let flip = if &altered.cert_pem[40..41] == "A" {
+            "B"
+        } else {
+            "A"
+        };
+        altered.cert_pem.replace_range(40..41, flip);
+        assert!(matches!(
+            check_answer(&token, &altered, &id),
+            Err(EnrolError::BadAnswer)
+        ));
+        // The identity must be the one the node's config names.
+        let other = NodeIdentity::new("village-2", "village", "430181101002").unwrap();
+        assert!(matches!(
+            check_answer(&token, &ans, &other),
+            Err(EnrolError::WrongIdentity { .. })
+        ));
+        // The token is one-time.
+        assert!(matches!(
+            answer(&store, &ca, &req).await,
+            Err(EnrolError::Refused(_))
+        ));
+        assert!(matches!(
+            parse_token("nonsense"),
+            Err(EnrolError::MalformedToken)
+        ));
     }
 }
