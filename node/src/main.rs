@@ -8,6 +8,9 @@
 //! yiciban init --role county --config FILE    create the county CA and the county's certificate
 //! yiciban token --config FILE --node-id ID --role R --division D   one-time enrolment token
 //! yiciban enroll --config FILE --county HOST:PORT --token T        get this node's certificate
+//! yiciban audit verify --config FILE          check the audit chain (exit 1 at the first problem)
+//! yiciban audit list --config FILE [--last N] print the newest audit entries
+//! yiciban verify CODE [--ca FILE] [--config FILE]   check a result's seal offline (exit 1 if not)
 //! ```
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -93,10 +96,44 @@ enum Command {
         #[arg(long)]
         token: String,
     },
+    /// Check a printed result's code (its QR) against the county CA, offline. Exits 0 and
+    /// prints the summary when the seal holds, 1 with the reason when it does not.
+    Verify {
+        /// The result code (`YCB1.…`), or `-` to read it from stdin.
+        payload: String,
+        /// The county CA certificate (PEM).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// A node config: its TLS folder's `ca.pem` is used when `--ca` is not given.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// The audit trail: check its hash chain, list its entries (the node must be stopped).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Manage users.
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walk the chain: exit 0 with the count and head hash when intact, 1 with the first
+    /// altered, missing or misplaced entry.
+    Verify {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print the newest entries, oldest first.
+    List {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        last: usize,
     },
 }
 
@@ -207,9 +244,29 @@ async fn run(cli: Cli) -> Result<()> {
                 cfg.catalog_path().display(),
                 catalog.items().len()
             );
+            match cfg.calendar_path() {
+                Some(path) => {
+                    yiciban_core::calendar::Calendar::load(&path)?;
+                    println!("ok: working-day calendar {}", path.display());
+                }
+                None => {
+                    println!("ok: working-day calendar: the demo calendar (no [calendar] path)")
+                }
+            }
             Ok(())
         }
         Command::Demo { dir, base_port } => demo::run(&dir, base_port).await,
+        Command::Verify {
+            payload,
+            ca,
+            config,
+        } => verify(&payload, ca.as_deref(), config.as_deref()),
+        Command::Audit {
+            command: AuditCommand::Verify { config },
+        } => audit_verify(&config),
+        Command::Audit {
+            command: AuditCommand::List { config, last },
+        } => audit_list(&config, last),
         Command::User {
             command:
                 UserCommand::Add {
@@ -233,7 +290,8 @@ async fn run(cli: Cli) -> Result<()> {
                 &cfg.store_path(),
                 cfg.store.group_commit_max,
                 cfg.store.blob_max_bytes,
-            )?;
+            )?
+            .for_node(&cfg.node.id);
             let display = name.unwrap_or_else(|| username.clone());
             yiciban_core::node::add_user(
                 &store,
@@ -248,6 +306,93 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `yiciban verify`: checks a result code against the county CA certificate.
+fn verify(payload: &str, ca: Option<&Path>, config: Option<&Path>) -> Result<()> {
+    let ca_path = match (ca, config) {
+        (Some(ca), _) => ca.to_path_buf(),
+        (None, Some(config)) => TlsDir::new(Config::load(config)?.tls_dir()).path("ca.pem"),
+        (None, None) => {
+            bail!("give the county CA certificate with --ca FILE, or a node's --config FILE")
+        }
+    };
+    let ca_pem = std::fs::read_to_string(&ca_path).with_context(|| {
+        format!(
+            "cannot read the county CA certificate {}",
+            ca_path.display()
+        )
+    })?;
+    let mut text = payload.to_string();
+    if payload == "-" {
+        text.clear();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(std::io::stdin(), 64 * 1024),
+            &mut text,
+        )
+        .context("reading the result code from stdin")?;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let v = yiciban_core::seal::verify(&text, &ca_pem, now)
+        .map_err(|e| anyhow::anyhow!("无效 / invalid: {}", e.msg().both()))?;
+    let s = &v.summary;
+    println!("有效 / valid: 签章真实，内容未被改动 / genuine seal, unaltered");
+    println!("受理编号 receipt_no: {}", s.receipt_no);
+    println!("办理事项 item: {} ({})", s.item_name, s.item_code);
+    println!("申请人 applicant: {} ({})", s.applicant, s.id_number);
+    println!("决定 decision: {} ({})", s.decision_zh(), s.decision);
+    if s.granted() && !s.result_name.is_empty() {
+        println!("办理结果 result: {}", s.result_name);
+    }
+    println!("决定日期 decided_on: {}", s.decided_on);
+    println!(
+        "签章节点 signed_by: {} ({}, division {})",
+        v.signer.node_id, v.signer.role, v.signer.division
+    );
+    println!("办件 case_id: {}", s.case_id);
+    Ok(())
+}
+
+/// Opens a stopped node's store for the audit commands.
+fn audit_store(config: &Path) -> Result<Store> {
+    let cfg = Config::load(config)?;
+    let path = cfg.store_path();
+    match Store::open(&path, 1, cfg.store.blob_max_bytes) {
+        Ok(store) => Ok(store),
+        Err(yiciban_core::store::StoreError::InUse(_)) => bail!(
+            "the store {} is locked by a running node: stop the node (or read the audit trail through it) and run this again",
+            path.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot open the store {}", path.display())),
+    }
+}
+
+/// `yiciban audit verify`: exit 0 when the chain is intact, 1 with its first problem.
+fn audit_verify(config: &Path) -> Result<()> {
+    let store = audit_store(config)?;
+    match store.verify_audit()? {
+        Ok(report) => {
+            println!(
+                "audit trail intact: {} entries, head {}",
+                report.count,
+                report.head_hex()
+            );
+            Ok(())
+        }
+        Err(problem) => bail!("audit trail broken: {problem}"),
+    }
+}
+
+/// `yiciban audit list`: the newest entries, one a line.
+fn audit_list(config: &Path, last: usize) -> Result<()> {
+    let store = audit_store(config)?;
+    println!("seq at node user action case detail hash");
+    for entry in store.audit_tail(last)? {
+        println!("{entry}");
+    }
+    Ok(())
 }
 
 /// Creates the county CA and the county node's certificate.
@@ -279,7 +424,8 @@ pub async fn issue_token(
         &cfg.store_path(),
         cfg.store.group_commit_max,
         cfg.store.blob_max_bytes,
-    )?;
+    )?
+    .for_node(&cfg.node.id);
     Ok(enrol::create_token(
         &store,
         &identity,
@@ -326,6 +472,9 @@ pub async fn enroll(cfg: &Config, county: &str, token: &str) -> Result<()> {
 pub fn open_node(config: &Path) -> Result<Arc<Node>> {
     let cfg = Config::load(config)?;
     let catalog = Catalog::load(&cfg.catalog_path())?;
+    if let Some(path) = cfg.calendar_path() {
+        yiciban_core::calendar::Calendar::load(&path)?;
+    }
     let store = Store::open(
         &cfg.store_path(),
         cfg.store.group_commit_max,
@@ -348,7 +497,16 @@ pub async fn serve(
     let _endpoint = node
         .start_sync()
         .map_err(|e| anyhow::anyhow!("cannot start replication: {e}"))?;
-    yiciban_web::serve(listener, yiciban_web::AppState::new(node), shutdown).await?;
+    let notices = node.config.notice_settings();
+    let outbox = notices.send.then(|| {
+        tracing::info!(webhook = ?notices.webhook, "this node sends the SMS notices");
+        tokio::spawn(yiciban_core::notice::run_outbox(node.clone(), notices))
+    });
+    let served = yiciban_web::serve(listener, yiciban_web::AppState::new(node), shutdown).await;
+    if let Some(outbox) = outbox {
+        outbox.abort();
+    }
+    served?;
     Ok(())
 }
 

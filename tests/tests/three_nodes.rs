@@ -312,7 +312,8 @@ async fn the_flow_survives_a_dark_village_link_and_a_killed_county() {
     drop(county);
 }
 
-/// `yiciban demo`: three enrolled nodes; the flow works across them and all agree.
+/// `yiciban demo`: three enrolled nodes; the flow works across them and all agree; a
+/// withdrawal and a decision that cross while the county is down become one conflict everywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_runs_the_flow_across_its_three_nodes() {
     let dir = tempfile::tempdir().unwrap();
@@ -345,6 +346,62 @@ async fn the_demo_runs_the_flow_across_its_three_nodes() {
         Duration::from_secs(30),
     )
     .await;
+
+    // With the county stopped, the village records a withdrawal and the town passes the
+    // review of the same case. When the county is back, all three show the same conflict
+    // and keep both events.
+    let body = Workload::new(8).application(catalog.get(BENCH_ITEM).unwrap());
+    let (status, filed) = clerk.post("/api/v1/applications", &body).await.unwrap();
+    assert_eq!(status, 201, "{filed}");
+    let crossed = filed["id"].as_str().unwrap().to_string();
+    until_status(&reviewer, &crossed, "under_review", Duration::from_secs(60)).await;
+    until_status(&admin, &crossed, "under_review", Duration::from_secs(30)).await;
+    let county_toml = dir.path().join("county.toml");
+    let killed = std::process::Command::new("pkill")
+        .args(["-KILL", "-f"])
+        .arg(format!("serve --config {}", county_toml.display()))
+        .status()
+        .unwrap();
+    assert!(killed.success(), "the demo's county process was found");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", base)).is_ok() {
+        assert!(start.elapsed() < Duration::from_secs(15), "county still up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let withdrawn = event(&clerk, &crossed, json!({"kind": "withdrawn"})).await;
+    assert_eq!(withdrawn["state"]["status"], "withdrawn");
+    let passed = event(&reviewer, &crossed, json!({"kind": "review_passed"})).await;
+    assert_eq!(passed["state"]["status"], "ready_to_issue");
+    let _county = NodeProcess::serve(&county_toml, base).unwrap();
+    // Sessions live in memory: the restarted county needs a new login.
+    let admin = Api::login(&url(base), "admin", DEMO_PASSWORD)
+        .await
+        .unwrap();
+    until_converged(
+        &[("county", &admin), ("town", &reviewer), ("village", &clerk)],
+        std::slice::from_ref(&crossed),
+        Duration::from_secs(60),
+    )
+    .await;
+    for (name, api) in [("county", &admin), ("town", &reviewer), ("village", &clerk)] {
+        let body = state_at(api, &crossed).await.unwrap();
+        let kinds: Vec<&str> = body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            // The county's record of the SMS it sent for the acceptance moves nothing.
+            .filter(|k| *k != "notice_sent")
+            .collect();
+        assert_eq!(kinds.len(), 3, "{name}: {kinds:?}");
+        assert!(kinds.contains(&"withdrawn") && kinds.contains(&"review_passed"));
+        assert!(
+            body["state"]["conflict"].is_string(),
+            "{name} shows the conflict: {}",
+            body["state"]
+        );
+        assert_eq!(body["state"]["superseded"].as_array().unwrap().len(), 1);
+    }
     demo.terminate().unwrap();
     // SIGTERM stops every node: the village's port is free again.
     let start = Instant::now();

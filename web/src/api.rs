@@ -136,15 +136,15 @@ pub async fn file(
         .node
         .file_application(&input, Vec::new(), &auth.actor())
         .await?;
-    Ok(created(&filed))
+    Ok(created(&state.node, &filed))
 }
 
 /// `201 {id, receipt_no, state}`: the answer to every write on a case.
-fn created(filed: &yiciban_core::node::Filed) -> Response {
+fn created(node: &yiciban_core::node::Node, filed: &yiciban_core::node::Filed) -> Response {
     let body = json!({
         "id": filed.case.id,
         "receipt_no": filed.case.receipt_no,
-        "state": views::state_json(&filed.state),
+        "state": views::state_json(node, &filed.case.item_code, &filed.state),
     });
     (StatusCode::CREATED, Json(body)).into_response()
 }
@@ -195,16 +195,52 @@ pub async fn detail(
         "node": case.node,
         "route": case.route,
         "division": case.division,
-        "applicant": case.applicant,
-        "proxy": case.proxy,
+        // Masked, as in lists: the full numbers are a separate, audited request.
+        "applicant": masked(&case.applicant),
+        "proxy": case.proxy.as_ref().map(masked),
         "form": case.form,
         "materials": case.materials,
         "events": case.timeline(),
-        "state": views::state_json(&st),
+        "state": views::state_json(&state.node, &case.item_code, &st),
+        "result": yiciban_core::seal::case_seal(&case, &st).map(|seal| json!({
+            "qr_payload": seal.payload,
+            "signed_by": seal.node,
+            "decision": seal.decision,
+            "event_id": seal.event_id,
+        })),
         "actions": authz::actions_now(auth.0.role, state.node.tier(), &st)
             .iter()
             .map(|k| k.as_str())
             .collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+/// A person with the ID number masked.
+fn masked(p: &yiciban_core::application::Person) -> yiciban_core::application::Person {
+    yiciban_core::application::Person {
+        id_number: yiciban_core::idcard::mask(&p.id_number),
+        ..p.clone()
+    }
+}
+
+/// `POST /api/v1/applications/{id}/personal-data`: the applicant's and proxy's personal data
+/// in full. A POST with the CSRF token, never a GET: the view is written to the audit chain
+/// before anything is shown.
+pub async fn personal_data(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    auth.check_csrf(csrf(&headers))?;
+    auth.require(Action::ViewPersonalData)?;
+    let case = state.node.view_personal_data(&id, &auth.actor()).await?;
+    Ok(Json(json!({
+        "id": case.id,
+        "receipt_no": case.receipt_no,
+        "applicant": case.applicant,
+        "proxy": case.proxy,
     }))
     .into_response())
 }
@@ -260,7 +296,7 @@ pub async fn add_event(
         .node
         .record_event(&id, kind, serde_json::Value::Object(payload), &auth.actor())
         .await?;
-    Ok(created(&filed))
+    Ok(created(&state.node, &filed))
 }
 
 #[derive(Debug, Deserialize)]
@@ -285,6 +321,13 @@ pub async fn queue(
         "total": total,
     }))
     .into_response())
+}
+
+/// `GET /api/v1/supervision`: open cases late (`red`) or due within a working day (`yellow`).
+pub async fn supervision(State(state): State<AppState>, auth: Auth) -> ApiResult {
+    auth.require(Action::ViewCases)?;
+    let items = views::supervision(&state.node)?;
+    Ok(Json(json!({ "items": items, "count": items.len() })).into_response())
 }
 
 /// `POST /api/v1/enroll`: a node asks the county for its certificate. No session and no CSRF
@@ -327,7 +370,11 @@ pub async fn upload_blob(
     auth.check_csrf(csrf(&headers))?;
     auth.require(Action::UploadPhoto)?;
     let size = body.len();
-    let hash = state.node.store.put_blob(body.to_vec()).await?;
+    let hash = state
+        .node
+        .store
+        .put_blob(body.to_vec(), &auth.0.username)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "hash": hash, "size": size })),

@@ -3,6 +3,9 @@
 //! (the core checks it again when it writes); whether an action fits the case's current step
 //! and whether this node holds the baton is the fold's rule, mirrored by [`actions_now`] so
 //! pages offer only what would be accepted.
+//!
+//! Public, with no login: `/login`, `/verify` (checks a printed result's seal, changes
+//! nothing), `/static/*`, and `POST /api/v1/login` and `/api/v1/enroll` (HMAC-authenticated).
 
 use yiciban_core::catalog::Tier;
 use yiciban_core::event::EventKind;
@@ -21,6 +24,8 @@ pub enum Action {
     RecordEvent,
     /// Upload a photo of a material.
     UploadPhoto,
+    /// See an applicant's personal data in full (unmasked ID numbers); every view is audited.
+    ViewPersonalData,
 }
 
 pub fn allowed(role: Role, action: Action) -> bool {
@@ -31,6 +36,7 @@ pub fn allowed(role: Role, action: Action) -> bool {
         ViewCases => matches!(role, Clerk | Reviewer | Approver | CountyAdmin),
         FileApplication | UploadPhoto => role == Clerk,
         RecordEvent => matches!(role, Clerk | Reviewer | Approver),
+        ViewPersonalData => role.handles_cases(),
     }
 }
 

@@ -63,8 +63,10 @@ pub fn router(state: AppState) -> Router {
         .route("/applications", post(api::file).get(api::list))
         .route("/applications/{id}", get(api::detail))
         .route("/applications/{id}/events", post(api::add_event))
+        .route("/applications/{id}/personal-data", post(api::personal_data))
         .route("/blobs", post(api::upload_blob))
         .route("/queue", get(api::queue))
+        .route("/supervision", get(api::supervision))
         .route(
             "/enroll",
             post(api::enroll).layer(DefaultBodyLimit::max(ENROL_BODY_LIMIT_BYTES)),
@@ -83,11 +85,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/cases", get(pages::cases))
         .route("/queue", get(pages::queue))
+        .route("/supervision", get(pages::supervision))
         .route("/cases/{id}", get(pages::case_detail))
         .route("/cases/{id}/events", post(pages::case_event))
+        .route("/cases/{id}/personal-data", post(pages::case_personal_data))
         .route("/cases/{id}/receipt", get(pages::receipt))
         .route("/cases/{id}/result", get(pages::result))
         .route("/blobs/{hash}", get(pages::blob))
+        // Public, no login: anyone holding a printed result checks it here.
+        .route("/verify", get(pages::verify))
         .route("/static/{file}", get(assets::serve))
         .nest("/api/v1", api)
         .fallback(pages::not_found)

@@ -10,12 +10,13 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use yiciban_core::application::{self, MaterialStatus};
 use yiciban_core::case_doc::Case;
-use yiciban_core::catalog::{FieldType, ItemKind, ServiceItem};
+use yiciban_core::catalog::{FieldType, ItemKind, ServiceItem, Tier};
 use yiciban_core::event::{Event, EventKind};
 use yiciban_core::fold::{CaseState, Status};
 use yiciban_core::idcard;
 use yiciban_core::message::Msg;
 use yiciban_core::node::NodeError;
+use yiciban_core::seal::ResultSummary;
 use yiciban_core::store::CaseQuery;
 use yiciban_core::summary::CaseSummary;
 
@@ -470,10 +471,23 @@ struct CaseRow {
     step: String,
     village: String,
     accepted: String,
+    /// The most pressing due date (the step's or the case's), `-` for none.
+    due: String,
+    /// `none`, `yellow` or `red`: the row's colour.
+    warning: &'static str,
+    warning_zh: &'static str,
 }
 
 fn case_row(state: &AppState, s: CaseSummary) -> CaseRow {
+    let time = state.node.legal_time(&s.item_code, &s.marks);
+    let due = match (time.step_due, time.due) {
+        (Some(a), Some(b)) if s.marks.decided_at.is_none() => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     CaseRow {
+        due: due.map_or("-".into(), |d| d.to_string()),
+        warning: time.worst().as_str(),
+        warning_zh: time.worst().zh(),
         accepted: views::local_time(&state.node, s.accepted_at),
         step: s
             .step
@@ -561,13 +575,45 @@ pub async fn queue(State(state): State<AppState>, auth: Auth) -> PageResult {
     let rows = items
         .into_iter()
         .take(QUEUE_ROWS)
-        .map(|s| case_row(&state, s))
+        .map(|t| case_row(&state, t.summary))
         .collect();
     page(&QueueTpl {
         chrome: Chrome::new(&state, Some(&auth), "待办队列"),
         tier_zh: views::tier_zh(state.node.tier()),
         rows,
         total,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "supervision.html")]
+struct SupervisionTpl {
+    chrome: Chrome,
+    rows: Vec<CaseRow>,
+    red: usize,
+    yellow: usize,
+}
+
+/// `GET /supervision` (电子监察): open cases that are late or due within a working day, red
+/// first; the tier holding the baton is the one to act.
+pub async fn supervision(State(state): State<AppState>, auth: Auth) -> PageResult {
+    auth.require(Action::ViewCases)?;
+    let items = views::supervision(&state.node)?;
+    let red = items
+        .iter()
+        .filter(|t| t.time.worst() == yiciban_core::deadline::Warning::Red)
+        .count();
+    let yellow = items.len() - red;
+    let rows = items
+        .into_iter()
+        .take(QUEUE_ROWS)
+        .map(|t| case_row(&state, t.summary))
+        .collect();
+    page(&SupervisionTpl {
+        chrome: Chrome::new(&state, Some(&auth), "电子监察"),
+        rows,
+        red,
+        yellow,
     })
 }
 
@@ -818,6 +864,8 @@ struct CaseTpl {
     item_name: String,
     applicant_name: String,
     id_number_masked: String,
+    /// Offer the audited "show the full ID number" action.
+    offer_full_id: bool,
     phone: String,
     proxy: Option<(String, String)>,
     form: Vec<(String, String)>,
@@ -831,6 +879,9 @@ struct CaseTpl {
     missing: Vec<String>,
     missing_note: String,
     conflict: String,
+    /// Due dates and the supervision mark (`none`, `yellow`, `red`).
+    time_line: String,
+    warning: &'static str,
     timeline: Vec<TimelineRow>,
     actions: Vec<ActionView>,
     unsent: String,
@@ -896,6 +947,9 @@ fn render_case(
     } else {
         String::new()
     };
+    let time = state
+        .node
+        .legal_time(&case.item_code, &yiciban_core::deadline::Marks::of(&st));
     let kinds = authz::actions_now(auth.0.role, here, &st);
     let actions: Vec<ActionView> = kinds.iter().map(|k| action_view(k, typed)).collect();
     // What was typed into a form this page no longer offers: shown so nothing is lost.
@@ -910,6 +964,7 @@ fn render_case(
         item_name: case.item_name.clone(),
         applicant_name: case.applicant.name.clone(),
         id_number_masked: idcard::mask(&case.applicant.id_number),
+        offer_full_id: authz::allowed(auth.0.role, Action::ViewPersonalData),
         phone: case.applicant.phone.clone(),
         proxy: case
             .proxy
@@ -950,6 +1005,8 @@ fn render_case(
         },
         missing_note,
         conflict: st.conflict.clone().unwrap_or_default(),
+        time_line: views::time_line(&time),
+        warning: time.worst().as_str(),
         timeline,
         actions,
         unsent,
@@ -1030,6 +1087,23 @@ pub async fn case_event(
     }
 }
 
+/// `POST /cases/{id}/personal-data`: the case page with the applicant's full ID number. The
+/// view is written to the audit chain before the page is rendered.
+pub async fn case_personal_data(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> PageResult {
+    auth.check_csrf(f.csrf.as_deref())?;
+    auth.require(Action::ViewPersonalData)?;
+    let case = state.node.view_personal_data(&id, &auth.actor()).await?;
+    let mut tpl = render_case(&state, &auth, &id, String::new(), None)?;
+    tpl.id_number_masked = case.applicant.id_number;
+    tpl.offer_full_id = false;
+    page(&tpl)
+}
+
 #[derive(Template)]
 #[template(path = "result.html")]
 struct ResultTpl {
@@ -1053,8 +1127,10 @@ struct ResultTpl {
     enquiry_phone: String,
     complaint_phone: String,
     printed_on: String,
-    /// The signed verification QR (issue 4): empty until results are signed.
+    /// The QR of the sealed result code; empty when the decision is unsigned.
     qr_svg: String,
+    /// The node that sealed the decision.
+    signed_by: String,
 }
 
 /// `GET /cases/{id}/result`: the printable 办理结果通知书, once there is a result.
@@ -1088,6 +1164,7 @@ pub async fn result(
     let accepted = time_of(EventKind::Accepted);
     let issued_at = time_of(EventKind::Issued);
     let picked_up_at = time_of(EventKind::PickedUp);
+    let seal = yiciban_core::seal::case_seal(&case, &st);
     page(&ResultTpl {
         chrome: Chrome::new(
             &state,
@@ -1117,8 +1194,63 @@ pub async fn result(
         enquiry_phone: item.map(|i| i.enquiry_phone.clone()).unwrap_or_default(),
         complaint_phone: item.map(|i| i.complaint_phone.clone()).unwrap_or_default(),
         printed_on: state.node.today().format("%Y年%m月%d日").to_string(),
-        qr_svg: String::new(),
+        qr_svg: seal
+            .as_ref()
+            .map(|s| crate::qr::svg_min(&s.payload, 260))
+            .unwrap_or_default(),
+        signed_by: seal.map(|s| s.node).unwrap_or_default(),
     })
+}
+
+#[derive(Template)]
+#[template(path = "verify.html")]
+struct VerifyTpl {
+    chrome: Chrome,
+    payload: String,
+    checked: bool,
+    summary: Option<ResultSummary>,
+    signer_role: String,
+    reason_zh: String,
+    reason_en: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct VerifyParams {
+    p: Option<String>,
+}
+
+/// `GET /verify?p=CODE`: public (no login), changes nothing. Checks a result code against
+/// this node's county CA certificate, offline, and shows what it says or why it fails.
+pub async fn verify(State(state): State<AppState>, Query(q): Query<VerifyParams>) -> PageResult {
+    let payload = q.p.unwrap_or_default().trim().to_string();
+    let mut tpl = VerifyTpl {
+        chrome: Chrome::new(&state, None, "核验办理结果"),
+        payload: String::new(),
+        checked: !payload.is_empty(),
+        summary: None,
+        signer_role: String::new(),
+        reason_zh: String::new(),
+        reason_en: String::new(),
+    };
+    if tpl.checked {
+        match state.node.verify_result(&payload) {
+            Ok(v) => {
+                tpl.signer_role = Tier::parse(&v.signer.role)
+                    .map_or_else(|| v.signer.role.clone(), views::tier_zh);
+                tpl.summary = Some(v.summary);
+            }
+            Err(e) => {
+                let msg = e.msg();
+                tpl.reason_zh = msg.zh;
+                tpl.reason_en = msg.en;
+            }
+        }
+    }
+    // Echo back only what fits a code, so the page never carries a huge query.
+    if payload.len() <= yiciban_core::seal::MAX_PAYLOAD_CHARS {
+        tpl.payload = payload;
+    }
+    page(&tpl)
 }
 
 #[derive(Template)]

@@ -958,3 +958,297 @@ async fn health_and_every_page_show_the_link_state() {
     assert_eq!(health["enrolled"], false);
     assert_eq!(health["link"], "未注册：请运行 yiciban enroll");
 }
+
+/// Puts the county CA in `dir/tls` (the default TLS folder of `node_state`'s nodes); with
+/// `enrol_as`, also that node's key and certificate, as `yiciban init`/`enroll` would.
+fn county_tls(county_dir: &tempfile::TempDir, others: &[&tempfile::TempDir]) {
+    use yiciban_core::enrol::TlsDir;
+    use yiciban_transport::identity::NodeIdentity;
+    let county = TlsDir::new(county_dir.path().join("tls"));
+    let id = NodeIdentity::new("county-test", "county", "430181000000").unwrap();
+    county.init_county(&id).unwrap();
+    for dir in others {
+        std::fs::create_dir_all(dir.path().join("tls")).unwrap();
+        std::fs::copy(county.path("ca.pem"), dir.path().join("tls/ca.pem")).unwrap();
+    }
+}
+
+async fn verify_page(state: &AppState, code: &str) -> (StatusCode, String) {
+    let resp = router(state.clone())
+        .oneshot(
+            Request::get(format!("/verify?p={}", urlencode(code)))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, body_text(resp).await)
+}
+
+#[tokio::test]
+async fn the_county_seals_its_approval_and_any_node_verifies_it_without_login() {
+    let dirs = [(); 3].map(|_| tempfile::tempdir().unwrap());
+    county_tls(&dirs[2], &[&dirs[0]]);
+    let village = node_state(&dirs[0], "village", "").await;
+    let town = node_state(&dirs[1], "town", "").await;
+    let county = node_state(&dirs[2], "county", "").await;
+    let clerk = Session::new(&village, "clerk").await;
+    let reviewer = Session::new(&town, "reviewer").await;
+    let approver = Session::new(&county, "approver").await;
+
+    let (id, _) = clerk.file("CL001").await;
+    ship(&village, &town, &id).await;
+    let (status, body) = reviewer
+        .event(&id, serde_json::json!({"kind": "review_passed"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // Not the final decision: nothing sealed yet.
+    let (_, detail) = reviewer
+        .get_json(&format!("/api/v1/applications/{id}"))
+        .await;
+    assert!(detail["result"].is_null(), "{detail}");
+    ship(&town, &county, &id).await;
+    let (status, body) = approver
+        .event(&id, serde_json::json!({"kind": "approved", "note": "同意"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["state"]["status"], "ready_to_issue");
+
+    // The seal travels with the event to the village.
+    ship(&county, &village, &id).await;
+    let (_, detail) = clerk.get_json(&format!("/api/v1/applications/{id}")).await;
+    let code = detail["result"]["qr_payload"].as_str().unwrap().to_string();
+    assert_eq!(detail["result"]["signed_by"], "county-test");
+    assert_eq!(detail["result"]["decision"], "approved");
+    assert!(code.starts_with("YCB1."));
+    let (status, page) = clerk.get(&format!("/cases/{id}/result")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("<svg") && page.contains("电子印章：county-test"));
+    assert!(!page.contains("id=\"unsigned\""));
+
+    // Valid, with the summary, and no session needed.
+    let receipt = detail["receipt_no"].as_str().unwrap();
+    let (status, page) = verify_page(&village, &code).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("id=\"verify-valid\""), "{page}");
+    assert!(page.contains(receipt) && page.contains("审批通过"));
+    assert!(page.contains("王*") && page.contains("1101**********002X"));
+    assert!(
+        !page.contains("11010519491231002X"),
+        "the full ID number never shows"
+    );
+
+    // One altered character fails, with the reason.
+    let mut altered = code.clone();
+    let at = code.len() / 2;
+    let flip = if &code[at..=at] == "A" { "B" } else { "A" };
+    altered.replace_range(at..=at, flip);
+    let (status, page) = verify_page(&village, &altered).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("id=\"verify-invalid\"") && !page.contains("id=\"verify-valid\""));
+    // Garbage.
+    let (_, page) = verify_page(&village, "<script>alert(1)</script>").await;
+    assert!(page.contains("id=\"verify-invalid\"") && page.contains("格式错误"));
+    assert!(!page.contains("<script>alert"), "echoed text is escaped");
+    // A node without the county CA says it cannot verify.
+    let (_, page) = verify_page(&town, &code).await;
+    assert!(page.contains("id=\"verify-invalid\"") && page.contains("无法核验"));
+    // An empty form checks nothing.
+    let (status, page) = verify_page(&village, "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!page.contains("id=\"verify-invalid\"") && page.contains("name=\"p\""));
+}
+
+#[tokio::test]
+async fn a_decision_at_a_node_without_a_key_is_unsigned_and_says_so() {
+    let (vdir, tdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let village = node_state(&vdir, "village", "").await;
+    let town = node_state(&tdir, "town", "").await;
+    let clerk = Session::new(&village, "clerk").await;
+    let reviewer = Session::new(&town, "reviewer").await;
+    let (id, _) = clerk.file("MZ003").await;
+    ship(&village, &town, &id).await;
+    let (status, body) = reviewer
+        .event(
+            &id,
+            serde_json::json!({"kind": "rejected", "reason": "材料不全"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    ship(&town, &village, &id).await;
+    let (_, detail) = clerk.get_json(&format!("/api/v1/applications/{id}")).await;
+    assert_eq!(detail["state"]["status"], "rejected");
+    assert!(detail["result"].is_null(), "{detail}");
+    let (status, page) = clerk.get(&format!("/cases/{id}/result")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("id=\"unsigned\"") && page.contains("未签章 / unsigned"));
+}
+
+#[tokio::test]
+async fn the_full_id_number_is_a_post_and_every_full_view_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(&dir).await;
+    let clerk = Session::new(&state, "clerk").await;
+    let (id, _) = clerk.file("MZ003").await;
+    // Reading shows the number masked and writes nothing to the audit trail.
+    let before = state.node.store.verify_audit().unwrap().unwrap().count;
+    let (_, detail) = clerk.get_json(&format!("/api/v1/applications/{id}")).await;
+    assert_eq!(detail["applicant"]["id_number"], "1101**********002X");
+    let (status, page) = clerk.get(&format!("/cases/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("id=\"show-full-id\""), "{page}");
+    assert!(!page.contains("11010519491231002X"));
+    assert_eq!(
+        state.node.store.verify_audit().unwrap().unwrap().count,
+        before
+    );
+    // Without the CSRF token: refused, nothing shown, nothing logged.
+    let (status, text) = clerk
+        .send(
+            Request::post(format!("/cases/{id}/personal-data"))
+                .header(header::COOKIE, &clerk.cookie)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_ne!(status, StatusCode::OK);
+    assert!(!text.contains("11010519491231002X"));
+    // The page action and the API each show it in full and log one entry.
+    let (status, page) = clerk
+        .post_form(&format!("/cases/{id}/personal-data"), &[])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("11010519491231002X"));
+    assert!(!page.contains("id=\"show-full-id\""));
+    let (status, full) = clerk
+        .post_json(
+            &format!("/api/v1/applications/{id}/personal-data"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{full}");
+    assert_eq!(full["applicant"]["id_number"], "11010519491231002X");
+    let report = state.node.store.verify_audit().unwrap().unwrap();
+    assert_eq!(report.count, before + 2);
+    let tail = state.node.store.audit_tail(2).unwrap();
+    for e in &tail {
+        assert_eq!(e.action, "personal_data.viewed");
+        assert_eq!(e.user, "clerk");
+        assert_eq!(e.node, "village-test");
+        assert_eq!(e.case_id.as_deref(), Some(id.as_str()));
+        assert!(!e.detail.contains("11010519491231002X"), "{}", e.detail);
+    }
+}
+
+/// Stores at `to` a copy of case `id` of `from` under `new_id`, as item `item` accepted
+/// `days_ago` calendar days ago: how a case that has waited arrives from a village.
+async fn ship_backdated(
+    from: &AppState,
+    to: &AppState,
+    id: &str,
+    new_id: &str,
+    item: &str,
+    days_ago: u64,
+) {
+    let mut case = from.node.store.case(id).unwrap().unwrap();
+    case.id = new_id.into();
+    case.receipt_no = format!("{}-{new_id}", case.receipt_no);
+    case.item_code = item.into();
+    case.route = to.node.catalog.get(item).unwrap().route_steps();
+    let accepted = &mut case.events[0];
+    accepted.id = format!("{new_id}-accepted");
+    accepted.at.wall_ms -= days_ago * 86_400_000;
+    let mut doc =
+        yiciban_core::case_doc::build(&case, yiciban_core::case_doc::node_actor("v")).unwrap();
+    let changes = doc
+        .get_changes(&[])
+        .into_iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect();
+    to.node.store.apply_changes(new_id, changes).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_queue_and_supervision_sort_and_colour_by_deadline() {
+    let (vdir, tdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Weekends only, so the test holds whatever day it runs on.
+    let years: Vec<String> = (2024..=2040).map(|y| y.to_string()).collect();
+    std::fs::write(
+        tdir.path().join("weekends.toml"),
+        format!("schema = 1\nyears = [{}]\n", years.join(", ")),
+    )
+    .unwrap();
+    let village = node_state(&vdir, "village", "").await;
+    let town = node_state(&tdir, "town", "[calendar]\npath = \"weekends.toml\"").await;
+    let clerk = Session::new(&village, "clerk").await;
+    let reviewer = Session::new(&town, "reviewer").await;
+    // F: town:review 5 working days, accepted now.
+    let (fresh, _) = clerk.file("MZ003").await;
+    ship(&village, &town, &fresh).await;
+    // A: town:review 15 working days, accepted 10 days ago (6–8 used): due after F.
+    ship_backdated(&village, &town, &fresh, "case-a", "MZ001", 10).await;
+    // R: town:review 1 working day, accepted 30 days ago: late.
+    ship_backdated(&village, &town, &fresh, "case-r", "WJ001", 30).await;
+    // Y: town:review 1 working day, accepted now: due the next working day.
+    ship_backdated(&village, &town, &fresh, "case-y", "RS001", 0).await;
+
+    let (status, q) = reviewer.get_json("/api/v1/queue").await;
+    assert_eq!(status, StatusCode::OK);
+    let items = q["items"].as_array().unwrap();
+    let order: Vec<(&str, &str)> = items
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap(),
+                i["time"]["step_warning"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("case-r", "red"),
+            ("case-y", "yellow"),
+            (fresh.as_str(), "none"),
+            ("case-a", "none")
+        ],
+        "most pressing first, not oldest first"
+    );
+    assert!(items.iter().all(|i| i["time"]["due"].is_string()));
+
+    let (_, sup) = reviewer.get_json("/api/v1/supervision").await;
+    let ids: Vec<&str> = sup["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["case-r", "case-y"], "red first, the rest absent");
+
+    let (_, detail) = reviewer.get_json("/api/v1/applications/case-r").await;
+    assert_eq!(detail["state"]["step_warning"], "red");
+    assert_eq!(
+        detail["state"]["warning"], "red",
+        "3 promised days are long gone"
+    );
+    let due = detail["state"]["due"].as_str().unwrap();
+    assert!(due < town.node.today().to_string().as_str(), "{due}");
+
+    let (_, page) = reviewer.get("/queue").await;
+    let (r, y) = (
+        page.find("data-warning=\"red\"").unwrap(),
+        page.find("data-warning=\"yellow\"").unwrap(),
+    );
+    assert!(r < y);
+    assert!(page.contains("红牌：已超期"));
+    let (_, page) = reviewer.get("/supervision").await;
+    assert!(page.contains("/cases/case-r") && page.contains("/cases/case-y"));
+    assert!(!page.contains(&format!("/cases/{fresh}")));
+    let (_, page) = reviewer.get("/cases/case-r").await;
+    assert!(
+        page.contains("id=\"case-time\" class=\"warn-red\""),
+        "{page}"
+    );
+}

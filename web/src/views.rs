@@ -1,9 +1,10 @@
 //! What templates and JSON show, derived from core types: state JSON, step names, the review
 //! queue, link state, times.
 
-use chrono::{DateTime, FixedOffset};
+use chrono::{DateTime, FixedOffset, NaiveDate};
 use serde_json::json;
 use yiciban_core::catalog::Tier;
+use yiciban_core::deadline::{LegalTime, Marks, Warning};
 use yiciban_core::event::EventKind;
 use yiciban_core::fold::{CaseState, Status};
 use yiciban_core::hlc::Hlc;
@@ -12,8 +13,9 @@ use yiciban_core::node::{LinkReport, Node};
 use yiciban_core::store::{CaseQuery, StoreError};
 use yiciban_core::summary::CaseSummary;
 
-/// The state block every case response carries.
-pub fn state_json(state: &CaseState) -> serde_json::Value {
+/// The state block every case response carries, with legal time counted today.
+pub fn state_json(node: &Node, item_code: &str, state: &CaseState) -> serde_json::Value {
+    let time = node.legal_time(item_code, &Marks::of(state));
     json!({
         "status": state.status,
         "step": state.step,
@@ -24,7 +26,69 @@ pub fn state_json(state: &CaseState) -> serde_json::Value {
         "conflict": state.conflict,
         "superseded": state.superseded,
         "event_count": state.event_count,
+        "due": time.due,
+        "statutory_due": time.statutory_due,
+        "step_due": time.step_due,
+        "warning": time.warning,
+        "step_warning": time.step_warning,
+        "paused": time.paused,
+        "on_time": time.on_time,
+        "time_error": time.error,
     })
+}
+
+/// One line on legal time for pages: `承诺 2026-10-08 · 本环节 2026-10-06（红牌：已超期）`.
+pub fn time_line(time: &LegalTime) -> String {
+    if let Some(e) = &time.error {
+        return format!("时限无法计算：{e}");
+    }
+    let Some(due) = time.due else {
+        return String::new();
+    };
+    let mut line = format!("承诺办结 {due}");
+    if let Some(s) = time.statutory_due {
+        line.push_str(&format!(" · 法定 {s}"));
+    }
+    if let Some(s) = time.step_due {
+        line.push_str(&format!(" · 本环节 {s}"));
+    }
+    if time.paused {
+        line.push_str("（补正期间暂停计时）");
+    } else if let Some(on_time) = time.on_time {
+        line.push_str(if on_time {
+            "（按时办结）"
+        } else {
+            "（超期办结）"
+        });
+    }
+    if time.worst() != Warning::None {
+        line.push_str(&format!("（{}）", time.worst().zh()));
+    }
+    line
+}
+
+/// A row of a queue or of the supervision list: the projection and its legal time today.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TimedCase {
+    #[serde(flatten)]
+    pub summary: CaseSummary,
+    pub time: LegalTime,
+}
+
+impl TimedCase {
+    fn of(node: &Node, summary: CaseSummary) -> Self {
+        let time = node.legal_time(&summary.item_code, &summary.marks);
+        Self { summary, time }
+    }
+
+    /// The date that presses first: the step's, else the case's; undated last.
+    fn urgency(&self) -> (bool, Option<NaiveDate>, Hlc) {
+        let date = match (self.time.step_due, self.time.due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        (date.is_none(), date, self.summary.accepted_at)
+    }
 }
 
 /// The kinds a user can ask for by name (API and forms); the others are recorded by the node.
@@ -98,11 +162,8 @@ const OPEN: [Status; 4] = [
 /// what a town or county holds open).
 const QUEUE_SCAN: usize = 20_000;
 
-/// The review queue: open cases whose baton is at this node's tier, oldest accepted first.
-/// Read from the projections only. Deadlines (working days left, yellow/red marks) come later;
-/// then the order becomes the deadline, and acceptance time the tie-breaker.
-pub fn queue(node: &Node) -> Result<Vec<CaseSummary>, StoreError> {
-    let here = node.tier();
+/// Open cases, read from the projections only.
+fn open_cases(node: &Node) -> Result<Vec<CaseSummary>, StoreError> {
     let mut out = Vec::new();
     for status in OPEN {
         let query = CaseQuery {
@@ -110,15 +171,49 @@ pub fn queue(node: &Node) -> Result<Vec<CaseSummary>, StoreError> {
             status: Some(status),
             limit: QUEUE_SCAN,
         };
-        out.extend(
-            node.store
-                .list_cases(&query)?
-                .into_iter()
-                .filter(|s| s.tier == Some(here)),
-        );
+        out.extend(node.store.list_cases(&query)?);
     }
+    Ok(out)
+}
+
+/// The review queue: open cases whose baton is at this node's tier, the most pressing
+/// deadline first (the step's or the case's, whichever is earlier), then oldest accepted.
+pub fn queue(node: &Node) -> Result<Vec<TimedCase>, StoreError> {
+    let here = node.tier();
+    let mut out: Vec<TimedCase> = open_cases(node)?
+        .into_iter()
+        .filter(|s| s.tier == Some(here))
+        .map(|s| TimedCase::of(node, s))
+        .collect();
     out.sort_by(|a, b| {
-        (a.accepted_at, &a.receipt_no, &a.id).cmp(&(b.accepted_at, &b.receipt_no, &b.id))
+        (a.urgency(), &a.summary.receipt_no, &a.summary.id).cmp(&(
+            b.urgency(),
+            &b.summary.receipt_no,
+            &b.summary.id,
+        ))
+    });
+    Ok(out)
+}
+
+/// Supervision (电子监察): every open case this node holds that is late (red) or has at most
+/// one working day left (yellow), red first, then by the most pressing deadline.
+pub fn supervision(node: &Node) -> Result<Vec<TimedCase>, StoreError> {
+    let mut out: Vec<TimedCase> = open_cases(node)?
+        .into_iter()
+        .map(|s| TimedCase::of(node, s))
+        .filter(|t| t.time.worst() != Warning::None)
+        .collect();
+    out.sort_by(|a, b| {
+        (
+            std::cmp::Reverse(a.time.worst()),
+            a.urgency(),
+            &a.summary.id,
+        )
+            .cmp(&(
+                std::cmp::Reverse(b.time.worst()),
+                b.urgency(),
+                &b.summary.id,
+            ))
     });
     Ok(out)
 }

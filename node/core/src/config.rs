@@ -16,6 +16,12 @@ pub struct Config {
     pub http: HttpSection,
     pub store: StoreSection,
     pub catalog: CatalogSection,
+    /// The working-day calendar; without it the demo calendar (`config/calendar.toml`) counts.
+    #[serde(default)]
+    pub calendar: Option<CatalogSection>,
+    /// SMS notices; without the section only a county sends (to its log).
+    #[serde(default)]
+    pub notices: Option<NoticeSection>,
     /// Replication; a node without it runs alone.
     #[serde(default)]
     pub sync: Option<SyncSection>,
@@ -24,6 +30,43 @@ pub struct Config {
     /// Where relative paths point: the config file's folder. Set by [`Config::load`].
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// `[notices]`: who sends SMS notices and how (see `crate::notice`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoticeSection {
+    /// Whether this node sends. Exactly one node of a county should: by default the county.
+    pub send: bool,
+    /// The SMS gateway (`http://…`); without it notices go to the log.
+    #[serde(default)]
+    pub webhook: Option<String>,
+    /// Milliseconds between outbox rounds when all is well.
+    #[serde(default = "default_notice_poll_ms")]
+    pub poll_ms: u64,
+    /// Seconds before a gateway request is given up (and tried again later).
+    #[serde(default = "default_notice_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_notice_poll_ms() -> u64 {
+    2000
+}
+
+fn default_notice_timeout() -> u64 {
+    10
+}
+
+impl Config {
+    /// The notice settings in force: the section, or "the county sends to its log".
+    pub fn notice_settings(&self) -> NoticeSection {
+        self.notices.clone().unwrap_or(NoticeSection {
+            send: self.node.role == Tier::County,
+            webhook: None,
+            poll_ms: default_notice_poll_ms(),
+            timeout_secs: default_notice_timeout(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -196,6 +239,22 @@ impl Config {
         if self.store.group_commit_max == 0 {
             return Err(("store.group_commit_max".into(), "must be at least 1".into()));
         }
+        if let Some(n) = &self.notices {
+            if let Some(url) = &n.webhook
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err((
+                    "notices.webhook".into(),
+                    "must be an http:// or https:// URL".into(),
+                ));
+            }
+            if n.poll_ms == 0 || n.timeout_secs == 0 {
+                return Err((
+                    "notices".into(),
+                    "poll_ms and timeout_secs must be at least 1".into(),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -227,6 +286,11 @@ impl Config {
 
     pub fn catalog_path(&self) -> PathBuf {
         self.resolve(&self.catalog.path)
+    }
+
+    /// The calendar file the config names, if any.
+    pub fn calendar_path(&self) -> Option<PathBuf> {
+        self.calendar.as_ref().map(|c| self.resolve(&c.path))
     }
 
     /// The divisions a case accepted here belongs to.

@@ -21,11 +21,14 @@ pub enum EventKind {
     Rated,
     Comment,
     Urged,
+    /// A notice went to the SMS gateway (payload `notice`: its id); recorded by the sending
+    /// node, never by a person.
+    NoticeSent,
     Other(String),
 }
 
 impl EventKind {
-    const NAMES: [(EventKind, &'static str); 12] = [
+    const NAMES: [(EventKind, &'static str); 13] = [
         (EventKind::Accepted, "accepted"),
         (EventKind::ReviewPassed, "review_passed"),
         (EventKind::Approved, "approved"),
@@ -38,6 +41,7 @@ impl EventKind {
         (EventKind::Rated, "rated"),
         (EventKind::Comment, "comment"),
         (EventKind::Urged, "urged"),
+        (EventKind::NoticeSent, "notice_sent"),
     ];
 
     pub fn as_str(&self) -> &str {
@@ -72,6 +76,7 @@ impl EventKind {
             EventKind::Rated => "好差评",
             EventKind::Comment => "备注",
             EventKind::Urged => "催办",
+            EventKind::NoticeSent => "短信已发送",
             EventKind::Other(_) => "其他",
         }
     }

@@ -3,13 +3,17 @@
 //! Events are sorted by `(at, node, id)`, duplicates (same id) counted once, and applied in
 //! that order. An event that is not legal where it falls is kept and listed as superseded with
 //! the reason; when a withdrawal and a decision cross, the case carries a conflict until a
-//! person resolves it. The same events always give the same state, byte for byte.
+//! person resolves it: the next event that moves the case on, or a `comment` with
+//! `"resolve": true`. The same events always give the same state, byte for byte.
+//!
+//! The fold also keeps the marks legal time is counted from (`accepted_at`, `step_since`,
+//! `pauses`, `decided_at`, `closed_at`); [`crate::deadline`] turns them into due dates.
 //!
 //! The baton rule: the current step of the route names a tier (`town:review`); only an event
 //! recorded at a node of that tier moves the case. Decisions (`review_passed`, `approved`,
 //! `rejected`, `supplement_requested`) must fall on a step of their kind; the village then
 //! collects supplements, issues the result and records the pick-up. `rated`, `urged` and
-//! `comment` never move the case. A kind this version does not know is kept and superseded.
+//! `comment` never move the case, nor does `notice_sent`. A kind this version does not know is kept and superseded.
 
 use serde::{Deserialize, Serialize};
 
@@ -104,6 +108,21 @@ pub struct CaseState {
     pub resume_index: Option<usize>,
     /// The materials the last supplement request listed.
     pub missing_materials: Vec<String>,
+    /// When the current step began (the stamp of the event that moved the case there).
+    pub step_since: Option<Hlc>,
+    /// Supplement requests that stopped the legal clock (`to` is `None` while still waiting).
+    pub pauses: Vec<Pause>,
+    /// When the deciding event (review passed to the result, approved, rejected) was stamped.
+    pub decided_at: Option<Hlc>,
+    /// When the case closed (completed, rejected, withdrawn).
+    pub closed_at: Option<Hlc>,
+}
+
+/// A supplement request's stop of the legal clock: from the request to the materials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    pub from: Hlc,
+    pub to: Option<Hlc>,
 }
 
 impl CaseState {
@@ -120,6 +139,10 @@ impl CaseState {
             step_index: None,
             resume_index: None,
             missing_materials: Vec::new(),
+            step_since: None,
+            pauses: Vec::new(),
+            decided_at: None,
+            closed_at: None,
         }
     }
 }
@@ -132,11 +155,27 @@ pub fn fold(route: &[String], events: &[Event]) -> CaseState {
     let mut state = CaseState::initial();
     state.event_count = sorted.len();
     for event in sorted {
-        if let Err(reason) = apply(&mut state, route, event) {
-            state.superseded.push(Superseded {
+        let before = (state.status, state.step.clone());
+        match apply(&mut state, route, event) {
+            Err(reason) => state.superseded.push(Superseded {
                 event_id: event.id.clone(),
                 reason: reason.to_string(),
-            });
+            }),
+            Ok(()) => {
+                // A person who moves the case on, or says so in a comment, resolves a conflict.
+                let moved = before != (state.status, state.step.clone());
+                if moved {
+                    state.step_since = Some(event.at);
+                    if state.step.is_none() {
+                        state.closed_at = Some(event.at);
+                    }
+                }
+                let resolves = event.kind == EventKind::Comment
+                    && event.payload.get("resolve").and_then(|v| v.as_bool()) == Some(true);
+                if moved || resolves {
+                    state.conflict = None;
+                }
+            }
         }
     }
     state
@@ -205,6 +244,10 @@ fn apply(state: &mut CaseState, route: &[String], event: &Event) -> Result<(), &
                 })
                 .unwrap_or_default();
             state.status = Status::SupplementRequested;
+            state.pauses.push(Pause {
+                from: event.at,
+                to: None,
+            });
             state.step = Some("village:supplement".into());
             state.tier = Some(Tier::Village);
             state.step_index = None;
@@ -219,6 +262,9 @@ fn apply(state: &mut CaseState, route: &[String], event: &Event) -> Result<(), &
             }
             let back = state.resume_index.take().unwrap_or(1);
             state.missing_materials.clear();
+            if let Some(pause) = state.pauses.last_mut() {
+                pause.to = Some(event.at);
+            }
             enter_step(state, route, back);
             Ok(())
         }
@@ -258,7 +304,7 @@ fn apply(state: &mut CaseState, route: &[String], event: &Event) -> Result<(), &
                 None => Err("the case is closed"),
             }
         }
-        EventKind::Comment => Ok(()),
+        EventKind::Comment | EventKind::NoticeSent => Ok(()),
         EventKind::Other(_) => Err("not handled by this version"),
     }
 }
@@ -290,6 +336,7 @@ fn decision(state: &mut CaseState, event: &Event, actions: &[&str]) -> Result<()
     }
     holds_baton(state, event, actions)?;
     state.decided = true;
+    state.decided_at = Some(event.at);
     Ok(())
 }
 
@@ -496,6 +543,58 @@ mod tests {
             assert_eq!(s.superseded.len(), 1);
             assert_eq!(s.event_count, 3);
         }
+    }
+
+    #[test]
+    fn a_conflict_stays_until_the_case_moves_on_or_a_comment_resolves_it() {
+        let base = [
+            ev("a", 1, "v1", Tier::Village, EventKind::Accepted),
+            ev("d", 2, "t1", Tier::Town, EventKind::ReviewPassed),
+            ev("w", 3, "v1", Tier::Village, EventKind::Withdrawn),
+        ];
+        let s = fold(&route(), &base);
+        assert!(s.conflict.is_some());
+        let mut plain = base.to_vec();
+        plain.push(ev("c", 4, "t1", Tier::Town, EventKind::Comment));
+        assert!(fold(&route(), &plain).conflict.is_some());
+        let mut resolved = base.to_vec();
+        let mut c = ev("c", 4, "v1", Tier::Village, EventKind::Comment);
+        c.payload = serde_json::json!({"text": "申请人同意领取", "resolve": true});
+        resolved.push(c);
+        assert_eq!(fold(&route(), &resolved).conflict, None);
+        let mut issued = base.to_vec();
+        issued.push(ev("i", 5, "v1", Tier::Village, EventKind::Issued));
+        let s = fold(&route(), &issued);
+        assert_eq!((s.conflict, s.status), (None, Status::Issued));
+        assert_eq!(s.superseded.len(), 1, "the withdrawal stays, superseded");
+    }
+
+    #[test]
+    fn the_fold_keeps_the_marks_of_legal_time() {
+        let mut sup = ev("s", 20, "t1", Tier::Town, EventKind::SupplementRequested);
+        sup.payload = serde_json::json!({"materials": ["户口簿"]});
+        let events = [
+            ev("a", 10, "v1", Tier::Village, EventKind::Accepted),
+            sup,
+            ev("p", 30, "v1", Tier::Village, EventKind::SupplementProvided),
+            ev("r", 40, "t1", Tier::Town, EventKind::ReviewPassed),
+        ];
+        let s = fold(&route(), &events);
+        let at = |ms| Hlc {
+            wall_ms: ms,
+            counter: 0,
+        };
+        assert_eq!(s.accepted_at, Some(at(10)));
+        assert_eq!(
+            s.pauses,
+            [Pause {
+                from: at(20),
+                to: Some(at(30))
+            }]
+        );
+        assert_eq!(s.decided_at, Some(at(40)));
+        assert_eq!(s.step_since, Some(at(40)));
+        assert_eq!(s.closed_at, None);
     }
 
     fn arb_event() -> impl Strategy<Value = Event> {

@@ -8,6 +8,7 @@
 //!   deterministic fold that gives a case its state;
 //! - [`store`]: redb with one writer task, group commit and projections in the same transaction;
 //! - [`users`]: roles, Argon2id passwords, login lockout;
+//! - [`audit`]: the hash-chained audit trail the store's writer appends to, and its check;
 //! - [`node`]: the runtime the web layer calls.
 //!
 //! ```
@@ -18,10 +19,12 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod application;
+pub mod audit;
 pub mod calendar;
 pub mod case_doc;
 pub mod catalog;
 pub mod config;
+pub mod deadline;
 pub mod enrol;
 pub mod event;
 pub mod fold;
@@ -29,7 +32,9 @@ pub mod hlc;
 pub mod idcard;
 pub mod message;
 pub mod node;
+pub mod notice;
 pub mod scope;
+pub mod seal;
 pub mod store;
 pub mod summary;
 pub mod sync_engine;

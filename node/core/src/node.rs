@@ -11,6 +11,7 @@ use crate::application::{self, ApplicationInput, FieldErrors};
 use crate::case_doc::{self, Case};
 use crate::catalog::{Catalog, Tier};
 use crate::config::Config;
+use crate::deadline::LegalTime;
 use crate::enrol::{EnrolAnswer, EnrolError, EnrolRequest, TlsDir};
 use crate::event::{Event, EventKind};
 use crate::fold::CaseState;
@@ -92,11 +93,17 @@ pub struct Node {
     pub links: Arc<crate::sync_engine::Links>,
     /// The county's certificate authority (county nodes that ran `yiciban init`).
     county_ca: Option<yiciban_transport::identity::CountyCa>,
+    /// The node key and certificate that seal decisions, read on first use; stays empty
+    /// (and is looked for again next time) while the node is not enrolled.
+    signer: std::sync::Mutex<Option<Arc<crate::seal::Signer>>>,
+    /// The working-day calendar legal time counts on (`None`: unreadable, deadlines not shown).
+    calendar: Option<crate::calendar::Calendar>,
 }
 
 impl Node {
     pub fn new(config: Config, catalog: Catalog, store: Store) -> Result<Arc<Self>, StoreError> {
         let clock = HlcClock::new(store.hlc_floor()?);
+        let store = store.for_node(&config.node.id);
         let tls = TlsDir::new(config.tls_dir());
         let county_ca = if config.node.role == Tier::County && tls.path("ca.key").exists() {
             match tls.county_ca() {
@@ -109,7 +116,15 @@ impl Node {
         } else {
             None
         };
+        let calendar = match config.calendar_path() {
+            Some(path) => crate::calendar::Calendar::load(&path),
+            None => crate::calendar::Calendar::parse(crate::DEMO_CALENDAR),
+        };
+        let calendar = calendar
+            .map_err(|e| tracing::error!(error = %e, "no working-day calendar: deadlines are off"))
+            .ok();
         Ok(Arc::new(Self {
+            calendar,
             config,
             catalog,
             store,
@@ -118,6 +133,7 @@ impl Node {
             started: Instant::now(),
             links: Arc::default(),
             county_ca,
+            signer: std::sync::Mutex::default(),
         }))
     }
 
@@ -209,6 +225,96 @@ impl Node {
         self.config.node.role
     }
 
+    /// The key that seals this node's decisions, or `None` when the node holds no
+    /// certificate (its results are then unsigned).
+    pub fn signer(&self) -> Option<Arc<crate::seal::Signer>> {
+        let mut slot = self.signer.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            let tls = TlsDir::new(self.config.tls_dir());
+            if !tls.is_enrolled() {
+                return None;
+            }
+            let read = |name: &str| std::fs::read_to_string(tls.path(name));
+            match (read("node.key"), read("node.pem")) {
+                (Ok(key), Ok(cert)) => match crate::seal::Signer::from_pem(&key, &cert) {
+                    Ok(signer) => *slot = Some(Arc::new(signer)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "node key unusable: results stay unsigned")
+                    }
+                },
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::error!(error = %e, "node key unreadable: results stay unsigned");
+                }
+            }
+        }
+        slot.clone()
+    }
+
+    /// Verifies a result code against the county CA certificate in this node's TLS folder,
+    /// offline. A node without `ca.pem` answers [`SealError::NoCa`](crate::seal::SealError).
+    pub fn verify_result(
+        &self,
+        payload: &str,
+    ) -> Result<crate::seal::Verified, crate::seal::SealError> {
+        let ca_pem = std::fs::read_to_string(TlsDir::new(self.config.tls_dir()).path("ca.pem"))
+            .map_err(|_| crate::seal::SealError::NoCa)?;
+        let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
+        crate::seal::verify(payload, &ca_pem, now)
+    }
+
+    /// Seals `event` when it is the decision that settles the case (ready to issue or
+    /// rejected) and this node holds its key: the result code goes into the payload under
+    /// `"seal"`. Anything else leaves the event as it is; the store's check still decides.
+    fn seal_decision(&self, case_id: &str, event: &mut Event) -> Result<(), NodeError> {
+        if !matches!(
+            event.kind,
+            EventKind::ReviewPassed | EventKind::Approved | EventKind::Rejected
+        ) {
+            return Ok(());
+        }
+        let Some(case) = self.store.case(case_id)? else {
+            return Ok(());
+        };
+        let mut events = case.events.clone();
+        events.push(event.clone());
+        let after = crate::fold::fold(&case.route, &events);
+        if !crate::seal::is_sealing_decision(event, &after) {
+            return Ok(());
+        }
+        let Some(signer) = self.signer() else {
+            tracing::info!(receipt = %case.receipt_no, "not enrolled: the decision is not sealed");
+            return Ok(());
+        };
+        let offset = *self.local_now().offset();
+        let decided_on =
+            DateTime::from_timestamp_millis(i64::try_from(event.at.wall_ms).unwrap_or(0))
+                .map(|t| t.with_timezone(&offset).date_naive())
+                .unwrap_or_else(|| self.today())
+                .format("%Y-%m-%d")
+                .to_string();
+        let result_name = self
+            .catalog
+            .get(&case.item_code)
+            .map(|i| i.result_name.clone())
+            .unwrap_or_default();
+        let summary = crate::seal::ResultSummary::of(
+            &case,
+            event,
+            &result_name,
+            &decided_on,
+            signer.identity(),
+        );
+        match signer.seal(&summary) {
+            Ok(code) => {
+                if let serde_json::Value::Object(map) = &mut event.payload {
+                    map.insert("seal".into(), serde_json::Value::String(code));
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "sealing failed: the decision is not sealed"),
+        }
+        Ok(())
+    }
+
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
     }
@@ -223,6 +329,28 @@ impl Node {
 
     pub fn today(&self) -> NaiveDate {
         self.local_now().date_naive()
+    }
+
+    /// Legal time of a case of `item_code` today (due dates, warnings), from its marks.
+    pub fn legal_time(&self, item_code: &str, marks: &crate::deadline::Marks) -> LegalTime {
+        let Some(calendar) = &self.calendar else {
+            return LegalTime {
+                error: Some("no working-day calendar".into()),
+                ..LegalTime::default()
+            };
+        };
+        let limits = self
+            .catalog
+            .get(item_code)
+            .and_then(crate::deadline::Limits::of);
+        let now = self.local_now();
+        crate::deadline::legal_time(
+            marks,
+            limits.as_ref(),
+            calendar,
+            now.date_naive(),
+            *now.offset(),
+        )
     }
 
     fn stamp(&self) -> crate::hlc::Hlc {
@@ -351,7 +479,7 @@ impl Node {
             )));
         }
         let payload = event_payload(&kind, &payload)?;
-        let event = Event {
+        let mut event = Event {
             id: uuid::Uuid::now_v7().to_string(),
             at: self.stamp(),
             node: self.config.node.id.clone(),
@@ -361,6 +489,7 @@ impl Node {
             kind,
             payload,
         };
+        self.seal_decision(case_id, &mut event)?;
         let actor_id = case_doc::node_actor(&self.config.node.id);
         match self.store.append_event(case_id, event, actor_id).await {
             Ok(case) => {
@@ -376,6 +505,61 @@ impl Node {
             ))),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// A case with its personal data in full (unmasked ID numbers), for staff who handle
+    /// cases. The view is logged in the audit chain first: if the entry cannot be written,
+    /// nothing is shown.
+    pub async fn view_personal_data(
+        &self,
+        case_id: &str,
+        actor: &Actor,
+    ) -> Result<Case, NodeError> {
+        if !actor.role.handles_cases() {
+            return Err(NodeError::Forbidden(Msg::new(
+                "当前角色不能查看完整个人信息",
+                "this role does not see personal data in full",
+            )));
+        }
+        let case = self
+            .store
+            .case(case_id)?
+            .ok_or_else(|| NodeError::NotFound(Msg::new("案件不存在", "no such case")))?;
+        let what = match &case.proxy {
+            Some(_) => "applicant and proxy ID numbers",
+            None => "applicant ID number",
+        };
+        self.store
+            .audit_view(
+                &actor.username,
+                case_id,
+                &format!("{what}, receipt {}", case.receipt_no),
+            )
+            .await?;
+        Ok(case)
+    }
+
+    /// Records an event the node itself makes (a notice sent), as user `system`. Refused with
+    /// nothing written when the case is unknown.
+    pub async fn record_system_event(
+        &self,
+        case_id: &str,
+        kind: EventKind,
+        payload: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let event = Event {
+            id: uuid::Uuid::now_v7().to_string(),
+            at: self.stamp(),
+            node: self.config.node.id.clone(),
+            tier: self.tier(),
+            user: "system".into(),
+            role: "system".into(),
+            kind,
+            payload,
+        };
+        let actor_id = case_doc::node_actor(&self.config.node.id);
+        self.store.append_event(case_id, event, actor_id).await?;
+        Ok(())
     }
 
     /// Creates a user on this node.
@@ -445,7 +629,12 @@ fn event_payload(
                     "a comment needs text",
                 )));
             }
-            Ok(serde_json::json!({ "text": text }))
+            // `"resolve": true` marks the comment that resolves a conflict (see the fold).
+            if payload.get("resolve").and_then(|v| v.as_bool()) == Some(true) {
+                Ok(serde_json::json!({ "text": text, "resolve": true }))
+            } else {
+                Ok(serde_json::json!({ "text": text }))
+            }
         }
         EventKind::Rejected => {
             let reason = text_of(payload, "reason")?;
@@ -519,7 +708,10 @@ pub async fn add_user(
         password_hash,
         disabled: false,
     };
-    match store.put_user(user, false).await {
+    match store
+        .put_user(user, false, crate::store::CONSOLE_USER)
+        .await
+    {
         Err(StoreError::Exists(_)) => Err(NodeError::Conflict(Msg::new(
             "用户已存在",
             "user already exists",

@@ -29,6 +29,9 @@ pub struct CaseSummary {
     pub county: String,
     pub conflict: bool,
     pub proxy: bool,
+    /// What legal time is counted from (rows written before deadlines existed have none).
+    #[serde(default)]
+    pub marks: crate::deadline::Marks,
 }
 
 impl CaseSummary {
@@ -49,6 +52,7 @@ impl CaseSummary {
             county: case.division.county.clone(),
             conflict: state.conflict.is_some(),
             proxy: case.proxy.is_some(),
+            marks: crate::deadline::Marks::of(state),
         }
     }
 }

@@ -410,7 +410,7 @@ impl Shell<'_> {
                 let store = self.view.store;
                 let mut out = Output::default();
                 match store
-                    .apply_changes_in(&doc_id, changes, self.scopes.clone())
+                    .apply_changes_from(&self.peer, &doc_id, changes, self.scopes.clone())
                     .await
                 {
                     Ok(case) => {
@@ -488,7 +488,7 @@ impl Shell<'_> {
             if let Err(e) = self
                 .view
                 .store
-                .put_peer_blob(&hex::encode(hash), whole)
+                .put_peer_blob(&self.peer, &hex::encode(hash), whole)
                 .await
             {
                 tracing::warn!(peer = %self.peer, blob = %hex::encode(hash), error = %e, "blob refused");

@@ -109,6 +109,13 @@ impl NodeKey {
         self.key.serialize_pem()
     }
 
+    /// Signs `msg` with this key: Ed25519, 64 bytes. What is signed is the caller's business;
+    /// callers put a context string of their own in front of `msg` (see [`verify_signed`]).
+    pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, IdentityError> {
+        use rcgen::SigningKey;
+        Ok(self.key.sign(msg)?)
+    }
+
     /// A certificate signing request for this key (the county fills in the identity).
     pub fn csr_pem(&self) -> Result<String, IdentityError> {
         let params = CertificateParams::new(Vec::<String>::new())?;
@@ -268,6 +275,61 @@ pub fn peer_identity(cert_der: &[u8]) -> Result<NodeIdentity, IdentityError> {
     Err(IdentityError::NoIdentity)
 }
 
+/// Why a signature made by a node does not verify.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum SignatureError {
+    #[error("the county CA certificate is not usable: {0}")]
+    BadCa(String),
+    #[error("the signer's certificate was not issued by this county CA ({0})")]
+    NotFromCa(String),
+    #[error("the signer's certificate is expired or not yet valid")]
+    Expired,
+    #[error("the signer's certificate carries no valid node identity: {0}")]
+    Identity(IdentityError),
+    #[error("the signature does not match what was signed")]
+    BadSignature,
+}
+
+/// Verifies that `signature` is an Ed25519 signature over `msg` by the key of `cert_der`, a
+/// node certificate the county CA `ca_der` issued that is valid at `now_unix_secs`; returns
+/// the signer's identity. No network: the CA certificate is the only trust anchor.
+pub fn verify_signed(
+    ca_der: &[u8],
+    cert_der: &[u8],
+    msg: &[u8],
+    signature: &[u8],
+    now_unix_secs: u64,
+) -> Result<NodeIdentity, SignatureError> {
+    use rustls_pki_types::{CertificateDer, UnixTime};
+    let ca = CertificateDer::from(ca_der);
+    let anchor =
+        webpki::anchor_from_trusted_cert(&ca).map_err(|e| SignatureError::BadCa(e.to_string()))?;
+    let cert = CertificateDer::from(cert_der);
+    let ee = webpki::EndEntityCert::try_from(&cert)
+        .map_err(|e| SignatureError::NotFromCa(e.to_string()))?;
+    let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(now_unix_secs));
+    ee.verify_for_usage(
+        &[webpki::ring::ED25519],
+        &[anchor],
+        &[],
+        time,
+        webpki::KeyUsage::server_auth(),
+        None,
+        None,
+    )
+    .map_err(|e| match e {
+        webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. } => {
+            SignatureError::Expired
+        }
+        other => SignatureError::NotFromCa(format!("{other:?}")),
+    })?;
+    let identity = peer_identity(cert_der).map_err(SignatureError::Identity)?;
+    ee.verify_signature(webpki::ring::ED25519, msg, signature)
+        .map_err(|_| SignatureError::BadSignature)?;
+    Ok(identity)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,5 +366,73 @@ mod tests {
         let b = ca.issue(&key.csr_pem().unwrap(), &id, 30).unwrap();
         assert_ne!(a.serial, b.serial);
         assert!(!ca.crl(&[a.serial], 1, 7).unwrap().is_empty());
+    }
+
+    fn now() -> u64 {
+        OffsetDateTime::now_utc().unix_timestamp().unsigned_abs()
+    }
+
+    #[test]
+    fn a_signature_verifies_against_the_issuing_ca_only() {
+        let ca = CountyCa::create("430181000000").unwrap();
+        let key = NodeKey::generate().unwrap();
+        let town = NodeIdentity::new("town-430181101000", "town", "430181101000").unwrap();
+        let issued = ca.issue(&key.csr_pem().unwrap(), &town, 30).unwrap();
+        let cert = first_cert_der(&issued.cert_pem).unwrap();
+        let ca_der = first_cert_der(ca.cert_pem()).unwrap();
+        let msg = b"ctx\nsummary";
+        let sig = key.sign(msg).unwrap();
+        assert_eq!(sig.len(), 64);
+        assert_eq!(
+            verify_signed(&ca_der, &cert, msg, &sig, now()).unwrap(),
+            town
+        );
+
+        // Another message, another signature, another key: all fail.
+        assert!(matches!(
+            verify_signed(&ca_der, &cert, b"ctx\nsummarY", &sig, now()),
+            Err(SignatureError::BadSignature)
+        ));
+        let mut bad = sig.clone();
+        bad[10] ^= 1;
+        assert!(matches!(
+            verify_signed(&ca_der, &cert, msg, &bad, now()),
+            Err(SignatureError::BadSignature)
+        ));
+        let other = NodeKey::generate().unwrap().sign(msg).unwrap();
+        assert!(matches!(
+            verify_signed(&ca_der, &cert, msg, &other, now()),
+            Err(SignatureError::BadSignature)
+        ));
+
+        // Another county's CA does not vouch for this certificate.
+        let other_ca = CountyCa::create("430182000000").unwrap();
+        let other_ca_der = first_cert_der(other_ca.cert_pem()).unwrap();
+        assert!(matches!(
+            verify_signed(&other_ca_der, &cert, msg, &sig, now()),
+            Err(SignatureError::NotFromCa(_))
+        ));
+        // A node's own certificate is not a CA.
+        assert!(verify_signed(&cert, &cert, msg, &sig, now()).is_err());
+        assert!(matches!(
+            verify_signed(b"junk", &cert, msg, &sig, now()),
+            Err(SignatureError::BadCa(_))
+        ));
+        assert!(matches!(
+            verify_signed(&ca_der, b"junk", msg, &sig, now()),
+            Err(SignatureError::NotFromCa(_))
+        ));
+
+        // Outside the certificate's validity period.
+        let later = now() + 40 * 86_400;
+        assert!(matches!(
+            verify_signed(&ca_der, &cert, msg, &sig, later),
+            Err(SignatureError::Expired)
+        ));
+        let before = now() - 3 * 86_400;
+        assert!(matches!(
+            verify_signed(&ca_der, &cert, msg, &sig, before),
+            Err(SignatureError::Expired)
+        ));
     }
 }

@@ -9,12 +9,13 @@ use super::tables::*;
 type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 
 /// All migrations; the store's schema version is their count.
-const MIGRATIONS: [Migration; 5] = [
+const MIGRATIONS: [Migration; 6] = [
     migration_001_initial_tables,
     migration_002_store_epoch,
     migration_003_sync_cursors,
     migration_004_scoped_feed,
     migration_005_enrol_tokens,
+    migration_006_audit,
 ];
 
 fn migration_001_initial_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
@@ -76,6 +77,13 @@ fn migration_004_scoped_feed(txn: &redb::WriteTransaction) -> Result<(), StoreEr
 
 fn migration_005_enrol_tokens(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(ENROL_TOKENS)?;
+    Ok(())
+}
+
+/// The audit chain. A store from before it starts its chain empty: what happened earlier was
+/// never logged, and the chain claims nothing about it.
+fn migration_006_audit(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(AUDIT)?;
     Ok(())
 }
 

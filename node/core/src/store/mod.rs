@@ -2,7 +2,8 @@
 //!
 //! One writer task owns every write transaction and commits in groups ([`writer`]); readers
 //! open their own read transactions. Every commit is `Durability::Immediate`: a write is
-//! acknowledged only once it is on disk.
+//! acknowledged only once it is on disk. Every write that changes something is logged in the
+//! audit chain (`audit-1`, see [`crate::audit`]) in the same transaction.
 
 mod migrations;
 mod tables;
@@ -18,6 +19,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::audit::{AuditEntry, AuditRecord, ChainProblem, ChainReport};
 use crate::case_doc::{self, Case, DocError};
 use crate::event::Event;
 use crate::fold::Status;
@@ -30,6 +32,29 @@ pub use tables::SEP;
 use tables::*;
 pub use writer::WriteOutcome;
 use writer::{WriteOp, WriteRequest};
+
+/// `meta-1` key of the audit chain's head: last sequence number (u64 big-endian) || its hash.
+const AUDIT_HEAD_KEY: &str = "audit_head";
+
+/// The user an audit entry names for what an operator did on the node's command line.
+pub const CONSOLE_USER: &str = "(console)";
+
+/// The audit chain's head as the writer recorded it.
+fn read_audit_head(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Option<(u64, [u8; 32])>, StoreError> {
+    let Some(v) = meta.get(AUDIT_HEAD_KEY)? else {
+        return Ok(None);
+    };
+    let bytes = v.value();
+    let (Some(seq), Some(hash)) = (bytes.get(..8), bytes.get(8..)) else {
+        return Err(StoreError::Corrupt("audit head".into()));
+    };
+    let (Ok(seq), Ok(hash)) = (<[u8; 8]>::try_from(seq), <[u8; 32]>::try_from(hash)) else {
+        return Err(StoreError::Corrupt("audit head".into()));
+    };
+    Ok(Some((u64::from_be_bytes(seq), hash)))
+}
 
 /// Requests the writer queue holds before senders wait.
 const WRITE_QUEUE_CAPACITY: usize = 1024;
@@ -95,6 +120,8 @@ pub struct Store {
     writer: mpsc::Sender<WriteRequest>,
     receipts: Arc<Mutex<HashMap<String, u64>>>,
     blob_max_bytes: usize,
+    /// The node id audit entries carry ([`Store::for_node`]).
+    node_id: Arc<str>,
 }
 
 impl Store {
@@ -120,13 +147,28 @@ impl Store {
             writer: tx,
             receipts: Arc::new(Mutex::new(HashMap::new())),
             blob_max_bytes,
+            node_id: Arc::from(""),
         })
     }
 
-    async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+    /// The store of node `id`: its audit entries carry that id.
+    pub fn for_node(mut self, id: &str) -> Self {
+        self.node_id = Arc::from(id);
+        self
+    }
+
+    fn record(&self, user: &str, action: &str, case_id: Option<&str>, detail: &str) -> AuditRecord {
+        AuditRecord::new(&self.node_id, user, action, case_id, detail)
+    }
+
+    async fn write(
+        &self,
+        op: WriteOp,
+        audit: Option<AuditRecord>,
+    ) -> Result<WriteOutcome, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.writer
-            .send(WriteRequest { op, reply })
+            .send(WriteRequest { op, audit, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -159,20 +201,30 @@ impl Store {
         blobs: Vec<(String, Vec<u8>)>,
     ) -> Result<(), StoreError> {
         let at = case.events.iter().map(|e| e.at).max().unwrap_or_default();
-        self.write(WriteOp::PutCase {
-            id: case.id.clone(),
-            doc,
-            summary: Box::new(summary),
-            receipt,
-            blobs,
-            at,
-            division: case.division.clone(),
-            blob_refs: case
-                .materials
-                .iter()
-                .filter_map(|m| m.blob.clone())
-                .collect(),
-        })
+        let by = case.events.first().map_or("", |e| e.user.as_str());
+        let audit = self.record(
+            by,
+            "case.filed",
+            Some(&case.id),
+            &format!("receipt {}, item {}", case.receipt_no, case.item_code),
+        );
+        self.write(
+            WriteOp::PutCase {
+                id: case.id.clone(),
+                doc,
+                summary: Box::new(summary),
+                receipt,
+                blobs,
+                at,
+                division: case.division.clone(),
+                blob_refs: case
+                    .materials
+                    .iter()
+                    .filter_map(|m| m.blob.clone())
+                    .collect(),
+            },
+            Some(audit),
+        )
         .await
         .map(|_| ())
     }
@@ -185,12 +237,21 @@ impl Store {
         event: Event,
         actor: automerge::ActorId,
     ) -> Result<Case, StoreError> {
+        let audit = self.record(
+            &event.user,
+            "event.recorded",
+            Some(case_id),
+            &format!("{} {}", event.kind.as_str(), event.id),
+        );
         match self
-            .write(WriteOp::AppendEvent {
-                case_id: case_id.to_string(),
-                event: Box::new(event),
-                actor,
-            })
+            .write(
+                WriteOp::AppendEvent {
+                    case_id: case_id.to_string(),
+                    event: Box::new(event),
+                    actor,
+                },
+                Some(audit),
+            )
             .await?
         {
             WriteOutcome::Case(case) => Ok(*case),
@@ -217,12 +278,32 @@ impl Store {
         changes: Vec<Vec<u8>>,
         scopes: Vec<Scope>,
     ) -> Result<Case, StoreError> {
+        self.apply_changes_from("", doc_id, changes, scopes).await
+    }
+
+    /// [`Store::apply_changes_in`] for changes sent by node `peer`, whom the audit entry names.
+    pub async fn apply_changes_from(
+        &self,
+        peer: &str,
+        doc_id: &str,
+        changes: Vec<Vec<u8>>,
+        scopes: Vec<Scope>,
+    ) -> Result<Case, StoreError> {
+        let audit = self.record(
+            &format!("peer:{peer}"),
+            "case.merged",
+            Some(doc_id),
+            &format!("{} changes", changes.len()),
+        );
         match self
-            .write(WriteOp::ApplyChanges {
-                doc_id: doc_id.to_string(),
-                changes,
-                scopes,
-            })
+            .write(
+                WriteOp::ApplyChanges {
+                    doc_id: doc_id.to_string(),
+                    changes,
+                    scopes,
+                },
+                Some(audit),
+            )
             .await?
         {
             WriteOutcome::Case(case) => Ok(*case),
@@ -232,11 +313,14 @@ impl Store {
 
     /// Persists the cursor held for `peer`'s feed.
     pub async fn save_cursor(&self, peer: &str, epoch: u64, seq: u64) -> Result<(), StoreError> {
-        self.write(WriteOp::SaveCursor {
-            peer: peer.to_string(),
-            epoch,
-            seq,
-        })
+        self.write(
+            WriteOp::SaveCursor {
+                peer: peer.to_string(),
+                epoch,
+                seq,
+            },
+            None,
+        )
         .await
         .map(|_| ())
     }
@@ -259,8 +343,13 @@ impl Store {
         Ok(Some((u64::from_be_bytes(epoch), u64::from_be_bytes(seq))))
     }
 
-    /// Stores a complete blob received from a peer, after checking its content hash.
-    pub async fn put_peer_blob(&self, hash: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+    /// Stores a complete blob received from node `peer`, after checking its content hash.
+    pub async fn put_peer_blob(
+        &self,
+        peer: &str,
+        hash: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), StoreError> {
         if bytes.len() > self.blob_max_bytes {
             return Err(StoreError::BlobTooLarge {
                 size: bytes.len(),
@@ -272,10 +361,14 @@ impl Store {
                 "blob {hash} does not match its hash"
             )));
         }
-        self.write(WriteOp::PutBlob {
-            hash: hash.to_string(),
-            bytes,
-        })
+        let audit = self.record(&format!("peer:{peer}"), "blob.stored", None, hash);
+        self.write(
+            WriteOp::PutBlob {
+                hash: hash.to_string(),
+                bytes,
+            },
+            Some(audit),
+        )
         .await
         .map(|_| ())
     }
@@ -307,13 +400,18 @@ impl Store {
         Ok(hex::encode(Sha256::digest(bytes)))
     }
 
-    /// Stores a photo by its content hash (idempotent) and returns the hash.
-    pub async fn put_blob(&self, bytes: Vec<u8>) -> Result<String, StoreError> {
+    /// Stores a photo uploaded by user `by` under its content hash (idempotent) and returns
+    /// the hash.
+    pub async fn put_blob(&self, bytes: Vec<u8>, by: &str) -> Result<String, StoreError> {
         let hash = self.check_blob(&bytes)?;
-        self.write(WriteOp::PutBlob {
-            hash: hash.clone(),
-            bytes,
-        })
+        let audit = self.record(by, "blob.stored", None, &hash);
+        self.write(
+            WriteOp::PutBlob {
+                hash: hash.clone(),
+                bytes,
+            },
+            Some(audit),
+        )
         .await?;
         Ok(hash)
     }
@@ -322,12 +420,26 @@ impl Store {
         self.blob_max_bytes
     }
 
-    /// Creates a user; refused if the username exists and `replace` is false.
-    pub async fn put_user(&self, user: User, replace: bool) -> Result<(), StoreError> {
-        self.write(WriteOp::PutUser {
-            user: Box::new(user),
-            replace,
-        })
+    /// Creates a user (on behalf of `by`); refused if the username exists and `replace` is
+    /// false.
+    pub async fn put_user(&self, user: User, replace: bool, by: &str) -> Result<(), StoreError> {
+        let audit = self.record(
+            by,
+            if replace {
+                "user.replaced"
+            } else {
+                "user.added"
+            },
+            None,
+            &format!("{} ({})", user.username, user.role.as_str()),
+        );
+        self.write(
+            WriteOp::PutUser {
+                user: Box::new(user),
+                replace,
+            },
+            Some(audit),
+        )
         .await
         .map(|_| ())
     }
@@ -593,17 +705,29 @@ impl Store {
             .is_some())
     }
 
-    /// Stores a new enrolment token.
+    /// Stores a new enrolment token (issued at the node's console).
     pub async fn put_token(
         &self,
         id: &str,
         record: &crate::enrol::TokenRecord,
     ) -> Result<(), StoreError> {
+        let audit = self.record(
+            CONSOLE_USER,
+            "token.created",
+            None,
+            &format!(
+                "token {id} for {} ({} {})",
+                record.node_id, record.role, record.division
+            ),
+        );
         let record = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.write(WriteOp::PutToken {
-            id: id.to_string(),
-            record,
-        })
+        self.write(
+            WriteOp::PutToken {
+                id: id.to_string(),
+                record,
+            },
+            Some(audit),
+        )
         .await
         .map(|_| ())
     }
@@ -622,12 +746,60 @@ impl Store {
 
     /// Marks a token used; refused if it was used before or has expired.
     pub async fn use_token(&self, id: &str, now_ms: u64) -> Result<(), StoreError> {
-        self.write(WriteOp::UseToken {
-            id: id.to_string(),
-            now_ms,
-        })
+        let node = self.token(id)?.map(|t| t.node_id).unwrap_or_default();
+        let audit = self.record(
+            &format!("peer:{node}"),
+            "node.enrolled",
+            None,
+            &format!("token {id}"),
+        );
+        self.write(
+            WriteOp::UseToken {
+                id: id.to_string(),
+                now_ms,
+            },
+            Some(audit),
+        )
         .await
         .map(|_| ())
+    }
+
+    /// Logs a full view of a case's personal data by `user` (no state change; an entry alone).
+    pub async fn audit_view(
+        &self,
+        user: &str,
+        case_id: &str,
+        what: &str,
+    ) -> Result<(), StoreError> {
+        let audit = self.record(user, "personal_data.viewed", Some(case_id), what);
+        self.write(WriteOp::Audit, Some(audit)).await.map(|_| ())
+    }
+
+    /// Walks the audit chain and reports the first problem, or the count and head hash.
+    pub fn verify_audit(&self) -> Result<Result<ChainReport, ChainProblem>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(AUDIT)?;
+        let head = read_audit_head(&txn.open_table(META)?)?;
+        let iter = table.iter()?.map(|entry| {
+            let (k, v) = entry?;
+            Ok::<_, StoreError>((k.value(), v.value().to_vec()))
+        });
+        crate::audit::verify_chain(iter, head)
+    }
+
+    /// The last `n` audit entries, oldest first; an entry that does not decode is an error.
+    pub fn audit_tail(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(AUDIT)?;
+        let mut out = Vec::new();
+        for entry in table.iter()?.rev().take(n) {
+            let (k, v) = entry?;
+            let e = AuditEntry::decode(v.value())
+                .map_err(|e| StoreError::Corrupt(format!("audit entry {}: {e}", k.value())))?;
+            out.push(e);
+        }
+        out.reverse();
+        Ok(out)
     }
 
     pub fn file_size(path: &Path) -> u64 {

@@ -37,6 +37,11 @@ pub const FEED_SCOPED: TableDefinition<&str, &str> = TableDefinition::new("feed_
 pub const BLOB_SCOPE: TableDefinition<&str, ()> = TableDefinition::new("blob_scope-1");
 /// Enrolment token id → JSON `crate::enrol::TokenRecord` (county only).
 pub const ENROL_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("enrol_tokens-1");
+/// Audit sequence number (1, 2, 3, … with no gap) → one [`crate::audit::AuditEntry`] in its
+/// chained binary form (see `crate::audit` for the bytes and the hash rule). Append-only: only
+/// the writer inserts, nothing removes or rewrites. `meta-1.audit_head` holds the last
+/// sequence number (u64 big-endian) and its hash (32 bytes).
+pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit-1");
 /// Key → value: `schema_version` and other node facts.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
 

@@ -161,15 +161,15 @@ async fn oversized_and_non_image_blobs_are_refused() {
     let store = open(&dir);
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
     png.extend([0u8; 100]);
-    let hash = store.put_blob(png.clone()).await.unwrap();
+    let hash = store.put_blob(png.clone(), "clerk").await.unwrap();
     assert_eq!(store.blob(&hash).unwrap().unwrap(), png);
     png.extend([0u8; 1024]);
     assert!(matches!(
-        store.put_blob(png).await,
+        store.put_blob(png, "clerk").await,
         Err(StoreError::BlobTooLarge { .. })
     ));
     assert!(matches!(
-        store.put_blob(b"hello".to_vec()).await,
+        store.put_blob(b"hello".to_vec(), "clerk").await,
         Err(StoreError::NotAnImage)
     ));
 }
@@ -210,7 +210,7 @@ async fn replica_view_knows_past_heads_and_serves_blob_chunks() {
 
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
     png.extend(0u8..200);
-    let hash = store.put_blob(png.clone()).await.unwrap();
+    let hash = store.put_blob(png.clone(), "clerk").await.unwrap();
     let raw: [u8; 32] = hex::decode(&hash).unwrap().try_into().unwrap();
     assert_eq!(store.blob_len(&raw).unwrap(), Some(png.len() as u64));
     assert_eq!(
@@ -302,4 +302,147 @@ async fn hostile_or_incomplete_changes_are_refused_and_nothing_is_written() {
         b.epoch().unwrap(),
         "each store draws its own epoch"
     );
+}
+
+/// Rewrites `audit-1` directly, as someone with the file would.
+fn tamper(store: &Store, f: impl FnOnce(&mut redb::Table<u64, &[u8]>)) {
+    let txn = store.db.begin_write().unwrap();
+    {
+        let mut table = txn.open_table(AUDIT).unwrap();
+        f(&mut table);
+    }
+    txn.commit().unwrap();
+}
+
+fn audit_value(store: &Store, seq: u64) -> Vec<u8> {
+    let txn = store.db.begin_read().unwrap();
+    let table = txn.open_table(AUDIT).unwrap();
+    table.get(seq).unwrap().unwrap().value().to_vec()
+}
+
+#[tokio::test]
+async fn every_change_is_chained_in_the_audit_trail_and_damage_is_named() {
+    use crate::audit::ChainProblem;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).for_node("v");
+    let case = put(&store, "c1", 1).await;
+    comment_on(&store, &case).await;
+    store
+        .audit_view("clerk", "c1", "applicant ID number")
+        .await
+        .unwrap();
+    // A refused write and a cursor leave no entry; a write that changes nothing neither.
+    let mut bad = case.events[0].clone();
+    bad.id = "x".into();
+    bad.kind = crate::event::EventKind::Approved;
+    assert!(
+        store
+            .append_event("c1", bad, case_doc::node_actor("v"))
+            .await
+            .is_err()
+    );
+    store.save_cursor("peer", 1, 2).await.unwrap();
+    let png = b"\x89PNG\r\n\x1a\n0000".to_vec();
+    store.put_blob(png.clone(), "clerk").await.unwrap();
+    store.put_blob(png, "clerk").await.unwrap();
+
+    let report = store.verify_audit().unwrap().unwrap();
+    assert_eq!(report.count, 4);
+    let entries = store.audit_tail(10).unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "case.filed",
+            "event.recorded",
+            "personal_data.viewed",
+            "blob.stored"
+        ]
+    );
+    assert_eq!(entries[0].case_id.as_deref(), Some("c1"));
+    assert_eq!(entries[0].node, "v");
+    assert_eq!(report.head, entries[3].hash);
+
+    // One byte of entry 2 changed.
+    let original = audit_value(&store, 2);
+    let mut altered = original.clone();
+    // The last byte of its detail (the value ends with prev and hash, 32 bytes each).
+    let at = altered.len() - 65;
+    altered[at] ^= 0x01;
+    tamper(&store, |t| {
+        t.insert(2, altered.as_slice()).unwrap();
+    });
+    assert_eq!(
+        store.verify_audit().unwrap(),
+        Err(ChainProblem::Altered { seq: 2 })
+    );
+    let message = ChainProblem::Altered { seq: 2 }.to_string();
+    assert!(message.contains("entry 2 was altered"), "{message}");
+    tamper(&store, |t| {
+        t.insert(2, original.as_slice()).unwrap();
+    });
+    assert!(store.verify_audit().unwrap().is_ok());
+
+    // Entries 2 and 3 swapped.
+    let third = audit_value(&store, 3);
+    tamper(&store, |t| {
+        t.insert(2, third.as_slice()).unwrap();
+        t.insert(3, original.as_slice()).unwrap();
+    });
+    assert_eq!(
+        store.verify_audit().unwrap(),
+        Err(ChainProblem::Moved { key: 2, claims: 3 })
+    );
+    tamper(&store, |t| {
+        t.insert(2, original.as_slice()).unwrap();
+        t.insert(3, third.as_slice()).unwrap();
+    });
+
+    // Entry 3 deleted; then the last one too.
+    tamper(&store, |t| {
+        t.remove(3).unwrap();
+    });
+    assert_eq!(
+        store.verify_audit().unwrap(),
+        Err(ChainProblem::Missing { seq: 3 })
+    );
+    tamper(&store, |t| {
+        t.insert(3, third.as_slice()).unwrap();
+        t.remove(4).unwrap();
+    });
+    assert_eq!(
+        store.verify_audit().unwrap(),
+        Err(ChainProblem::Missing { seq: 4 })
+    );
+}
+
+#[tokio::test]
+async fn a_failed_group_member_leaves_the_chain_serial() {
+    // Two filings of the same case in one group: the group fails, each is retried alone,
+    // and only the one that was written has an entry.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let (a, b) = tokio::join!(put_try(&store, 1), put_try(&store, 2));
+    assert!(a ^ b, "exactly one of the two filings succeeds");
+    put(&store, "c2", 3).await;
+    let report = store.verify_audit().unwrap().unwrap();
+    assert_eq!(report.count, 2);
+}
+
+async fn put_try(store: &Store, receipt_seq: u64) -> bool {
+    let mut case = sample_case();
+    case.id = "dup".into();
+    case.receipt_no = format!("430181101001-20261122-{receipt_seq:04}");
+    let mut doc = case_doc::build(&case, case_doc::node_actor("v")).unwrap();
+    let summary = CaseSummary::of(&case, &case.state());
+    store
+        .put_new_case(
+            &case,
+            doc.save(),
+            summary,
+            ("20261122".into(), receipt_seq),
+            vec![],
+        )
+        .await
+        .is_ok()
 }

@@ -4,6 +4,10 @@
 //! limit), applies them all in one transaction and commits once with `Durability::Immediate`:
 //! many submissions, one fsync. If the group fails, each request is retried alone, so one bad
 //! request never takes its neighbours down with it.
+//!
+//! Each request may carry an [`AuditRecord`]: when the request changed something, the writer
+//! appends its audit entry (the next sequence number, chained to the last hash) in the same
+//! transaction, so the chain is serial and no change is on disk without its entry.
 
 use std::sync::Arc;
 
@@ -13,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
 use super::tables::*;
+use crate::audit::{AuditEntry, AuditRecord};
 use crate::case_doc::{self, Case, Divisions, DocError};
 use crate::event::Event;
 use crate::hlc::Hlc;
@@ -70,6 +75,9 @@ pub(super) enum WriteOp {
         user: Box<User>,
         replace: bool,
     },
+    /// Changes nothing: the request's audit record is the whole write (a full view of
+    /// personal data).
+    Audit,
 }
 
 /// What a write produced.
@@ -82,6 +90,8 @@ pub enum WriteOutcome {
 #[derive(Debug)]
 pub(super) struct WriteRequest {
     pub op: WriteOp,
+    /// What to log if the op changes something (always, for [`WriteOp::Audit`]).
+    pub audit: Option<AuditRecord>,
     pub reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
 }
 
@@ -126,7 +136,11 @@ fn commit_group(db: &Database, group: Vec<WriteRequest>, feed_head: &mut u64) {
             // inserts (measured in the ingest benchmark's commit times).
             let mut t = Tables::open(&txn)?;
             for req in &group {
-                outcomes.push(apply(&mut t, &req.op, feed_head)?);
+                let (outcome, changed) = apply(&mut t, &req.op, feed_head)?;
+                if let (true, Some(record)) = (changed, &req.audit) {
+                    t.append_audit(record)?;
+                }
+                outcomes.push(outcome);
             }
         }
         txn.commit()?;
@@ -184,8 +198,11 @@ struct Tables<'txn> {
     tokens: Table<'txn, &'static str, &'static [u8]>,
     meta: Table<'txn, &'static str, &'static [u8]>,
     cursors: Table<'txn, &'static str, &'static [u8]>,
+    audit: Table<'txn, u64, &'static [u8]>,
     /// Newest stamp already written in this group.
     hlc: Option<Hlc>,
+    /// The audit chain's head (`seq`, hash) as of this transaction, once read.
+    audit_head: Option<(u64, [u8; 32])>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -208,8 +225,28 @@ impl<'txn> Tables<'txn> {
             tokens: txn.open_table(ENROL_TOKENS)?,
             meta: txn.open_table(META)?,
             cursors: txn.open_table(SYNC_CURSORS)?,
+            audit: txn.open_table(AUDIT)?,
             hlc: None,
+            audit_head: None,
         })
+    }
+
+    /// Appends the next audit entry for `record` and moves the recorded head.
+    fn append_audit(&mut self, record: &AuditRecord) -> Result<(), StoreError> {
+        let (seq, prev) = match self.audit_head {
+            Some(head) => head,
+            None => super::read_audit_head(&self.meta)?.unwrap_or((0, [0; 32])),
+        };
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let entry = AuditEntry::seal(seq + 1, at_ms, record, prev);
+        self.audit.insert(entry.seq, entry.encode().as_slice())?;
+        let mut head = entry.seq.to_be_bytes().to_vec();
+        head.extend_from_slice(&entry.hash);
+        self.meta.insert(super::AUDIT_HEAD_KEY, head.as_slice())?;
+        self.audit_head = Some((entry.seq, entry.hash));
+        Ok(())
     }
 
     /// Replaces a case's projection rows: the old keys out, the new ones in.
@@ -294,11 +331,12 @@ impl<'txn> Tables<'txn> {
     }
 }
 
+/// Performs one op; says whether it changed anything (and so is audited).
 fn apply(
     t: &mut Tables<'_>,
     op: &WriteOp,
     feed_head: &mut u64,
-) -> Result<WriteOutcome, StoreError> {
+) -> Result<(WriteOutcome, bool), StoreError> {
     match op {
         WriteOp::PutCase {
             id,
@@ -333,7 +371,7 @@ fn apply(
             t.bump_feed(id, division, feed_head)?;
             t.scope_blobs(division, blob_refs.iter().map(String::as_str))?;
             t.raise_hlc(*at)?;
-            Ok(WriteOutcome::Done)
+            Ok((WriteOutcome::Done, true))
         }
         WriteOp::AppendEvent {
             case_id,
@@ -360,7 +398,7 @@ fn apply(
             t.put_projections(Some(&old_summary), &CaseSummary::of(&case, &state))?;
             t.bump_feed(case_id, &case.division, feed_head)?;
             t.raise_hlc(event.at)?;
-            Ok(WriteOutcome::Case(Box::new(case)))
+            Ok((WriteOutcome::Case(Box::new(case)), true))
         }
         WriteOp::ApplyChanges {
             doc_id,
@@ -371,7 +409,7 @@ fn apply(
             let mut value = epoch.to_be_bytes().to_vec();
             value.extend_from_slice(&seq.to_be_bytes());
             t.cursors.insert(peer.as_str(), value.as_slice())?;
-            Ok(WriteOutcome::Done)
+            Ok((WriteOutcome::Done, false))
         }
         WriteOp::PutToken { id, record } => {
             let table = &mut t.tokens;
@@ -379,7 +417,7 @@ fn apply(
                 return Err(StoreError::Exists(format!("token {id}")));
             }
             table.insert(id.as_str(), record.as_slice())?;
-            Ok(WriteOutcome::Done)
+            Ok((WriteOutcome::Done, true))
         }
         WriteOp::UseToken { id, now_ms } => {
             let table = &mut t.tokens;
@@ -399,11 +437,14 @@ fn apply(
             let json =
                 serde_json::to_vec(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             table.insert(id.as_str(), json.as_slice())?;
-            Ok(WriteOutcome::Done)
+            Ok((WriteOutcome::Done, true))
         }
         WriteOp::PutBlob { hash, bytes } => {
-            t.blobs.insert(hash.as_str(), bytes.as_slice())?;
-            Ok(WriteOutcome::Done)
+            let new = t.blobs.get(hash.as_str())?.is_none();
+            if new {
+                t.blobs.insert(hash.as_str(), bytes.as_slice())?;
+            }
+            Ok((WriteOutcome::Done, new))
         }
         WriteOp::PutUser { user, replace } => {
             if !replace && t.users.get(user.username.as_str())?.is_some() {
@@ -411,8 +452,9 @@ fn apply(
             }
             let json = serde_json::to_vec(user).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             t.users.insert(user.username.as_str(), json.as_slice())?;
-            Ok(WriteOutcome::Done)
+            Ok((WriteOutcome::Done, true))
         }
+        WriteOp::Audit => Ok((WriteOutcome::Done, true)),
     }
 }
 
@@ -424,12 +466,13 @@ fn apply_changes(
     changes: &[Vec<u8>],
     scopes: &[Scope],
     feed_head: &mut u64,
-) -> Result<WriteOutcome, StoreError> {
+) -> Result<(WriteOutcome, bool), StoreError> {
     let existing = t.docs.get(doc_id)?.map(|v| v.value().to_vec());
     let mut doc = match &existing {
         Some(bytes) => AutoCommit::load(bytes).map_err(DocError::from)?,
         None => AutoCommit::new(),
     };
+    let heads_before = doc.get_heads();
     let old_summary = match &existing {
         Some(_) => {
             let before = case_doc::read(&doc)?;
@@ -472,5 +515,6 @@ fn apply_changes(
     if let Some(at) = case.events.iter().map(|e| e.at).max() {
         t.raise_hlc(at)?;
     }
-    Ok(WriteOutcome::Case(Box::new(case)))
+    let changed = doc.get_heads() != heads_before;
+    Ok((WriteOutcome::Case(Box::new(case)), changed))
 }
