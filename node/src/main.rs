@@ -493,6 +493,9 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(node = %node.config.node.id, role = node.tier().as_str(), %addr, "serving");
+    if node.publish_calendar().await? {
+        tracing::info!("the county's working-day calendar changed: published");
+    }
     // Kept for the life of the server: the endpoint's tasks run as long as it exists.
     let _endpoint = node
         .start_sync()

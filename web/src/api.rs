@@ -21,6 +21,9 @@ use crate::error::AppError;
 use crate::session::{self, Auth};
 use crate::views;
 
+mod bundle;
+pub use bundle::{bundle_detail, counter, file_bundle, issue_bundle};
+
 /// Every API error is JSON, also the ones raised before a handler runs.
 type ApiResult = Result<Response, ApiError>;
 
@@ -200,6 +203,7 @@ pub async fn detail(
         "proxy": case.proxy.as_ref().map(masked),
         "form": case.form,
         "materials": case.materials,
+        "bundle": case.bundle,
         "events": case.timeline(),
         "state": views::state_json(&state.node, &case.item_code, &st),
         "result": yiciban_core::seal::case_seal(&case, &st).map(|seal| json!({
@@ -330,6 +334,15 @@ pub async fn supervision(State(state): State<AppState>, auth: Auth) -> ApiResult
     Ok(Json(json!({ "items": items, "count": items.len() })).into_response())
 }
 
+/// `GET /api/v1/followups`: the open follow-ups of bad ratings (回访整改), red first, then
+/// the earliest due; each with its case (`case_id`, `receipt_no`, …) and `rating_event_id`,
+/// `level`, `comment`, `source`, `rated_on`, `due`, `warning`.
+pub async fn follow_ups(State(state): State<AppState>, auth: Auth) -> ApiResult {
+    auth.require(Action::ViewFollowUps)?;
+    let items = views::follow_ups(&state.node)?;
+    Ok(Json(json!({ "items": items, "count": items.len() })).into_response())
+}
+
 /// `POST /api/v1/enroll`: a node asks the county for its certificate. No session and no CSRF
 /// token: the request carries an HMAC keyed by the one-time token's secret, which the county
 /// checks before it signs anything (`yiciban_core::enrol`).
@@ -409,6 +422,10 @@ pub async fn health(State(state): State<AppState>) -> ApiResult {
         "link": views::link_state(node).text,
         "enrolled": node.is_enrolled(),
         "links": links,
+        "calendar": node.calendar_info().map(|(c, source)| json!({
+            "source": source,
+            "years": c.years(),
+        })),
     }))
     .into_response())
 }

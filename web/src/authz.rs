@@ -5,7 +5,10 @@
 //! pages offer only what would be accepted.
 //!
 //! Public, with no login: `/login`, `/verify` (checks a printed result's seal, changes
-//! nothing), `/static/*`, and `POST /api/v1/login` and `/api/v1/enroll` (HMAC-authenticated).
+//! nothing), `/rate` (the citizen's rating: the receipt number and the phone's last 4 digits
+//! identify the case, a double-submit token guards the form, failures lock the receipt number
+//! for a while), `/static/*`, and `POST /api/v1/login` and `/api/v1/enroll`
+//! (HMAC-authenticated).
 
 use yiciban_core::catalog::Tier;
 use yiciban_core::event::EventKind;
@@ -26,6 +29,10 @@ pub enum Action {
     UploadPhoto,
     /// See an applicant's personal data in full (unmasked ID numbers); every view is audited.
     ViewPersonalData,
+    /// See the follow-ups of bad ratings (回访整改).
+    ViewFollowUps,
+    /// Close a follow-up with a comment (the core accepts it at a county node only).
+    CloseFollowUp,
 }
 
 pub fn allowed(role: Role, action: Action) -> bool {
@@ -37,18 +44,28 @@ pub fn allowed(role: Role, action: Action) -> bool {
         FileApplication | UploadPhoto => role == Clerk,
         RecordEvent => matches!(role, Clerk | Reviewer | Approver),
         ViewPersonalData => role.handles_cases(),
+        ViewFollowUps => matches!(role, Clerk | Reviewer | Approver | CountyAdmin),
+        CloseFollowUp => matches!(role, Clerk | Reviewer | Approver),
     }
 }
 
-/// Whether `role` records events of `kind`: clerks withdraw, receive supplements, issue and
-/// record pick-ups; reviewers pass, reject or ask for a supplement; approvers approve, reject
+/// Whether `role` records events of `kind`: clerks withdraw, receive supplements, issue,
+/// record pick-ups and enter paper ratings; reviewers pass, reject or ask for a supplement; approvers approve, reject
 /// or ask for a supplement; all three comment.
 pub fn may_record_event(role: Role, kind: &EventKind) -> bool {
     allowed(role, Action::RecordEvent) && yiciban_core::node::may_record(role, kind)
 }
 
+/// Whether `role` hands a result over at once: an immediate item settled at the counter
+/// (`issued` and `picked_up` in one step) or a 一件事 bundle handed out (`issued` on each
+/// ready sub-case).
+pub fn may_hand_out(role: Role) -> bool {
+    may_record_event(role, &EventKind::Issued) && may_record_event(role, &EventKind::PickedUp)
+}
+
 /// The kinds `role` may record on a case in `state` at a node of tier `here`, in the order a
-/// page offers them: the step's own actions first, then comment, then withdrawal.
+/// page offers them: the step's own actions first, then a paper rating once the result was
+/// handed out, then comment, then withdrawal.
 pub fn actions_now(role: Role, here: Tier, state: &CaseState) -> Vec<EventKind> {
     let mut kinds = Vec::new();
     let baton_here = state.tier == Some(here);
@@ -79,6 +96,9 @@ pub fn actions_now(role: Role, here: Tier, state: &CaseState) -> Vec<EventKind> 
             _ => {}
         }
     }
+    if yiciban_core::rating::rateable(state.status) {
+        kinds.push(EventKind::Rated);
+    }
     kinds.push(EventKind::Comment);
     let open = matches!(
         state.status,
@@ -101,7 +121,11 @@ mod tests {
         for role in [Role::Auditor, Role::SecurityAdmin] {
             assert!(!allowed(role, Action::ViewCases));
             assert!(!allowed(role, Action::FileApplication));
+            assert!(!allowed(role, Action::ViewFollowUps));
         }
+        assert!(allowed(Role::CountyAdmin, Action::ViewFollowUps));
+        assert!(allowed(Role::Approver, Action::ViewFollowUps));
+        assert!(!allowed(Role::CountyAdmin, Action::CloseFollowUp));
         assert!(allowed(Role::Clerk, Action::FileApplication));
         assert!(!allowed(Role::Reviewer, Action::FileApplication));
     }
@@ -117,7 +141,9 @@ mod tests {
         assert!(!may_record_event(Role::Reviewer, &K::Issued));
         assert!(may_record_event(Role::Approver, &K::Approved));
         assert!(may_record_event(Role::Approver, &K::Rejected));
-        for kind in [K::Accepted, K::Rated, K::Urged, K::Other("x".into())] {
+        assert!(may_record_event(Role::Clerk, &K::Rated), "paper ratings");
+        assert!(!may_record_event(Role::Reviewer, &K::Rated));
+        for kind in [K::Accepted, K::Urged, K::Other("x".into())] {
             assert!(!may_record_event(Role::Clerk, &kind), "{kind:?}");
         }
         for role in [Role::CountyAdmin, Role::SecurityAdmin, Role::Auditor] {
@@ -182,7 +208,12 @@ mod tests {
         let pickup = state_at("village:pickup", Status::Issued, true);
         assert_eq!(
             actions_now(Role::Clerk, Tier::Village, &pickup),
-            [K::PickedUp, K::Comment]
+            [K::PickedUp, K::Rated, K::Comment]
+        );
+        assert_eq!(
+            actions_now(Role::Reviewer, Tier::Town, &pickup),
+            [K::Comment],
+            "only clerks enter paper ratings"
         );
         assert!(actions_now(Role::Auditor, Tier::Village, &pickup).is_empty());
     }

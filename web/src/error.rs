@@ -28,6 +28,8 @@ pub enum AppError {
     Invalid(BTreeMap<String, Msg>),
     Login(LoginError),
     TooLarge(Msg),
+    /// Too many failed tries; try again later.
+    TooMany(Msg),
     Internal(String),
 }
 
@@ -55,6 +57,7 @@ impl AppError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
             AppError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            AppError::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
         }
     }
 
@@ -69,6 +72,7 @@ impl AppError {
             AppError::BadRequest(m)
             | AppError::Conflict(m)
             | AppError::TooLarge(m)
+            | AppError::TooMany(m)
             | AppError::ForbiddenBecause(m)
             | AppError::NotFoundBecause(m) => m.clone(),
             AppError::Invalid(_) => Msg::new(
@@ -131,6 +135,7 @@ impl From<NodeError> for AppError {
             NodeError::NotFound(m) => AppError::NotFoundBecause(m),
             NodeError::Conflict(m) => AppError::Conflict(m),
             NodeError::BadRequest(m) => AppError::BadRequest(m),
+            NodeError::Locked(m) => AppError::TooMany(m),
             NodeError::Store(e) => e.into(),
             other => AppError::Internal(other.to_string()),
         }

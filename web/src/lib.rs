@@ -63,10 +63,15 @@ pub fn router(state: AppState) -> Router {
         .route("/applications", post(api::file).get(api::list))
         .route("/applications/{id}", get(api::detail))
         .route("/applications/{id}/events", post(api::add_event))
+        .route("/applications/{id}/counter", post(api::counter))
+        .route("/bundles", post(api::file_bundle))
+        .route("/bundles/{id}", get(api::bundle_detail))
+        .route("/bundles/{id}/issue", post(api::issue_bundle))
         .route("/applications/{id}/personal-data", post(api::personal_data))
         .route("/blobs", post(api::upload_blob))
         .route("/queue", get(api::queue))
         .route("/supervision", get(api::supervision))
+        .route("/followups", get(api::follow_ups))
         .route(
             "/enroll",
             post(api::enroll).layer(DefaultBodyLimit::max(ENROL_BODY_LIMIT_BYTES)),
@@ -83,17 +88,28 @@ pub fn router(state: AppState) -> Router {
             "/apply/{code}",
             get(pages::apply_form).post(pages::apply_submit),
         )
+        .route(
+            "/apply-bundle/{code}",
+            get(pages::apply_bundle_form).post(pages::apply_bundle_submit),
+        )
+        .route("/bundles/{id}", get(pages::bundle_page))
+        .route("/bundles/{id}/issue", post(pages::bundle_issue))
         .route("/cases", get(pages::cases))
         .route("/queue", get(pages::queue))
         .route("/supervision", get(pages::supervision))
+        .route("/followups", get(pages::follow_ups))
+        .route("/followups/close", post(pages::close_follow_up))
         .route("/cases/{id}", get(pages::case_detail))
         .route("/cases/{id}/events", post(pages::case_event))
+        .route("/cases/{id}/counter", post(pages::case_counter))
         .route("/cases/{id}/personal-data", post(pages::case_personal_data))
         .route("/cases/{id}/receipt", get(pages::receipt))
         .route("/cases/{id}/result", get(pages::result))
         .route("/blobs/{hash}", get(pages::blob))
         // Public, no login: anyone holding a printed result checks it here.
         .route("/verify", get(pages::verify))
+        // Public, no login: the citizen's rating (好差评) on a kiosk or at the counter.
+        .route("/rate", get(pages::rate_form).post(pages::rate_submit))
         .route("/static/{file}", get(assets::serve))
         .nest("/api/v1", api)
         .fallback(pages::not_found)

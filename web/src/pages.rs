@@ -16,6 +16,7 @@ use yiciban_core::fold::{CaseState, Status};
 use yiciban_core::idcard;
 use yiciban_core::message::Msg;
 use yiciban_core::node::NodeError;
+use yiciban_core::rating;
 use yiciban_core::seal::ResultSummary;
 use yiciban_core::store::CaseQuery;
 use yiciban_core::summary::CaseSummary;
@@ -26,6 +27,9 @@ use crate::error::AppError;
 use crate::forms::Submitted;
 use crate::session::{self, Auth};
 use crate::views::{self, LinkState};
+
+mod bundle;
+pub use bundle::{apply_bundle_form, apply_bundle_submit, bundle_issue, bundle_page, case_counter};
 
 /// A page failed: render it as a page, not as JSON.
 #[derive(Debug)]
@@ -195,6 +199,8 @@ pub async fn logout(
 struct CatalogTpl<'a> {
     chrome: Chrome,
     items: &'a [ServiceItem],
+    /// 一件事 bundles with their items' names.
+    bundles: Vec<(&'a yiciban_core::catalog::Bundle, String)>,
     can_apply: bool,
 }
 
@@ -203,6 +209,7 @@ pub async fn catalog(State(state): State<AppState>, auth: Auth) -> PageResult {
     page(&CatalogTpl {
         chrome: Chrome::new(&state, Some(&auth), "事项目录"),
         items: state.node.catalog.items(),
+        bundles: bundle::catalog_rows(&state.node.catalog),
         can_apply: authz::allowed(auth.0.role, Action::FileApplication),
     })
 }
@@ -260,8 +267,14 @@ struct MaterialView {
 #[template(path = "apply.html")]
 struct ApplyTpl {
     chrome: Chrome,
+    /// Where the form posts: `/apply/{code}` or `/apply-bundle/{code}`.
+    action: String,
+    /// The item's code, for the guide link (empty for a bundle).
     item_code: String,
     item_name: String,
+    /// A bundle's items and its guide text (empty for one item).
+    bundle_items: Vec<String>,
+    bundle_guide: String,
     applicant: Vec<InputView>,
     proxy_enabled: bool,
     proxy: Vec<InputView>,
@@ -314,8 +327,25 @@ fn apply_view(
     s: &Submitted,
     errors: &BTreeMap<String, Msg>,
 ) -> ApplyTpl {
-    let fields = item
-        .fields
+    let mut tpl = form_view(state, auth, &item.fields, &item.materials, s, errors);
+    tpl.chrome.title = format!("受理：{}", item.name);
+    tpl.action = format!("/apply/{}", item.code);
+    tpl.item_code = item.code.clone();
+    tpl.item_name = item.name.clone();
+    tpl
+}
+
+/// The application form for `fields` and `materials`, filled with what was submitted and
+/// marked with `errors`; the caller sets the title, the action and what is applied for.
+fn form_view(
+    state: &AppState,
+    auth: &Auth,
+    fields: &[yiciban_core::catalog::Field],
+    materials: &[yiciban_core::catalog::Material],
+    s: &Submitted,
+    errors: &BTreeMap<String, Msg>,
+) -> ApplyTpl {
+    let fields = fields
         .iter()
         .map(|f| {
             let name = format!("form.{}", f.key);
@@ -344,8 +374,7 @@ fn apply_view(
             }
         })
         .collect();
-    let materials = item
-        .materials
+    let materials = materials
         .iter()
         .map(|m| MaterialView {
             key: m.key.clone(),
@@ -363,9 +392,12 @@ fn apply_view(
         })
         .collect();
     ApplyTpl {
-        chrome: Chrome::new(state, Some(auth), format!("受理：{}", item.name)),
-        item_code: item.code.clone(),
-        item_name: item.name.clone(),
+        chrome: Chrome::new(state, Some(auth), "受理"),
+        action: String::new(),
+        item_code: String::new(),
+        item_name: String::new(),
+        bundle_items: Vec::new(),
+        bundle_guide: String::new(),
         applicant: person_inputs("applicant", s, errors, true),
         proxy_enabled: s.get("proxy.enabled") == "on",
         proxy: person_inputs("proxy", s, errors, false),
@@ -656,6 +688,10 @@ struct ActionView {
     button: &'static str,
     danger: bool,
     confirm: &'static str,
+    /// A rating's levels (`value`, label) for a select; empty for other kinds.
+    levels: Vec<(String, String)>,
+    /// The level typed before a refusal.
+    level: String,
     fields: Vec<FieldView>,
 }
 
@@ -673,6 +709,11 @@ pub struct EventForm {
     materials: String,
     #[serde(default)]
     note: String,
+    /// A paper rating's level (1–5) and comment.
+    #[serde(default)]
+    level: String,
+    #[serde(default)]
+    comment: String,
 }
 
 impl EventForm {
@@ -682,12 +723,14 @@ impl EventForm {
             "reason" => &self.reason,
             "materials" => &self.materials,
             "note" => &self.note,
+            "comment" => &self.comment,
             _ => "",
         }
     }
 
     /// The payload the core reads: `text` (comment), `reason` (rejected, withdrawn; the
-    /// withdrawal form once sent it as `text`), `materials` (one per line), `note`.
+    /// withdrawal form once sent it as `text`), `materials` (one per line), `note`, `level`
+    /// and `comment` (a paper rating; the source is `paper`).
     fn payload(&self) -> serde_json::Value {
         let reason = if self.reason.trim().is_empty() {
             &self.text
@@ -699,17 +742,25 @@ impl EventForm {
             "reason": reason,
             "materials": self.materials,
             "note": self.note,
+            "level": self.level,
+            "comment": self.comment,
         })
     }
 
     /// Everything typed, as one text (shown when its form is no longer offered).
     fn typed(&self) -> String {
-        [&self.text, &self.reason, &self.materials, &self.note]
-            .into_iter()
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join("\n")
+        [
+            &self.text,
+            &self.reason,
+            &self.materials,
+            &self.note,
+            &self.comment,
+        ]
+        .into_iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
     }
 }
 
@@ -781,6 +832,13 @@ fn action_view(kind: &EventKind, typed: Option<&EventForm>) -> ActionView {
                 ..field("reason", "撤回原因", false, 2)
             }],
         ),
+        EventKind::Rated => (
+            "录入纸质评价",
+            "登记评价",
+            false,
+            "",
+            vec![field("comment", "评价意见（可选，200字以内）", false, 2)],
+        ),
         _ => (
             "备注",
             "添加备注",
@@ -789,10 +847,12 @@ fn action_view(kind: &EventKind, typed: Option<&EventForm>) -> ActionView {
             vec![field("text", "备注", true, 2)],
         ),
     };
+    let mut level = String::new();
     if let Some(t) = typed.filter(|t| t.kind == kind.as_str()) {
         for f in &mut fields {
             f.value = t.value(f.name).to_string();
         }
+        level = t.level.trim().to_string();
     }
     ActionView {
         kind: kind.as_str().to_string(),
@@ -800,8 +860,22 @@ fn action_view(kind: &EventKind, typed: Option<&EventForm>) -> ActionView {
         button,
         danger,
         confirm,
+        levels: if *kind == EventKind::Rated {
+            level_options()
+        } else {
+            Vec::new()
+        },
+        level,
         fields,
     }
+}
+
+/// The five rating levels as select options: (`5`, `非常满意（5）`), best first.
+fn level_options() -> Vec<(String, String)> {
+    rating::LEVELS
+        .iter()
+        .map(|(l, name)| (l.to_string(), format!("{name}（{l}）")))
+        .collect()
 }
 
 /// The decision a result rests on: the last effective review, approval or rejection; for an
@@ -887,6 +961,10 @@ struct CaseTpl {
     unsent: String,
     show_result: bool,
     flash: String,
+    /// The 一件事 bundle of a sub-case: its id and name.
+    bundle: Option<(String, String)>,
+    /// Offer 当场办结 (an immediate item issued and picked up in one step).
+    counter: bool,
 }
 
 fn render_case(
@@ -950,7 +1028,15 @@ fn render_case(
     let time = state
         .node
         .legal_time(&case.item_code, &yiciban_core::deadline::Marks::of(&st));
-    let kinds = authz::actions_now(auth.0.role, here, &st);
+    let mut kinds = authz::actions_now(auth.0.role, here, &st);
+    if case.bundle.is_some() {
+        // A sub-case is handed out with its bundle, once, on the bundle's page.
+        kinds.retain(|k| *k != EventKind::Issued);
+    }
+    let counter = case.bundle.is_none()
+        && item.is_some_and(|i| i.kind == ItemKind::Immediate)
+        && kinds.contains(&EventKind::Issued)
+        && authz::may_hand_out(auth.0.role);
     let actions: Vec<ActionView> = kinds.iter().map(|k| action_view(k, typed)).collect();
     // What was typed into a form this page no longer offers: shown so nothing is lost.
     let unsent = typed
@@ -1012,11 +1098,33 @@ fn render_case(
         unsent,
         show_result: has_result(st.status),
         flash,
+        bundle: case.bundle.as_ref().map(|b| (b.id.clone(), b.name.clone())),
+        counter,
     })
 }
 
-/// What an event says, for the timeline: text, reason, missing materials, note.
+/// What an event says, for the timeline: text, reason, missing materials, note; a rating's
+/// level, comment and source; that a comment closed a follow-up.
 fn event_text(e: &Event) -> String {
+    if e.kind == EventKind::Rated {
+        let level = e
+            .payload
+            .get("level")
+            .and_then(|v| v.as_u64())
+            .and_then(|l| u8::try_from(l).ok())
+            .unwrap_or(0);
+        let mut parts = vec![format!(
+            "{}（{level}）{}",
+            rating::level_zh(level).unwrap_or("?"),
+            if rating::is_bad(level) { " 差评" } else { "" }
+        )];
+        let comment = e.payload_str("comment");
+        if !comment.is_empty() {
+            parts.push(comment.to_string());
+        }
+        parts.push(rating::source_zh(e.payload_str("source")).to_string());
+        return parts.join("；");
+    }
     let mut parts: Vec<String> = [e.payload_str("text"), e.payload_str("reason")]
         .into_iter()
         .filter(|s| !s.is_empty())
@@ -1031,6 +1139,9 @@ fn event_text(e: &Event) -> String {
     let note = e.payload_str("note");
     if !note.is_empty() && e.kind != EventKind::Accepted {
         parts.push(note.to_string());
+    }
+    if !e.payload_str("follow_up").is_empty() {
+        parts.insert(0, "差评回访整改办结".into());
     }
     parts.join("；")
 }
@@ -1356,4 +1467,299 @@ pub async fn blob(
         bytes,
     )
         .into_response())
+}
+
+/// The cookie of the kiosk form's double-submit token.
+const RATE_COOKIE: &str = "yiciban_rate";
+
+#[derive(Template)]
+#[template(path = "rate.html")]
+struct RateTpl {
+    chrome: Chrome,
+    /// The double-submit token: the same value as the `yiciban_rate` cookie.
+    token: String,
+    receipt_no: String,
+    level: String,
+    comment: String,
+    levels: Vec<(String, String)>,
+    max_comment: usize,
+    error: String,
+    /// The rating was recorded: say thanks instead of the form.
+    done: bool,
+    done_item: String,
+    done_level: String,
+    /// A bad rating: the county will follow it up.
+    done_bad: bool,
+    follow_up_days: u32,
+}
+
+impl RateTpl {
+    fn new(state: &AppState, token: String) -> Self {
+        Self {
+            chrome: Chrome::new(state, None, "办事评价（好差评）"),
+            token,
+            receipt_no: String::new(),
+            level: String::new(),
+            comment: String::new(),
+            levels: level_options(),
+            max_comment: rating::MAX_COMMENT_CHARS,
+            error: String::new(),
+            done: false,
+            done_item: String::new(),
+            done_level: String::new(),
+            done_bad: false,
+            follow_up_days: rating::FOLLOW_UP_DAYS,
+        }
+    }
+}
+
+/// The kiosk token a request carries in its cookie, if it looks like one we issued.
+fn rate_cookie(headers: &HeaderMap) -> Option<String> {
+    session::cookie_named(headers, RATE_COOKIE)
+        .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The page with the token's cookie set (kept for the form's path only).
+fn rate_page(status: StatusCode, tpl: &RateTpl) -> PageResult {
+    let cookie = format!(
+        "{RATE_COOKIE}={}; Path=/rate; HttpOnly; SameSite=Strict",
+        tpl.token
+    );
+    Ok((status, [(header::SET_COOKIE, cookie)], Html(tpl.render()?)).into_response())
+}
+
+/// `GET /rate`: public (no login), the citizen's rating on a kiosk or at the counter. The
+/// form asks for the receipt number and the last 4 digits of the applicant's phone.
+pub async fn rate_form(State(state): State<AppState>, headers: HeaderMap) -> PageResult {
+    let token = rate_cookie(&headers).unwrap_or_else(session::random_token);
+    rate_page(StatusCode::OK, &RateTpl::new(&state, token))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RateForm {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    receipt_no: String,
+    #[serde(default)]
+    phone_tail: String,
+    #[serde(default)]
+    level: String,
+    #[serde(default)]
+    comment: String,
+}
+
+/// Whether a request's `Origin`, when it sends one, names this host.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    origin
+        .split_once("://")
+        .is_some_and(|(_, rest)| !host.is_empty() && rest == host)
+}
+
+/// `POST /rate`: the form has no session, so no session CSRF token. It is guarded by a
+/// double-submit token: `GET /rate` sets a random value both in a `SameSite=Strict` cookie
+/// and in a hidden field, and the two must match here; a page of another site can neither
+/// read the value nor make the browser send the cookie. A request whose `Origin` names
+/// another host is refused too. Wrong receipt number or phone digits write nothing, keep what
+/// was typed (not the phone digits) and count against the receipt number (the core locks it
+/// after a few).
+pub async fn rate_submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<RateForm>,
+) -> PageResult {
+    let cookie = rate_cookie(&headers);
+    let mut tpl = RateTpl::new(&state, cookie.clone().unwrap_or_else(session::random_token));
+    tpl.receipt_no = f.receipt_no.trim().chars().take(64).collect();
+    tpl.level = f.level.trim().chars().take(2).collect();
+    tpl.comment = f
+        .comment
+        .chars()
+        .take(rating::MAX_COMMENT_CHARS * 2)
+        .collect();
+    let token_ok =
+        cookie.is_some_and(|c| session::constant_time_eq(c.as_bytes(), f.token.as_bytes()));
+    if !token_ok || !same_origin(&headers) {
+        tpl.error = "页面已过期，请重新提交".into();
+        return rate_page(StatusCode::FORBIDDEN, &tpl);
+    }
+    let Some(level) = tpl
+        .level
+        .parse::<u8>()
+        .ok()
+        .filter(|l| rating::level_zh(*l).is_some())
+    else {
+        tpl.error = "请选择评价等级".into();
+        return rate_page(StatusCode::BAD_REQUEST, &tpl);
+    };
+    match state
+        .node
+        .rate_at_kiosk(&f.receipt_no, &f.phone_tail, level, &f.comment)
+        .await
+    {
+        Ok(filed) => {
+            tpl.done = true;
+            tpl.done_item = filed.case.item_name;
+            tpl.done_level = rating::level_zh(level).unwrap_or_default().to_string();
+            tpl.done_bad = rating::is_bad(level);
+            tpl.receipt_no.clear();
+            tpl.level.clear();
+            tpl.comment.clear();
+            rate_page(StatusCode::OK, &tpl)
+        }
+        Err(
+            e @ (NodeError::NotFound(_)
+            | NodeError::Conflict(_)
+            | NodeError::BadRequest(_)
+            | NodeError::Locked(_)),
+        ) => {
+            let err = AppError::from(e);
+            let (status, _) = err.status_and_code();
+            tpl.error = err.message().zh;
+            rate_page(status, &tpl)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One open follow-up on the follow-up page.
+#[derive(Debug, Clone)]
+struct FollowUpRow {
+    case_id: String,
+    receipt_no: String,
+    item_name: String,
+    applicant_name: String,
+    village: String,
+    rating_id: String,
+    level: String,
+    comment: String,
+    source_zh: &'static str,
+    rated_on: String,
+    due: String,
+    warning: &'static str,
+    warning_zh: &'static str,
+    /// What was typed into its close form before a refusal.
+    text: String,
+}
+
+#[derive(Template)]
+#[template(path = "followups.html")]
+struct FollowUpsTpl {
+    chrome: Chrome,
+    rows: Vec<FollowUpRow>,
+    red: usize,
+    yellow: usize,
+    total: usize,
+    days: u32,
+    /// This user at this node may close follow-ups (county staff).
+    can_close: bool,
+    flash: String,
+}
+
+fn render_follow_ups(
+    state: &AppState,
+    auth: &Auth,
+    flash: String,
+    typed: Option<&CloseFollowUpForm>,
+) -> Result<FollowUpsTpl, PageError> {
+    use yiciban_core::deadline::Warning;
+    let items = views::follow_ups(&state.node)?;
+    let count = |w: Warning| items.iter().filter(|i| i.follow_up.warning == w).count();
+    let (red, yellow, total) = (count(Warning::Red), count(Warning::Yellow), items.len());
+    let rows = items
+        .into_iter()
+        .take(QUEUE_ROWS)
+        .map(|i| {
+            let f = i.follow_up;
+            FollowUpRow {
+                text: typed
+                    .filter(|t| t.rating == f.rating_event_id)
+                    .map(|t| t.text.clone())
+                    .unwrap_or_default(),
+                case_id: i.case_id,
+                receipt_no: i.receipt_no,
+                item_name: i.item_name,
+                applicant_name: i.applicant_name,
+                village: i.village,
+                level: format!("{}（{}）", f.level_zh, f.level),
+                comment: f.comment,
+                source_zh: rating::source_zh(&f.source),
+                rated_on: f.rated_on.to_string(),
+                due: f.due.map_or_else(
+                    || format!("无法计算：{}", f.error.unwrap_or_default()),
+                    |d| d.to_string(),
+                ),
+                warning: f.warning.as_str(),
+                warning_zh: f.warning.zh(),
+                rating_id: f.rating_event_id,
+            }
+        })
+        .collect();
+    Ok(FollowUpsTpl {
+        chrome: Chrome::new(state, Some(auth), "差评回访整改"),
+        rows,
+        red,
+        yellow,
+        total,
+        days: rating::FOLLOW_UP_DAYS,
+        can_close: state.node.tier() == Tier::County
+            && authz::allowed(auth.0.role, Action::CloseFollowUp),
+        flash,
+    })
+}
+
+/// `GET /followups` (回访整改): the open follow-ups of bad ratings, red first, then the
+/// earliest due; at the county, each with its close form.
+pub async fn follow_ups(State(state): State<AppState>, auth: Auth) -> PageResult {
+    auth.require(Action::ViewFollowUps)?;
+    page(&render_follow_ups(&state, &auth, String::new(), None)?)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CloseFollowUpForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    case_id: String,
+    #[serde(default)]
+    rating: String,
+    #[serde(default)]
+    text: String,
+}
+
+/// `POST /followups/close`: closes a follow-up with a comment naming the rating. A refusal
+/// shows the list again with the message and what was typed.
+pub async fn close_follow_up(
+    State(state): State<AppState>,
+    auth: Auth,
+    Form(f): Form<CloseFollowUpForm>,
+) -> PageResult {
+    auth.check_csrf(f.csrf.as_deref())?;
+    auth.require(Action::CloseFollowUp)?;
+    let payload = serde_json::json!({ "text": f.text, "follow_up": f.rating });
+    match state
+        .node
+        .record_event(&f.case_id, EventKind::Comment, payload, &auth.actor())
+        .await
+    {
+        Ok(_) => Ok(Redirect::to("/followups").into_response()),
+        Err(
+            e @ (NodeError::Conflict(_)
+            | NodeError::BadRequest(_)
+            | NodeError::Forbidden(_)
+            | NodeError::NotFound(_)),
+        ) => {
+            let err = AppError::from(e);
+            let (status, _) = err.status_and_code();
+            let tpl = render_follow_ups(&state, &auth, err.message().zh, Some(&f))?;
+            Ok((status, Html(tpl.render()?)).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -11,6 +11,8 @@ use yiciban_core::users::Role;
 
 use crate::{AppState, router};
 
+mod bundle;
+
 async fn state(dir: &tempfile::TempDir) -> AppState {
     node_state(dir, "village", "").await
 }
@@ -1251,4 +1253,334 @@ async fn the_queue_and_supervision_sort_and_colour_by_deadline() {
         page.contains("id=\"case-time\" class=\"warn-red\""),
         "{page}"
     );
+}
+
+/// The kiosk's token: `GET /rate` sets it as a cookie and as the form's hidden field.
+async fn kiosk_token(state: &AppState) -> String {
+    let resp = router(state.clone())
+        .oneshot(Request::get("/rate").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cookie = resp.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    let token = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .strip_prefix("yiciban_rate=")
+        .unwrap()
+        .to_string();
+    let html = body_text(resp).await;
+    assert!(html.contains(&format!("value=\"{token}\"")), "{html}");
+    token
+}
+
+/// Posts the public rating form, with no login: `token` goes in the cookie and the field.
+async fn kiosk_rate(
+    state: &AppState,
+    token: &str,
+    fields: &[(&str, &str)],
+) -> (StatusCode, String) {
+    let mut pairs = vec![("token", token)];
+    pairs.extend_from_slice(fields);
+    let body = pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let resp = router(state.clone())
+        .oneshot(
+            Request::post("/rate")
+                .header(header::COOKIE, format!("yiciban_rate={token}"))
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, body_text(resp).await)
+}
+
+async fn event_count(session: &Session, id: &str) -> u64 {
+    let (_, detail) = session
+        .get_json(&format!("/api/v1/applications/{id}"))
+        .await;
+    detail["state"]["event_count"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn the_kiosk_rates_with_receipt_and_phone_tail_once_the_result_is_handed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let village = node_state(&dir, "village", "").await;
+    let clerk = Session::new(&village, "clerk").await;
+    // An immediate item: ready to issue at acceptance.
+    let (id, filed) = clerk.file("YB001").await;
+    let receipt = filed["receipt_no"].as_str().unwrap().to_string();
+    let token = kiosk_token(&village).await;
+    let rate = |tail: &'static str| {
+        [
+            ("receipt_no", receipt.clone()),
+            ("phone_tail", tail.to_string()),
+            ("level", "2".to_string()),
+            ("comment", "窗口等候时间长".to_string()),
+        ]
+    };
+    let fields = |f: &[(&'static str, String); 4]| -> Vec<(&'static str, String)> { f.to_vec() };
+    let send = |f: Vec<(&'static str, String)>| {
+        let village = village.clone();
+        let token = token.clone();
+        async move {
+            let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            kiosk_rate(&village, &token, &pairs).await
+        }
+    };
+
+    // Wrong phone digits: a clear message, what was typed kept (not the digits), nothing
+    // written.
+    let before = event_count(&clerk, &id).await;
+    let (status, html) = send(fields(&rate("1234"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{html}");
+    assert!(html.contains("受理编号或手机号后四位不正确"), "{html}");
+    assert!(
+        html.contains(&format!("value=\"{receipt}\"")),
+        "receipt kept"
+    );
+    assert!(html.contains("窗口等候时间长"), "comment kept");
+    assert!(html.contains("<option value=\"2\" selected>"), "level kept");
+    assert!(!html.contains("1234"), "the phone digits are not echoed");
+    assert_eq!(event_count(&clerk, &id).await, before);
+
+    // Right digits, but the result is not handed out yet: refused, nothing written.
+    let (status, html) = send(fields(&rate("8000"))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{html}");
+    assert!(html.contains("尚未办结出件"), "{html}");
+    assert_eq!(event_count(&clerk, &id).await, before);
+
+    // Without the double-submit token (another site's form): refused.
+    let forged = router(village.clone())
+        .oneshot(
+            Request::post("/rate")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(format!(
+                    "token={token}&receipt_no={receipt}&phone_tail=8000&level=5"
+                )))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+
+    // Issued: the citizen's rating is recorded as the kiosk's.
+    let (status, _) = clerk
+        .event(&id, serde_json::json!({"kind": "issued"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let before = event_count(&clerk, &id).await;
+    let (status, html) = send(fields(&rate("8000"))).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("感谢您的评价") && html.contains("回访"),
+        "{html}"
+    );
+    let (_, detail) = clerk.get_json(&format!("/api/v1/applications/{id}")).await;
+    assert_eq!(detail["state"]["event_count"].as_u64().unwrap(), before + 1);
+    let rated = detail["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(rated["kind"], "rated");
+    assert_eq!(rated["user"], "kiosk");
+    assert_eq!(
+        rated["payload"],
+        serde_json::json!({"level": 2, "comment": "窗口等候时间长", "source": "kiosk"})
+    );
+
+    // Guessing the digits locks the receipt number, even for the right digits after.
+    for tail in ["0001", "0002", "0003", "0004", "0005"] {
+        let (status, _) = send(fields(&rate(tail))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    let (status, html) = send(fields(&rate("8000"))).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{html}");
+    assert!(html.contains("分钟后再试"));
+}
+
+#[tokio::test]
+async fn a_clerk_enters_a_paper_rating_once_the_result_is_handed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let village = node_state(&dir, "village", "").await;
+    let clerk = Session::new(&village, "clerk").await;
+    let (id, _) = clerk.file("YB001").await;
+    let (_, page) = clerk.get(&format!("/cases/{id}")).await;
+    assert!(!page.contains("id=\"action-rated\""), "not handed out yet");
+    let (status, body) = clerk
+        .event(&id, serde_json::json!({"kind": "rated", "level": 4}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+    clerk
+        .event(&id, serde_json::json!({"kind": "issued"}))
+        .await;
+    let (_, page) = clerk.get(&format!("/cases/{id}")).await;
+    assert!(page.contains("id=\"action-rated\"") && page.contains("录入纸质评价"));
+    assert!(page.contains("<option value=\"1\">非常不满意（1）</option>"));
+    let (status, _) = clerk
+        .post_form(
+            &format!("/cases/{id}/events"),
+            &[("kind", "rated"), ("level", "4"), ("comment", "办事快")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, page) = clerk.get(&format!("/cases/{id}")).await;
+    assert!(page.contains("满意（4）；办事快；纸质评价"), "{page}");
+
+    // Through the API too; a level out of range or a kiosk source is refused.
+    for bad in [
+        serde_json::json!({"kind": "rated", "level": 9}),
+        serde_json::json!({"kind": "rated"}),
+        serde_json::json!({"kind": "rated", "level": 3, "source": "kiosk"}),
+        serde_json::json!({"kind": "rated", "level": 3, "comment": "长".repeat(201)}),
+    ] {
+        let (status, body) = clerk.event(&id, bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    }
+    let (status, body) = clerk
+        .event(
+            &id,
+            serde_json::json!({"kind": "rated", "level": "1", "comment": "态度差"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, detail) = clerk.get_json(&format!("/api/v1/applications/{id}")).await;
+    let last = detail["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        last["payload"],
+        serde_json::json!({"level": 1, "comment": "态度差", "source": "paper"})
+    );
+    // A reviewer does not enter ratings.
+    let (status, _) = Session::new(&village, "reviewer")
+        .await
+        .event(&id, serde_json::json!({"kind": "rated", "level": 5}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_bad_rating_opens_a_follow_up_at_the_county_until_a_county_comment_closes_it() {
+    let (vdir, cdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Weekends only, so the due date is counted whatever day the test runs on.
+    let years: Vec<String> = (2024..=2040).map(|y| y.to_string()).collect();
+    std::fs::write(
+        cdir.path().join("weekends.toml"),
+        format!("schema = 1\nyears = [{}]\n", years.join(", ")),
+    )
+    .unwrap();
+    let village = node_state(&vdir, "village", "").await;
+    let county = node_state(&cdir, "county", "[calendar]\npath = \"weekends.toml\"").await;
+    let clerk = Session::new(&village, "clerk").await;
+    let approver = Session::new(&county, "approver").await;
+
+    let (id, _) = clerk.file("YB001").await;
+    clerk
+        .event(&id, serde_json::json!({"kind": "issued"}))
+        .await;
+    let (status, body) = clerk
+        .event(
+            &id,
+            serde_json::json!({"kind": "rated", "level": 5, "comment": "很好"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = clerk
+        .event(
+            &id,
+            serde_json::json!({"kind": "rated", "level": 1, "comment": "多跑了一趟"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, detail) = clerk.get_json(&format!("/api/v1/applications/{id}")).await;
+    let rating_id = detail["events"].as_array().unwrap().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The village cannot close it: follow-ups are the county's.
+    let (status, body) = clerk
+        .event(
+            &id,
+            serde_json::json!({"kind": "comment", "text": "已回访", "follow_up": rating_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+    ship(&village, &county, &id).await;
+    let (status, list) = approver.get_json("/api/v1/followups").await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["count"], 1, "the good rating opens nothing: {list}");
+    let item = &list["items"][0];
+    assert_eq!(item["case_id"], id.as_str());
+    assert_eq!(item["rating_event_id"], rating_id.as_str());
+    assert_eq!(item["level"], 1);
+    assert_eq!(item["comment"], "多跑了一趟");
+    assert_eq!(item["closed"], false);
+    let today = county.node.today();
+    let due = chrono::NaiveDate::parse_from_str(item["due"].as_str().unwrap(), "%Y-%m-%d").unwrap();
+    // Five working days on a weekends-only calendar: 7 calendar days at least, 9 at most.
+    let days = (due - today).num_days();
+    assert!(
+        (7..=9).contains(&days),
+        "{due} is {days} days after {today}"
+    );
+    assert_eq!(item["warning"], "none");
+
+    let (status, page) = approver.get("/followups").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains(&format!("id=\"close-{rating_id}\"")),
+        "{page}"
+    );
+    assert!(page.contains("非常不满意（1）") && page.contains("多跑了一趟"));
+    // A comment naming no follow-up of this case is refused, what was typed kept.
+    let (status, page) = approver
+        .post_form(
+            "/followups/close",
+            &[("case_id", &id), ("rating", "nope"), ("text", "已回访")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    assert!(page.contains("没有该差评的回访整改"));
+    let (status, page) = approver
+        .post_form(
+            "/followups/close",
+            &[
+                ("case_id", &id),
+                ("rating", &rating_id),
+                ("text", "已电话回访，窗口增设材料清单"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    let (_, list) = approver.get_json("/api/v1/followups").await;
+    assert_eq!(list["count"], 0, "{list}");
+    let (_, page) = approver.get("/followups").await;
+    assert!(page.contains("id=\"followups-empty\""));
+    let (status, body) = approver
+        .event(
+            &id,
+            serde_json::json!({"kind": "comment", "text": "again", "follow_up": rating_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (_, page) = approver.get(&format!("/cases/{id}")).await;
+    assert!(page.contains("差评回访整改办结；已电话回访"), "{page}");
+
+    // Still open at the village until the closing comment arrives; no close form there.
+    let (_, list) = clerk.get_json("/api/v1/followups").await;
+    assert_eq!(list["count"], 1);
+    let (_, page) = clerk.get("/followups").await;
+    assert!(!page.contains("id=\"close-"));
+    ship(&county, &village, &id).await;
+    let (_, list) = clerk.get_json("/api/v1/followups").await;
+    assert_eq!(list["count"], 0);
 }

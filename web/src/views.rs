@@ -92,7 +92,7 @@ impl TimedCase {
 }
 
 /// The kinds a user can ask for by name (API and forms); the others are recorded by the node.
-pub const RECORDABLE: [&str; 9] = [
+pub const RECORDABLE: [&str; 10] = [
     "review_passed",
     "approved",
     "rejected",
@@ -101,6 +101,7 @@ pub const RECORDABLE: [&str; 9] = [
     "issued",
     "picked_up",
     "withdrawn",
+    "rated",
     "comment",
 ];
 
@@ -214,6 +215,69 @@ pub fn supervision(node: &Node) -> Result<Vec<TimedCase>, StoreError> {
                 b.urgency(),
                 &b.summary.id,
             ))
+    });
+    Ok(out)
+}
+
+/// Statuses whose cases can carry a rating, hence a follow-up.
+const RATEABLE: [Status; 3] = [Status::Issued, Status::Completed, Status::Rejected];
+
+/// One open follow-up of a bad rating (回访整改) with the case it belongs to.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FollowUpCase {
+    pub case_id: String,
+    pub receipt_no: String,
+    pub item_name: String,
+    pub applicant_name: String,
+    pub village: String,
+    pub status: Status,
+    #[serde(flatten)]
+    pub follow_up: yiciban_core::rating::FollowUp,
+}
+
+/// Every open follow-up this node holds, red first, then the earliest due. Scans the rateable
+/// cases through the projections (newest first, at most [`QUEUE_SCAN`] per status) and loads
+/// each document to derive its follow-ups: fine at county scale (a document is a few KB),
+/// but it grows with the closed cases held; a projection of open follow-ups would make it
+/// flat.
+pub fn follow_ups(node: &Node) -> Result<Vec<FollowUpCase>, StoreError> {
+    let mut out = Vec::new();
+    for status in RATEABLE {
+        let query = CaseQuery {
+            q: None,
+            status: Some(status),
+            limit: QUEUE_SCAN,
+        };
+        for summary in node.store.list_cases(&query)? {
+            let Some(case) = node.store.case(&summary.id)? else {
+                continue;
+            };
+            for f in node.follow_ups(&case) {
+                if f.closed {
+                    continue;
+                }
+                out.push(FollowUpCase {
+                    case_id: summary.id.clone(),
+                    receipt_no: summary.receipt_no.clone(),
+                    item_name: summary.item_name.clone(),
+                    applicant_name: summary.applicant_name.clone(),
+                    village: summary.village.clone(),
+                    status: summary.status,
+                    follow_up: f,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| {
+        let key = |f: &FollowUpCase| {
+            (
+                std::cmp::Reverse(f.follow_up.warning),
+                f.follow_up.due.is_none(),
+                f.follow_up.due,
+                f.follow_up.rating_event_id.clone(),
+            )
+        };
+        key(a).cmp(&key(b))
     });
     Ok(out)
 }

@@ -133,6 +133,11 @@ impl Calendar {
         })
     }
 
+    /// The years this calendar covers.
+    pub fn years(&self) -> Vec<i32> {
+        self.years.iter().copied().collect()
+    }
+
     /// Whether `date` is a working day.
     pub fn is_working_day(&self, date: NaiveDate) -> Result<bool, CalendarError> {
         if !self.years.contains(&date.year()) {

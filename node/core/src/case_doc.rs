@@ -3,7 +3,7 @@
 //! ```text
 //! ROOT { schema: 1, kind: "case", id, receipt_no, item_code, item_name, node,
 //!        route: JSON text [step], division: JSON text {village, town, county},
-//!        application: JSON text {applicant, proxy, form, materials},
+//!        application: JSON text {applicant, proxy, form, materials, bundle?},
 //!        events: [JSON text {id, at, node, tier, user, role, kind, payload}] }
 //! ```
 //!
@@ -55,7 +55,20 @@ pub struct Case {
     pub proxy: Option<Person>,
     pub form: std::collections::BTreeMap<String, String>,
     pub materials: Vec<MaterialRecord>,
+    /// The 一件事 bundle this case was filed in, if any.
+    #[serde(default)]
+    pub bundle: Option<BundleRef>,
     pub events: Vec<Event>,
+}
+
+/// The 一件事 bundle a sub-case was filed in: the same in the filing of every sub-case, so
+/// any one of them finds the others. The bundle's id is its first sub-case's id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleRef {
+    pub id: String,
+    pub code: String,
+    pub name: String,
+    pub case_ids: Vec<String>,
 }
 
 /// The part of a case fixed at acceptance, stored as one JSON text.
@@ -65,6 +78,9 @@ struct Filing {
     proxy: Option<Person>,
     form: std::collections::BTreeMap<String, String>,
     materials: Vec<MaterialRecord>,
+    /// Absent in a case filed alone (and in documents written before bundles existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bundle: Option<BundleRef>,
 }
 
 impl Case {
@@ -127,6 +143,7 @@ pub fn build(case: &Case, actor: ActorId) -> Result<AutoCommit, DocError> {
         proxy: case.proxy.clone(),
         form: case.form.clone(),
         materials: case.materials.clone(),
+        bundle: case.bundle.clone(),
     };
     doc.put(ROOT, "application", to_json("application", &filing)?)?;
     doc.put_object(ROOT, "events", ObjType::List)?;
@@ -176,6 +193,7 @@ pub fn read(doc: &AutoCommit) -> Result<Case, DocError> {
         proxy: filing.proxy,
         form: filing.form,
         materials: filing.materials,
+        bundle: filing.bundle,
         events,
     })
 }
@@ -268,6 +286,7 @@ pub mod test_support {
                 status: MaterialStatus::Photo,
                 blob: Some("ab".repeat(32)),
             }],
+            bundle: None,
             events: vec![Event {
                 id: "e1".into(),
                 at: Hlc {
@@ -297,6 +316,26 @@ mod tests {
         let mut doc = build(&case, node_actor("village-1")).unwrap();
         let bytes = doc.save();
         let loaded = AutoCommit::load(&bytes).unwrap();
+        assert_eq!(read(&loaded).unwrap(), case);
+    }
+
+    #[test]
+    fn a_sub_case_keeps_its_bundle_and_a_lone_case_writes_none() {
+        let mut case = sample_case();
+        let lone = build(&case, node_actor("v")).unwrap();
+        assert!(
+            !text(&lone, &ROOT, "application")
+                .unwrap()
+                .contains("bundle")
+        );
+        case.bundle = Some(BundleRef {
+            id: "c1".into(),
+            code: "YJS-LNR".into(),
+            name: "老年人一件事".into(),
+            case_ids: vec!["c1".into(), "c2".into()],
+        });
+        let mut doc = build(&case, node_actor("v")).unwrap();
+        let loaded = AutoCommit::load(&doc.save()).unwrap();
         assert_eq!(read(&loaded).unwrap(), case);
     }
 

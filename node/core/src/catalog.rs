@@ -190,17 +190,35 @@ impl ServiceItem {
     }
 }
 
+/// 一件事: items filed together with one form and one set of materials, one sub-case per
+/// item, handed out once when all are done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bundle {
+    pub code: String,
+    pub name: String,
+    pub name_en: String,
+    /// The codes of its items, at least two, each once.
+    pub items: Vec<String>,
+    /// What the applicant should know about the bundle as a whole (shown with the form).
+    #[serde(default)]
+    pub guide: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CatalogFile {
     schema: u32,
     items: Vec<ServiceItem>,
+    #[serde(default)]
+    bundles: Vec<Bundle>,
 }
 
 /// The loaded, checked catalogue.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     items: Vec<ServiceItem>,
+    bundles: Vec<Bundle>,
 }
 
 /// Why a catalogue was refused: the file, the place in it and the reason.
@@ -263,13 +281,38 @@ impl Catalog {
             }
             check_item(item).map_err(|(sub, reason)| err(format!("{place}{sub}"), reason))?;
         }
+        let mut bundle_codes = HashSet::new();
+        for (i, bundle) in parsed.bundles.iter().enumerate() {
+            let place = format!("bundles[{i}] ({})", bundle.code);
+            if codes.contains(bundle.code.as_str()) || !bundle_codes.insert(bundle.code.as_str()) {
+                return Err(err(
+                    place,
+                    format!("code {} is already an item's or a bundle's", bundle.code),
+                ));
+            }
+            check_bundle(bundle, &parsed.items).map_err(|reason| err(place, reason))?;
+        }
         Ok(Self {
             items: parsed.items,
+            bundles: parsed.bundles,
         })
     }
 
     pub fn items(&self) -> &[ServiceItem] {
         &self.items
+    }
+
+    pub fn bundles(&self) -> &[Bundle] {
+        &self.bundles
+    }
+
+    pub fn bundle(&self, code: &str) -> Option<&Bundle> {
+        self.bundles.iter().find(|b| b.code == code)
+    }
+
+    /// The items of `bundle`, in its order (all exist: the loader checked).
+    pub fn bundle_items(&self, bundle: &Bundle) -> Vec<&ServiceItem> {
+        bundle.items.iter().filter_map(|c| self.get(c)).collect()
     }
 
     pub fn get(&self, code: &str) -> Option<&ServiceItem> {
@@ -386,6 +429,53 @@ fn check_route(item: &ServiceItem) -> Result<(), String> {
     }
 }
 
+/// A bundle names at least two existing items, each once, all accepted at the village; a field
+/// key its items share has the same type and options in each, so one form input serves all.
+fn check_bundle(bundle: &Bundle, items: &[ServiceItem]) -> Result<(), String> {
+    if bundle.code.is_empty()
+        || !bundle
+            .code
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err("code must be ASCII letters, digits or '-'".into());
+    }
+    if bundle.name.trim().is_empty() {
+        return Err("name is empty".into());
+    }
+    if bundle.items.len() < 2 {
+        return Err("a bundle needs at least two items".into());
+    }
+    let mut seen = HashSet::new();
+    let mut fields: Vec<&Field> = Vec::new();
+    for code in &bundle.items {
+        if !seen.insert(code.as_str()) {
+            return Err(format!("item {code} appears twice"));
+        }
+        let Some(item) = items.iter().find(|i| &i.code == code) else {
+            return Err(format!("item {code} is not in the catalogue"));
+        };
+        if item.route.first().map(|s| s.step.as_str()) != Some("village:accept") {
+            return Err(format!(
+                "item {code}'s route does not start at village:accept"
+            ));
+        }
+        for f in &item.fields {
+            match fields.iter().find(|g| g.key == f.key) {
+                Some(g) if g.field_type != f.field_type || g.options != f.options => {
+                    return Err(format!(
+                        "field {} of item {code} differs in type or options from the same field of an earlier item",
+                        f.key
+                    ));
+                }
+                Some(_) => {}
+                None => fields.push(f),
+            }
+        }
+    }
+    Ok(())
+}
+
 fn is_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 40
@@ -423,6 +513,58 @@ mod tests {
         assert!(e.place.starts_with("items[0]"), "{e}");
         assert!(e.place.ends_with(".route"), "{e}");
         assert!(e.reason.contains("unknown step"), "{e}");
+    }
+
+    #[test]
+    fn demo_bundles_load_with_their_items() {
+        let cat = Catalog::parse(DEMO, Path::new("config/catalog.toml")).unwrap();
+        let bundle = cat.bundle("YJS-LNR").unwrap();
+        let codes: Vec<&str> = cat
+            .bundle_items(bundle)
+            .iter()
+            .map(|i| i.code.as_str())
+            .collect();
+        assert_eq!(codes, ["LL001", "MZ003"]);
+        assert!(cat.bundles().len() >= 2);
+    }
+
+    /// The demo catalogue with its first bundle's items replaced by `items`.
+    fn with_bundle_items(items: &str) -> Result<Catalog, CatalogError> {
+        let bad = DEMO.replacen(
+            "items = [\"LL001\", \"MZ003\"]",
+            &format!("items = {items}"),
+            1,
+        );
+        assert_ne!(bad, DEMO);
+        Catalog::parse(&bad, Path::new("cat.toml"))
+    }
+
+    #[test]
+    fn a_bundle_with_an_unknown_item_one_item_or_a_repeat_is_refused() {
+        let e = with_bundle_items(r#"["LL001", "XX999"]"#).unwrap_err();
+        assert_eq!(e.place, "bundles[0] (YJS-LNR)", "{e}");
+        assert!(e.reason.contains("XX999 is not in the catalogue"), "{e}");
+        let e = with_bundle_items(r#"["LL001"]"#).unwrap_err();
+        assert!(e.reason.contains("at least two items"), "{e}");
+        let e = with_bundle_items(r#"["LL001", "LL001"]"#).unwrap_err();
+        assert!(e.reason.contains("appears twice"), "{e}");
+        // Items sharing fields of the same type (`address`, text in all three) bundle fine.
+        let ok = with_bundle_items(r#"["LL001", "WJ001", "YB001"]"#);
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn a_bundle_field_with_two_types_is_refused() {
+        // LL001's `hukou_type` is a select; give MZ003's text field `bank_account` that key.
+        let bad = DEMO.replacen(
+            "key = \"bank_account\"\nlabel = \"社会保障卡金融账号\"",
+            "key = \"hukou_type\"\nlabel = \"社会保障卡金融账号\"",
+            1,
+        );
+        assert_ne!(bad, DEMO);
+        let e = Catalog::parse(&bad, Path::new("cat.toml")).unwrap_err();
+        assert_eq!(e.place, "bundles[0] (YJS-LNR)", "{e}");
+        assert!(e.reason.contains("field hukou_type of item MZ003"), "{e}");
     }
 
     proptest::proptest! {

@@ -222,6 +222,17 @@ fn mark(calendar: &Calendar, today: NaiveDate, due: NaiveDate) -> Result<Warning
     Ok(Warning::None)
 }
 
+/// The supervision mark of any due date on `today` (the rule of legal time: yellow with at most
+/// one working day left, red once passed), for deadlines outside a case's legal time such as
+/// the follow-up of a bad rating ([`crate::rating`]).
+pub fn due_warning(
+    calendar: &Calendar,
+    today: NaiveDate,
+    due: NaiveDate,
+) -> Result<Warning, CalendarError> {
+    mark(calendar, today, due)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 //!
 //! - [`catalog`]: the service items (事项) and their guides, routes, materials and fields;
 //! - [`application`]: validation of a submission (GB 11643 ID numbers, phones, fields, materials);
+//! - [`bundle`]: 一件事 bundles filed as one form and handed out once, 即办件 settled at the counter;
 //! - [`case_doc`]: the Automerge schema of a case; [`event`] and [`fold`]: the event log and the
 //!   deterministic fold that gives a case its state;
 //! - [`store`]: redb with one writer task, group commit and projections in the same transaction;
@@ -20,10 +21,12 @@
 
 pub mod application;
 pub mod audit;
+pub mod bundle;
 pub mod calendar;
 pub mod case_doc;
 pub mod catalog;
 pub mod config;
+pub mod county_doc;
 pub mod deadline;
 pub mod enrol;
 pub mod event;
@@ -33,6 +36,7 @@ pub mod idcard;
 pub mod message;
 pub mod node;
 pub mod notice;
+pub mod rating;
 pub mod scope;
 pub mod seal;
 pub mod store;

@@ -8,6 +8,7 @@ use chrono::{DateTime, FixedOffset, NaiveDate, Offset, Utc};
 use thiserror::Error;
 
 use crate::application::{self, ApplicationInput, FieldErrors};
+use crate::calendar::Calendar;
 use crate::case_doc::{self, Case};
 use crate::catalog::{Catalog, Tier};
 use crate::config::Config;
@@ -24,6 +25,10 @@ use crate::users::{self, LoginGuard, Role, User};
 /// Failed logins before an account is locked, and for how long.
 const MAX_LOGIN_FAILURES: u32 = 5;
 const LOCKOUT: Duration = Duration::from_secs(15 * 60);
+/// Wrong phone tails for one receipt number on the kiosk before it is locked, and for how
+/// long: 4 digits must not be guessable by trying.
+const MAX_KIOSK_FAILURES: u32 = 5;
+const KIOSK_LOCKOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Who is acting: the logged-in user.
 #[derive(Debug, Clone)]
@@ -45,6 +50,9 @@ pub enum NodeError {
     Conflict(Msg),
     #[error("{0}")]
     BadRequest(Msg),
+    /// Too many failed tries (the kiosk's receipt and phone check).
+    #[error("{0}")]
+    Locked(Msg),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -81,6 +89,17 @@ pub struct Filed {
 }
 
 /// The running node.
+/// How often [`Node::calendar`] looks for a newly published calendar.
+const CALENDAR_RECHECK: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Default)]
+struct CalendarCache {
+    checked: Option<Instant>,
+    /// The published calendar's feed position when last read.
+    pos: Option<u64>,
+    current: Option<(Arc<Calendar>, &'static str)>,
+}
+
 #[derive(Debug)]
 pub struct Node {
     pub config: Config,
@@ -88,6 +107,8 @@ pub struct Node {
     pub store: Store,
     clock: HlcClock,
     logins: LoginGuard,
+    /// Failed receipt and phone-tail checks on the kiosk, per receipt number.
+    kiosk: LoginGuard,
     started: Instant,
     /// Every sync link, for pages and health.
     pub links: Arc<crate::sync_engine::Links>,
@@ -96,8 +117,8 @@ pub struct Node {
     /// The node key and certificate that seal decisions, read on first use; stays empty
     /// (and is looked for again next time) while the node is not enrolled.
     signer: std::sync::Mutex<Option<Arc<crate::seal::Signer>>>,
-    /// The working-day calendar legal time counts on (`None`: unreadable, deadlines not shown).
-    calendar: Option<crate::calendar::Calendar>,
+    /// The working-day calendar legal time counts on, re-read when the county publishes.
+    calendar: std::sync::Mutex<CalendarCache>,
 }
 
 impl Node {
@@ -116,20 +137,14 @@ impl Node {
         } else {
             None
         };
-        let calendar = match config.calendar_path() {
-            Some(path) => crate::calendar::Calendar::load(&path),
-            None => crate::calendar::Calendar::parse(crate::DEMO_CALENDAR),
-        };
-        let calendar = calendar
-            .map_err(|e| tracing::error!(error = %e, "no working-day calendar: deadlines are off"))
-            .ok();
         Ok(Arc::new(Self {
-            calendar,
+            calendar: std::sync::Mutex::default(),
             config,
             catalog,
             store,
             clock,
             logins: LoginGuard::new(MAX_LOGIN_FAILURES, LOCKOUT),
+            kiosk: LoginGuard::new(MAX_KIOSK_FAILURES, KIOSK_LOCKOUT),
             started: Instant::now(),
             links: Arc::default(),
             county_ca,
@@ -331,9 +346,105 @@ impl Node {
         self.local_now().date_naive()
     }
 
+    /// The working-day calendar in force: the one the county published (`county:calendar`,
+    /// replicated), else this node's `[calendar] path`, else the built-in demo calendar.
+    /// Checked against the store at most every [`CALENDAR_RECHECK`].
+    pub fn calendar(&self) -> Option<Arc<Calendar>> {
+        self.calendar_info().map(|(c, _)| c)
+    }
+
+    /// [`Node::calendar`] and where it came from: `county`, `config` or `built-in`.
+    pub fn calendar_info(&self) -> Option<(Arc<Calendar>, &'static str)> {
+        let mut cache = self.calendar.lock().unwrap_or_else(|p| p.into_inner());
+        if cache
+            .checked
+            .is_some_and(|at| at.elapsed() < CALENDAR_RECHECK)
+        {
+            return cache.current.clone();
+        }
+        let pos = self
+            .store
+            .feed_pos(crate::county_doc::CALENDAR_DOC)
+            .ok()
+            .flatten();
+        if pos != cache.pos || cache.current.is_none() {
+            cache.current = self.published_calendar().or_else(|| self.local_calendar());
+            cache.pos = pos;
+        }
+        cache.checked = Some(Instant::now());
+        cache.current.clone()
+    }
+
+    fn published_calendar(&self) -> Option<(Arc<Calendar>, &'static str)> {
+        let bytes = self
+            .store
+            .county_doc_bytes(crate::county_doc::CALENDAR_DOC)
+            .ok()??;
+        let read = automerge::AutoCommit::load(&bytes)
+            .map_err(crate::case_doc::DocError::from)
+            .and_then(|doc| crate::county_doc::read_calendar(&doc));
+        match read {
+            Ok((_, calendar)) => Some((Arc::new(calendar), "county")),
+            Err(e) => {
+                tracing::error!(error = %e, "the published calendar is unreadable; using the local one");
+                None
+            }
+        }
+    }
+
+    /// This node's own calendar text and where it came from.
+    fn local_calendar_text(&self) -> Result<(String, &'static str), String> {
+        match self.config.calendar_path() {
+            Some(path) => std::fs::read_to_string(&path)
+                .map(|t| (t, "config"))
+                .map_err(|e| format!("{}: {e}", path.display())),
+            None => Ok((crate::DEMO_CALENDAR.to_string(), "built-in")),
+        }
+    }
+
+    fn local_calendar(&self) -> Option<(Arc<Calendar>, &'static str)> {
+        let parsed = self.local_calendar_text().and_then(|(text, source)| {
+            Calendar::parse(&text)
+                .map(|c| (Arc::new(c), source))
+                .map_err(|e| e.to_string())
+        });
+        parsed
+            .map_err(|e| tracing::error!(error = %e, "no working-day calendar: deadlines are off"))
+            .ok()
+    }
+
+    /// At the county: publishes its calendar (`[calendar] path`, else the built-in one) as
+    /// `county:calendar`, which replicates to every node. Writes nothing when unchanged.
+    pub async fn publish_calendar(&self) -> Result<bool, NodeError> {
+        if self.tier() != Tier::County {
+            return Ok(false);
+        }
+        let (text, _) = self
+            .local_calendar_text()
+            .map_err(|e| NodeError::BadRequest(Msg::new(format!("工作日历无法读取：{e}"), e)))?;
+        let existing = self
+            .store
+            .county_doc_bytes(crate::county_doc::CALENDAR_DOC)?;
+        let changes = crate::county_doc::publish_calendar(
+            existing.as_deref(),
+            &text,
+            case_doc::node_actor(&self.config.node.id),
+        )
+        .map_err(StoreError::from)?;
+        let Some(changes) = changes else {
+            return Ok(false);
+        };
+        self.store
+            .apply_county_changes("", true, crate::county_doc::CALENDAR_DOC, changes)
+            .await?;
+        *self.calendar.lock().unwrap_or_else(|p| p.into_inner()) = CalendarCache::default();
+        tracing::info!("working-day calendar published to every node");
+        Ok(true)
+    }
+
     /// Legal time of a case of `item_code` today (due dates, warnings), from its marks.
     pub fn legal_time(&self, item_code: &str, marks: &crate::deadline::Marks) -> LegalTime {
-        let Some(calendar) = &self.calendar else {
+        let Some(calendar) = self.calendar() else {
             return LegalTime {
                 error: Some("no working-day calendar".into()),
                 ..LegalTime::default()
@@ -347,13 +458,13 @@ impl Node {
         crate::deadline::legal_time(
             marks,
             limits.as_ref(),
-            calendar,
+            &calendar,
             now.date_naive(),
             *now.offset(),
         )
     }
 
-    fn stamp(&self) -> crate::hlc::Hlc {
+    pub(crate) fn stamp(&self) -> crate::hlc::Hlc {
         let wall_ms = u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0);
         self.clock.now(wall_ms)
     }
@@ -441,6 +552,7 @@ impl Node {
             proxy: app.proxy,
             form: app.form,
             materials: app.materials,
+            bundle: None,
             events: vec![event],
         };
         let state = case.state();
@@ -479,6 +591,7 @@ impl Node {
             )));
         }
         let payload = event_payload(&kind, &payload)?;
+        self.check_rating_rules(case_id, &kind, &payload)?;
         let mut event = Event {
             id: uuid::Uuid::now_v7().to_string(),
             at: self.stamp(),
@@ -491,20 +604,141 @@ impl Node {
         };
         self.seal_decision(case_id, &mut event)?;
         let actor_id = case_doc::node_actor(&self.config.node.id);
-        match self.store.append_event(case_id, event, actor_id).await {
-            Ok(case) => {
-                let state = case.state();
-                Ok(Filed { case, state })
+        appended(self.store.append_event(case_id, event, actor_id).await)
+    }
+
+    /// What [`event_payload`] cannot see without the case and the node: a person's rating
+    /// comes from a paper form (kiosk ratings are the citizen's own, [`Node::rate_at_kiosk`]),
+    /// and a comment that closes a follow-up is recorded at the county and names an open
+    /// follow-up of the case.
+    fn check_rating_rules(
+        &self,
+        case_id: &str,
+        kind: &EventKind,
+        payload: &serde_json::Value,
+    ) -> Result<(), NodeError> {
+        match kind {
+            EventKind::Rated if payload.get("source").and_then(|v| v.as_str()) == Some("kiosk") => {
+                Err(NodeError::BadRequest(Msg::new(
+                    "工作人员只能录入纸质评价（source = paper），自助评价由群众在评价页提交",
+                    "staff enter paper ratings (source = paper); kiosk ratings come from the citizen on /rate",
+                )))
             }
-            Err(StoreError::NotFound(_)) => {
-                Err(NodeError::NotFound(Msg::new("案件不存在", "no such case")))
+            EventKind::Comment => {
+                let Some(rating) = payload.get("follow_up").and_then(|v| v.as_str()) else {
+                    return Ok(());
+                };
+                if self.tier() != Tier::County {
+                    return Err(NodeError::Forbidden(Msg::new(
+                        "差评回访整改由县级办结",
+                        "a follow-up of a bad rating is closed at the county",
+                    )));
+                }
+                let case = self
+                    .store
+                    .case(case_id)?
+                    .ok_or_else(|| NodeError::NotFound(Msg::new("案件不存在", "no such case")))?;
+                match self
+                    .follow_ups(&case)
+                    .into_iter()
+                    .find(|f| f.rating_event_id == rating)
+                {
+                    None => Err(NodeError::BadRequest(Msg::new(
+                        "此办件没有该差评的回访整改",
+                        "the case has no follow-up of that rating",
+                    ))),
+                    Some(f) if f.closed => Err(NodeError::Conflict(Msg::new(
+                        "该回访整改已办结",
+                        "that follow-up is already closed",
+                    ))),
+                    Some(_) => Ok(()),
+                }
             }
-            Err(StoreError::Refused(reason)) => Err(NodeError::Conflict(Msg::new(
-                format!("当前状态下不能办理此操作：{reason}"),
-                format!("not allowed in the case's current state: {reason}"),
-            ))),
-            Err(e) => Err(e.into()),
+            _ => Ok(()),
         }
+    }
+
+    /// The follow-ups of the case's bad ratings, counted on this node's calendar today.
+    pub fn follow_ups(&self, case: &Case) -> Vec<crate::rating::FollowUp> {
+        let now = self.local_now();
+        crate::rating::follow_ups(
+            case,
+            self.calendar().as_deref(),
+            *now.offset(),
+            now.date_naive(),
+        )
+    }
+
+    /// A citizen's rating from the public kiosk page (no login): the receipt number and the
+    /// last four digits of the applicant's phone identify the case; recorded as user `kiosk`
+    /// with `source = kiosk`. Wrong numbers write nothing and count against the receipt
+    /// number: after [`MAX_KIOSK_FAILURES`] it is locked for a while. A case whose result was
+    /// not handed out yet is refused.
+    pub async fn rate_at_kiosk(
+        &self,
+        receipt_no: &str,
+        phone_tail: &str,
+        level: u8,
+        comment: &str,
+    ) -> Result<Filed, NodeError> {
+        // What the citizen typed is checked first: a bad level costs no try.
+        let payload = event_payload(
+            &EventKind::Rated,
+            &serde_json::json!({ "level": level, "comment": comment, "source": "kiosk" }),
+        )?;
+        let key = receipt_no.trim().to_uppercase();
+        let now = Instant::now();
+        if let Some(left) = self.kiosk.locked(&key, now) {
+            let minutes = left.as_secs() / 60 + 1;
+            return Err(NodeError::Locked(Msg::new(
+                format!("核对失败次数过多，请{minutes}分钟后再试，或到窗口由工作人员协助"),
+                format!("too many failed checks; try again in {minutes} minutes"),
+            )));
+        }
+        let tail = phone_tail.trim();
+        let case = match self.store.case_id_by_receipt(&key)? {
+            Some(id) => self.store.case(&id)?,
+            None => None,
+        };
+        let matches = |c: &Case| {
+            tail.len() == 4
+                && tail.bytes().all(|b| b.is_ascii_digit())
+                && c.applicant.phone.ends_with(tail)
+        };
+        let Some(case) = case.filter(|c| matches(c)) else {
+            self.kiosk.failed(&key, now);
+            // The same answer for an unknown receipt and a wrong phone: nothing to probe.
+            return Err(NodeError::NotFound(Msg::new(
+                "受理编号或手机号后四位不正确，请核对受理回执",
+                "the receipt number or the phone's last 4 digits do not match",
+            )));
+        };
+        self.kiosk.succeeded(&key);
+        let state = case.state();
+        if !crate::rating::rateable(state.status) {
+            return Err(NodeError::Conflict(Msg::new(
+                format!(
+                    "此办件尚未办结出件（当前：{}），办结后再评价",
+                    state.status.zh()
+                ),
+                format!(
+                    "the case is not handed out yet ({}); rate it afterwards",
+                    state.status.as_str()
+                ),
+            )));
+        }
+        let event = Event {
+            id: uuid::Uuid::now_v7().to_string(),
+            at: self.stamp(),
+            node: self.config.node.id.clone(),
+            tier: self.tier(),
+            user: "kiosk".into(),
+            role: "system".into(),
+            kind: EventKind::Rated,
+            payload,
+        };
+        let actor_id = case_doc::node_actor(&self.config.node.id);
+        appended(self.store.append_event(&case.id, event, actor_id).await)
     }
 
     /// A case with its personal data in full (unmasked ID numbers), for staff who handle
@@ -580,7 +814,7 @@ pub fn may_record(role: Role, kind: &EventKind) -> bool {
     match role {
         Role::Clerk => matches!(
             kind,
-            K::Withdrawn | K::SupplementProvided | K::Issued | K::PickedUp | K::Comment
+            K::Withdrawn | K::SupplementProvided | K::Issued | K::PickedUp | K::Rated | K::Comment
         ),
         Role::Reviewer => matches!(
             kind,
@@ -594,8 +828,28 @@ pub fn may_record(role: Role, kind: &EventKind) -> bool {
     }
 }
 
+/// A write on a case as the caller sees it: the case with its state, or why not.
+fn appended(result: Result<Case, StoreError>) -> Result<Filed, NodeError> {
+    match result {
+        Ok(case) => {
+            let state = case.state();
+            Ok(Filed { case, state })
+        }
+        Err(StoreError::NotFound(_)) => {
+            Err(NodeError::NotFound(Msg::new("案件不存在", "no such case")))
+        }
+        Err(StoreError::Refused(reason)) => Err(NodeError::Conflict(Msg::new(
+            format!("当前状态下不能办理此操作：{reason}"),
+            format!("not allowed in the case's current state: {reason}"),
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Longest free text an event carries.
 const MAX_TEXT_CHARS: usize = 1000;
+/// Longest event id a comment names as the follow-up it closes.
+const MAX_EVENT_ID_CHARS: usize = 64;
 /// Most materials one supplement request lists.
 const MAX_MISSING: usize = 50;
 
@@ -629,12 +883,61 @@ fn event_payload(
                     "a comment needs text",
                 )));
             }
+            let mut out = serde_json::json!({ "text": text });
             // `"resolve": true` marks the comment that resolves a conflict (see the fold).
             if payload.get("resolve").and_then(|v| v.as_bool()) == Some(true) {
-                Ok(serde_json::json!({ "text": text, "resolve": true }))
-            } else {
-                Ok(serde_json::json!({ "text": text }))
+                out["resolve"] = true.into();
             }
+            // `"follow_up": RATING_EVENT_ID` closes the follow-up of a bad rating (`rating`).
+            let follow_up = text_of(payload, "follow_up")?;
+            if follow_up.chars().count() > MAX_EVENT_ID_CHARS {
+                return Err(NodeError::BadRequest(Msg::new(
+                    "回访整改编号无效",
+                    "follow_up is not an event id",
+                )));
+            }
+            if !follow_up.is_empty() {
+                out["follow_up"] = follow_up.into();
+            }
+            Ok(out)
+        }
+        EventKind::Rated => {
+            // A number, or its text from a form.
+            let level = match payload.get("level") {
+                Some(serde_json::Value::Number(n)) => n.as_u64(),
+                Some(serde_json::Value::String(s)) => s.trim().parse::<u64>().ok(),
+                _ => None,
+            };
+            let Some(level) = level
+                .and_then(|l| u8::try_from(l).ok())
+                .filter(|l| crate::rating::level_zh(*l).is_some())
+            else {
+                return Err(NodeError::BadRequest(Msg::new(
+                    "请选择评价等级：非常满意(5)、满意(4)、基本满意(3)、不满意(2)、非常不满意(1)",
+                    "level must be 1 to 5 (5 very satisfied … 1 very dissatisfied)",
+                )));
+            };
+            let comment = text_of(payload, "comment")?;
+            if comment.chars().count() > crate::rating::MAX_COMMENT_CHARS {
+                return Err(NodeError::BadRequest(Msg::new(
+                    format!("评价意见过长（最多{}字）", crate::rating::MAX_COMMENT_CHARS),
+                    format!(
+                        "the comment is too long ({} characters at most)",
+                        crate::rating::MAX_COMMENT_CHARS
+                    ),
+                )));
+            }
+            let source = match text_of(payload, "source")?.as_str() {
+                "" | "paper" => "paper",
+                "kiosk" => "kiosk",
+                other => {
+                    return Err(NodeError::BadRequest(Msg::new(
+                        format!("评价来源“{other}”无效，应为 kiosk 或 paper"),
+                        format!("source {other:?} is neither kiosk nor paper"),
+                    )));
+                }
+            };
+            Ok(serde_json::json!({ "level": level, "comment": comment, "source": source }))
         }
         EventKind::Rejected => {
             let reason = text_of(payload, "reason")?;

@@ -241,6 +241,9 @@ async fn round(
     let mut cursor = last;
     let mut all_sent = true;
     for entry in &entries {
+        if crate::county_doc::is_county_doc(&entry.doc_id) {
+            continue;
+        }
         let Some(case) = store.case(&entry.doc_id)? else {
             continue;
         };

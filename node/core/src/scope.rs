@@ -4,7 +4,8 @@
 //! in the county. The sending side enforces it: [`ScopedStore`] is the only view of the store
 //! a sync session gets, so a case outside the peer's scope is never offered, never listed in
 //! a digest and never sent, even when the peer asks for its id. The receiving side checks it
-//! too: a peer's changes to a case outside that peer's scope are refused.
+//! too: a peer's changes to a case outside that peer's scope are refused. County-wide
+//! documents (`crate::county_doc`, the published calendar) are in every scope.
 
 use yiciban_sync::store::{ChangeHash, FeedEntry, ReplicaStore};
 
@@ -52,6 +53,12 @@ impl Scope {
         }
     }
 
+    /// The key prefix of the county-wide documents' rows in `feed_scoped-1`, which every
+    /// scope reads besides its own (`crate::county_doc`).
+    pub(crate) fn county_wide_prefix() -> String {
+        format!("a{}", crate::store::SEP)
+    }
+
     /// The prefixes under which a case with `d` is indexed.
     pub(crate) fn prefixes_of(d: &Divisions) -> [String; 2] {
         [
@@ -71,6 +78,9 @@ pub struct ScopedStore<'a> {
 
 impl ScopedStore<'_> {
     fn visible(&self, doc_id: &str) -> Result<bool, StoreError> {
+        if crate::county_doc::is_county_doc(doc_id) {
+            return Ok(true);
+        }
         match self.scope {
             Scope::All => Ok(true),
             scope => Ok(self
@@ -85,17 +95,11 @@ impl ReplicaStore for ScopedStore<'_> {
     type Error = StoreError;
 
     fn feed_since(&self, since: u64, limit: usize) -> Result<Vec<FeedEntry>, StoreError> {
-        match self.scope.key_prefix() {
-            None => self.store.feed_since(since, limit),
-            Some(prefix) => self.store.scoped_feed_since(&prefix, since, limit),
-        }
+        self.store.scope_feed_since(self.scope, since, limit)
     }
 
     fn feed_head(&self) -> Result<u64, StoreError> {
-        match self.scope.key_prefix() {
-            None => self.store.feed_head(),
-            Some(prefix) => self.store.scoped_feed_head(&prefix),
-        }
+        self.store.scope_feed_head(self.scope)
     }
 
     fn doc_heads(&self, doc_id: &str) -> Result<Option<Vec<ChangeHash>>, StoreError> {

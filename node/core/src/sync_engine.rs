@@ -307,6 +307,7 @@ pub async fn run_connection(
         view,
         peer: peer.node_id.clone(),
         scopes: vec![peer_scope.clone(), ctx.scope.clone()],
+        from_county: peer_scope == Scope::All,
         blobs: HashMap::new(),
         links: &ctx.links,
         link: link.to_string(),
@@ -368,6 +369,8 @@ struct Shell<'a> {
     peer: String,
     /// The scopes a merged case must fall in: the peer's and this node's.
     scopes: Vec<Scope>,
+    /// The peer's certificate says county: it may publish county-wide documents.
+    from_county: bool,
     links: &'a Links,
     link: String,
     /// Blobs being assembled: hash → bytes so far.
@@ -406,6 +409,16 @@ impl Shell<'_> {
         effect: Effect,
     ) -> Result<Option<Output>, EngineError> {
         match effect {
+            Effect::Apply { doc_id, changes } if crate::county_doc::is_county_doc(&doc_id) => {
+                let store = self.view.store;
+                if let Err(e) = store
+                    .apply_county_changes(&self.peer, self.from_county, &doc_id, changes)
+                    .await
+                {
+                    tracing::warn!(peer = %self.peer, doc = %doc_id, error = %e, "changes refused");
+                }
+                Ok(Some(session.applied(&self.view, &doc_id)?))
+            }
             Effect::Apply { doc_id, changes } => {
                 let store = self.view.store;
                 let mut out = Output::default();

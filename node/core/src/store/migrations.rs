@@ -9,14 +9,21 @@ use super::tables::*;
 type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 
 /// All migrations; the store's schema version is their count.
-const MIGRATIONS: [Migration; 6] = [
+const MIGRATIONS: [Migration; 7] = [
     migration_001_initial_tables,
     migration_002_store_epoch,
     migration_003_sync_cursors,
     migration_004_scoped_feed,
     migration_005_enrol_tokens,
     migration_006_audit,
+    migration_007_county_docs,
 ];
+
+/// County-wide documents (the published working-day calendar); none exist before this.
+fn migration_007_county_docs(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(COUNTY_DOCS)?;
+    Ok(())
+}
 
 fn migration_001_initial_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(CASE_DOCS)?;

@@ -104,6 +104,17 @@ from_redb!(
     redb::SetDurabilityError
 );
 
+/// A new case as [`Store::put_new_cases`] takes it: the case, its saved document, its list
+/// projection, its receipt date and sequence, and the photos it brings.
+#[derive(Debug)]
+pub struct NewCase<'a> {
+    pub case: &'a Case,
+    pub doc: Vec<u8>,
+    pub summary: CaseSummary,
+    pub receipt: (String, u64),
+    pub blobs: Vec<(String, Vec<u8>)>,
+}
+
 /// A search over the case projections.
 #[derive(Debug, Clone, Default)]
 pub struct CaseQuery {
@@ -200,6 +211,24 @@ impl Store {
         receipt: (String, u64),
         blobs: Vec<(String, Vec<u8>)>,
     ) -> Result<(), StoreError> {
+        let (op, audit) = self.put_case_op(NewCase {
+            case,
+            doc,
+            summary,
+            receipt,
+            blobs,
+        });
+        self.write(op, Some(audit)).await.map(|_| ())
+    }
+
+    /// Stores several new cases (the sub-cases of a 一件事 bundle) in one commit: all or none.
+    pub async fn put_new_cases(&self, cases: Vec<NewCase<'_>>) -> Result<(), StoreError> {
+        let ops = cases.into_iter().map(|c| self.put_case_op(c)).collect();
+        self.write(WriteOp::All(ops), None).await.map(|_| ())
+    }
+
+    fn put_case_op(&self, new: NewCase<'_>) -> (WriteOp, AuditRecord) {
+        let case = new.case;
         let at = case.events.iter().map(|e| e.at).max().unwrap_or_default();
         let by = case.events.first().map_or("", |e| e.user.as_str());
         let audit = self.record(
@@ -208,25 +237,57 @@ impl Store {
             Some(&case.id),
             &format!("receipt {}, item {}", case.receipt_no, case.item_code),
         );
-        self.write(
-            WriteOp::PutCase {
-                id: case.id.clone(),
-                doc,
-                summary: Box::new(summary),
-                receipt,
-                blobs,
-                at,
-                division: case.division.clone(),
-                blob_refs: case
-                    .materials
-                    .iter()
-                    .filter_map(|m| m.blob.clone())
-                    .collect(),
-            },
-            Some(audit),
-        )
-        .await
-        .map(|_| ())
+        let op = WriteOp::PutCase {
+            id: case.id.clone(),
+            doc: new.doc,
+            summary: Box::new(new.summary),
+            receipt: new.receipt,
+            blobs: new.blobs,
+            at,
+            division: case.division.clone(),
+            blob_refs: case
+                .materials
+                .iter()
+                .filter_map(|m| m.blob.clone())
+                .collect(),
+        };
+        (op, audit)
+    }
+
+    /// Appends events to several cases (or several to one, in order) in one commit: all or
+    /// none. Refused, with nothing written, if the fold would mark any of them superseded.
+    pub async fn append_events(
+        &self,
+        events: Vec<(String, Event)>,
+        actor: automerge::ActorId,
+    ) -> Result<Vec<Case>, StoreError> {
+        let ops = events
+            .into_iter()
+            .map(|(case_id, event)| {
+                let audit = self.record(
+                    &event.user,
+                    "event.recorded",
+                    Some(&case_id),
+                    &format!("{} {}", event.kind.as_str(), event.id),
+                );
+                let op = WriteOp::AppendEvent {
+                    case_id,
+                    event: Box::new(event),
+                    actor: actor.clone(),
+                };
+                (op, audit)
+            })
+            .collect();
+        match self.write(WriteOp::All(ops), None).await? {
+            WriteOutcome::All(outcomes) => outcomes
+                .into_iter()
+                .map(|o| match o {
+                    WriteOutcome::Case(case) => Ok(*case),
+                    _ => Err(StoreError::Corrupt("writer returned no case".into())),
+                })
+                .collect(),
+            _ => Err(StoreError::Corrupt("writer returned no cases".into())),
+        }
     }
 
     /// Appends an event to a case. Refused, with nothing written, if the fold would mark the
@@ -255,7 +316,7 @@ impl Store {
             .await?
         {
             WriteOutcome::Case(case) => Ok(*case),
-            WriteOutcome::Done => Err(StoreError::Corrupt("writer returned no case".into())),
+            _ => Err(StoreError::Corrupt("writer returned no case".into())),
         }
     }
 
@@ -307,8 +368,92 @@ impl Store {
             .await?
         {
             WriteOutcome::Case(case) => Ok(*case),
-            WriteOutcome::Done => Err(StoreError::Corrupt("writer returned no case".into())),
+            _ => Err(StoreError::Corrupt("writer returned no case".into())),
         }
+    }
+
+    /// Merges changes of a county-wide document (`crate::county_doc`) sent by `peer`;
+    /// refused unless `from_county` (the peer's certificate says county) or published here
+    /// (`peer` empty). Nothing is written when the changes add nothing.
+    pub async fn apply_county_changes(
+        &self,
+        peer: &str,
+        from_county: bool,
+        doc_id: &str,
+        changes: Vec<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let by = if peer.is_empty() {
+            "(county)".to_string()
+        } else {
+            format!("peer:{peer}")
+        };
+        let audit = self.record(
+            &by,
+            "county_doc.merged",
+            Some(doc_id),
+            &format!("{} changes", changes.len()),
+        );
+        self.write(
+            WriteOp::ApplyCountyDoc {
+                doc_id: doc_id.to_string(),
+                changes,
+                from_county: from_county || peer.is_empty(),
+            },
+            Some(audit),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// A county-wide document's saved bytes.
+    pub fn county_doc_bytes(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(COUNTY_DOCS)?;
+        Ok(table.get(id)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Where a document stands in the change feed (moves on every change); `None` if not held.
+    pub fn feed_pos(&self, id: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(FEED_POS)?;
+        Ok(table.get(id)?.map(|v| v.value()))
+    }
+
+    /// Any document's saved bytes: a case or a county-wide document.
+    fn doc_bytes(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if crate::county_doc::is_county_doc(id) {
+            self.county_doc_bytes(id)
+        } else {
+            self.case_doc_bytes(id)
+        }
+    }
+
+    /// The feed a scoped peer reads after `since`: its own rows and the county-wide ones,
+    /// merged in sequence order.
+    pub(crate) fn scope_feed_since(
+        &self,
+        scope: &Scope,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<yiciban_sync::store::FeedEntry>, StoreError> {
+        let Some(prefix) = scope.key_prefix() else {
+            return yiciban_sync::store::ReplicaStore::feed_since(self, since, limit);
+        };
+        let mut out = self.scoped_feed_since(&prefix, since, limit)?;
+        out.extend(self.scoped_feed_since(&Scope::county_wide_prefix(), since, limit)?);
+        out.sort_by_key(|e| e.seq);
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// The newest sequence of [`Store::scope_feed_since`]'s feed.
+    pub(crate) fn scope_feed_head(&self, scope: &Scope) -> Result<u64, StoreError> {
+        let Some(prefix) = scope.key_prefix() else {
+            return yiciban_sync::store::ReplicaStore::feed_head(self);
+        };
+        Ok(self
+            .scoped_feed_head(&prefix)?
+            .max(self.scoped_feed_head(&Scope::county_wide_prefix())?))
     }
 
     /// Persists the cursor held for `peer`'s feed.
@@ -678,16 +823,11 @@ impl Store {
 
     /// Documents in `scope`'s feed after `after` (at most `cap`), and their stored size.
     pub fn waiting(&self, scope: &Scope, after: u64, cap: usize) -> Result<(u64, u64), StoreError> {
-        let entries = match scope.key_prefix() {
-            None => yiciban_sync::store::ReplicaStore::feed_since(self, after, cap)?,
-            Some(prefix) => self.scoped_feed_since(&prefix, after, cap)?,
-        };
-        let txn = self.db.begin_read()?;
-        let docs = txn.open_table(CASE_DOCS)?;
+        let entries = self.scope_feed_since(scope, after, cap)?;
         let mut bytes = 0u64;
         for e in &entries {
-            if let Some(v) = docs.get(e.doc_id.as_str())? {
-                bytes += v.value().len() as u64;
+            if let Some(v) = self.doc_bytes(&e.doc_id)? {
+                bytes += v.len() as u64;
             }
         }
         Ok((entries.len() as u64, bytes))
@@ -873,7 +1013,7 @@ impl yiciban_sync::store::ReplicaStore for Store {
     }
 
     fn doc_heads(&self, doc_id: &str) -> Result<Option<Vec<[u8; 32]>>, StoreError> {
-        let Some(bytes) = self.case_doc_bytes(doc_id)? else {
+        let Some(bytes) = self.doc_bytes(doc_id)? else {
             return Ok(None);
         };
         let mut doc = AutoCommit::load(&bytes).map_err(DocError::from)?;
@@ -881,7 +1021,7 @@ impl yiciban_sync::store::ReplicaStore for Store {
     }
 
     fn changes_after(&self, doc_id: &str, have: &[[u8; 32]]) -> Result<Vec<Vec<u8>>, StoreError> {
-        let Some(bytes) = self.case_doc_bytes(doc_id)? else {
+        let Some(bytes) = self.doc_bytes(doc_id)? else {
             return Err(StoreError::NotFound(doc_id.to_string()));
         };
         let mut doc = AutoCommit::load(&bytes).map_err(DocError::from)?;
@@ -896,7 +1036,7 @@ impl yiciban_sync::store::ReplicaStore for Store {
 
     // A document that moved past `heads` no longer lists them, so look each change up.
     fn has_heads(&self, doc_id: &str, heads: &[[u8; 32]]) -> Result<bool, StoreError> {
-        let Some(bytes) = self.case_doc_bytes(doc_id)? else {
+        let Some(bytes) = self.doc_bytes(doc_id)? else {
             return Ok(heads.is_empty());
         };
         let mut doc = AutoCommit::load(&bytes).map_err(DocError::from)?;

@@ -42,6 +42,9 @@ pub const ENROL_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("enr
 /// the writer inserts, nothing removes or rewrites. `meta-1.audit_head` holds the last
 /// sequence number (u64 big-endian) and its hash (32 bytes).
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit-1");
+/// County-wide document id (`county:calendar`) → its saved Automerge document: what the
+/// county publishes for every node (see `crate::county_doc`). Not a case: no projections.
+pub const COUNTY_DOCS: TableDefinition<&str, &[u8]> = TableDefinition::new("county_docs-1");
 /// Key → value: `schema_version` and other node facts.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
 

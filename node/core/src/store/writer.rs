@@ -44,6 +44,13 @@ pub(super) enum WriteOp {
         event: Box<Event>,
         actor: ActorId,
     },
+    /// Automerge changes of a county-wide document (`crate::county_doc`), from the county
+    /// (`from_county`) or published here; refused from anyone else.
+    ApplyCountyDoc {
+        doc_id: String,
+        changes: Vec<Vec<u8>>,
+        from_county: bool,
+    },
     /// Automerge changes of one case from a peer, merged into the local document.
     ApplyChanges {
         doc_id: String,
@@ -78,6 +85,9 @@ pub(super) enum WriteOp {
     /// Changes nothing: the request's audit record is the whole write (a full view of
     /// personal data).
     Audit,
+    /// Several ops in one transaction, all or none, each with its own audit entry (the
+    /// sub-cases of a 一件事 bundle, filed or handed out together).
+    All(Vec<(WriteOp, AuditRecord)>),
 }
 
 /// What a write produced.
@@ -85,6 +95,8 @@ pub(super) enum WriteOp {
 pub enum WriteOutcome {
     Done,
     Case(Box<Case>),
+    /// The outcomes of [`WriteOp::All`], in order.
+    All(Vec<WriteOutcome>),
 }
 
 #[derive(Debug)]
@@ -199,6 +211,7 @@ struct Tables<'txn> {
     meta: Table<'txn, &'static str, &'static [u8]>,
     cursors: Table<'txn, &'static str, &'static [u8]>,
     audit: Table<'txn, u64, &'static [u8]>,
+    county_docs: Table<'txn, &'static str, &'static [u8]>,
     /// Newest stamp already written in this group.
     hlc: Option<Hlc>,
     /// The audit chain's head (`seq`, hash) as of this transaction, once read.
@@ -226,6 +239,7 @@ impl<'txn> Tables<'txn> {
             meta: txn.open_table(META)?,
             cursors: txn.open_table(SYNC_CURSORS)?,
             audit: txn.open_table(AUDIT)?,
+            county_docs: txn.open_table(COUNTY_DOCS)?,
             hlc: None,
             audit_head: None,
         })
@@ -283,17 +297,26 @@ impl<'txn> Tables<'txn> {
         division: &Divisions,
         feed_head: &mut u64,
     ) -> Result<(), StoreError> {
-        let prefixes = Scope::prefixes_of(division);
+        self.bump_feed_under(doc_id, &Scope::prefixes_of(division), feed_head)
+    }
+
+    /// Moves `doc_id` to the head of the feed and of the scoped feeds under `prefixes`.
+    fn bump_feed_under(
+        &mut self,
+        doc_id: &str,
+        prefixes: &[String],
+        feed_head: &mut u64,
+    ) -> Result<(), StoreError> {
         if let Some(old) = self.feed_pos.get(doc_id)?.map(|v| v.value()) {
             self.feed.remove(old)?;
-            for p in &prefixes {
+            for p in prefixes {
                 self.feed_scoped.remove(format!("{p}{old:020}").as_str())?;
             }
         }
         *feed_head += 1;
         self.feed.insert(*feed_head, doc_id)?;
         self.feed_pos.insert(doc_id, *feed_head)?;
-        for p in &prefixes {
+        for p in prefixes {
             self.feed_scoped
                 .insert(format!("{p}{:020}", *feed_head).as_str(), doc_id)?;
         }
@@ -405,6 +428,11 @@ fn apply(
             changes,
             scopes,
         } => apply_changes(t, doc_id, changes, scopes, feed_head),
+        WriteOp::ApplyCountyDoc {
+            doc_id,
+            changes,
+            from_county,
+        } => apply_county_doc(t, doc_id, changes, *from_county, feed_head),
         WriteOp::SaveCursor { peer, epoch, seq } => {
             let mut value = epoch.to_be_bytes().to_vec();
             value.extend_from_slice(&seq.to_be_bytes());
@@ -455,7 +483,63 @@ fn apply(
             Ok((WriteOutcome::Done, true))
         }
         WriteOp::Audit => Ok((WriteOutcome::Done, true)),
+        WriteOp::All(ops) => {
+            let mut outcomes = Vec::with_capacity(ops.len());
+            for (op, record) in ops {
+                let (outcome, changed) = apply(t, op, feed_head)?;
+                if changed {
+                    t.append_audit(record)?;
+                }
+                outcomes.push(outcome);
+            }
+            // Each op's entry is written above; the request itself carries none.
+            Ok((WriteOutcome::All(outcomes), false))
+        }
     }
+}
+
+/// Merges changes into a county-wide document, which must then hold a valid calendar; it goes
+/// into every scope's feed.
+fn apply_county_doc(
+    t: &mut Tables<'_>,
+    doc_id: &str,
+    changes: &[Vec<u8>],
+    from_county: bool,
+    feed_head: &mut u64,
+) -> Result<(WriteOutcome, bool), StoreError> {
+    if !from_county {
+        return Err(StoreError::Refused(format!(
+            "{doc_id}: only the county publishes county-wide documents"
+        )));
+    }
+    if doc_id != crate::county_doc::CALENDAR_DOC {
+        return Err(StoreError::Refused(format!(
+            "{doc_id}: not a county-wide document this version knows"
+        )));
+    }
+    let mut doc = match t.county_docs.get(doc_id)?.map(|v| v.value().to_vec()) {
+        Some(bytes) => AutoCommit::load(&bytes).map_err(DocError::from)?,
+        None => AutoCommit::new(),
+    };
+    let heads_before = doc.get_heads();
+    let parsed = changes
+        .iter()
+        .map(|c| automerge::Change::from_bytes(c.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StoreError::Refused(format!("malformed change: {e}")))?;
+    doc.apply_changes(parsed).map_err(DocError::from)?;
+    if !doc.get_missing_deps(&[]).is_empty() {
+        return Err(StoreError::Refused(format!(
+            "changes of {doc_id} depend on changes not held"
+        )));
+    }
+    crate::county_doc::read_calendar(&doc)?;
+    let changed = doc.get_heads() != heads_before;
+    if changed {
+        t.county_docs.insert(doc_id, doc.save().as_slice())?;
+        t.bump_feed_under(doc_id, &[Scope::county_wide_prefix()], feed_head)?;
+    }
+    Ok((WriteOutcome::Done, changed))
 }
 
 /// Merges a peer's changes into a case document. The result must still be a readable case
