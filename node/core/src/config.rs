@@ -47,6 +47,17 @@ pub struct NoticeSection {
     /// Seconds before a gateway request is given up (and tried again later).
     #[serde(default = "default_notice_timeout")]
     pub timeout_secs: u64,
+    /// Division code → the duty phone (值班电话) of that village, town or county, which
+    /// receives the staff warnings of late cases whose baton it holds.
+    #[serde(default)]
+    pub duty_phones: std::collections::BTreeMap<String, String>,
+    /// Seconds between sweeps for late cases (staff warnings).
+    #[serde(default = "default_sweep_secs")]
+    pub sweep_secs: u64,
+}
+
+fn default_sweep_secs() -> u64 {
+    600
 }
 
 fn default_notice_poll_ms() -> u64 {
@@ -65,6 +76,8 @@ impl Config {
             webhook: None,
             poll_ms: default_notice_poll_ms(),
             timeout_secs: default_notice_timeout(),
+            duty_phones: std::collections::BTreeMap::new(),
+            sweep_secs: default_sweep_secs(),
         })
     }
 }
@@ -248,10 +261,10 @@ impl Config {
                     "must be an http:// or https:// URL".into(),
                 ));
             }
-            if n.poll_ms == 0 || n.timeout_secs == 0 {
+            if n.poll_ms == 0 || n.timeout_secs == 0 || n.sweep_secs == 0 {
                 return Err((
                     "notices".into(),
-                    "poll_ms and timeout_secs must be at least 1".into(),
+                    "poll_ms, timeout_secs and sweep_secs must be at least 1".into(),
                 ));
             }
         }

@@ -19,7 +19,7 @@
 //! Senders: `log` (the default: the notice is written to the node's log) and `webhook` (an
 //! HTTP POST of `{id, kind, phone, text, receipt_no}` as JSON to the configured gateway).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,10 +27,14 @@ use serde::Serialize;
 use yiciban_sync::store::ReplicaStore;
 
 use crate::case_doc::Case;
+use crate::catalog::Tier;
 use crate::config::NoticeSection;
+use crate::deadline::{LegalTime, Warning};
 use crate::event::{Event, EventKind};
 use crate::fold::{Status, fold};
 use crate::node::Node;
+use crate::store::CaseQuery;
+use crate::summary::CaseSummary;
 
 /// The store cursor the outbox keeps.
 pub const CURSOR: &str = "outbox:notices";
@@ -46,6 +50,10 @@ pub enum NoticeKind {
     Supplement,
     Ready,
     Rejected,
+    /// To the staff holding the baton: at most one working day left (电子监察 yellow).
+    OverdueYellow,
+    /// To the staff holding the baton: late (电子监察 red).
+    OverdueRed,
 }
 
 impl NoticeKind {
@@ -55,6 +63,8 @@ impl NoticeKind {
             NoticeKind::Supplement => "supplement",
             NoticeKind::Ready => "ready",
             NoticeKind::Rejected => "rejected",
+            NoticeKind::OverdueYellow => "overdue_yellow",
+            NoticeKind::OverdueRed => "overdue_red",
         }
     }
 }
@@ -141,7 +151,53 @@ fn text(case: &Case, kind: NoticeKind, event: &Event, missing: &[String]) -> Str
             "您的“{item}”申请（{receipt}）未予许可，理由：{}。如有疑问请到村便民服务站咨询。",
             event.payload_str("reason")
         ),
+        // Staff warnings are made by `overdue_notice`, not from an event.
+        NoticeKind::OverdueYellow | NoticeKind::OverdueRed => String::new(),
     }
+}
+
+/// The warning to the staff holding the baton of an open case that is late (red) or has at
+/// most one working day left (yellow), sent to the duty phone of the division that holds it
+/// (`[notices] duty_phones`). One per case, step, mark and due date: the id says which, so a
+/// case that stays late is not warned again every sweep, and a new step or due date is.
+pub fn overdue_notice(
+    summary: &CaseSummary,
+    time: &LegalTime,
+    duty_phones: &BTreeMap<String, String>,
+) -> Option<Notice> {
+    let worst = time.worst();
+    let kind = match worst {
+        Warning::None => return None,
+        Warning::Yellow => NoticeKind::OverdueYellow,
+        Warning::Red => NoticeKind::OverdueRed,
+    };
+    let step = summary.step.as_deref()?;
+    let due = if time.step_warning == worst {
+        time.step_due
+    } else {
+        time.due
+    }?;
+    let division = match summary.tier? {
+        Tier::Village => &summary.village,
+        Tier::Town => &summary.town,
+        Tier::County => &summary.county,
+    };
+    let mark = if kind == NoticeKind::OverdueRed {
+        "已超期"
+    } else {
+        "即将到期"
+    };
+    Some(Notice {
+        id: format!("{}/{}/{step}/{due}", summary.id, kind.as_str()),
+        case_id: summary.id.clone(),
+        receipt_no: summary.receipt_no.clone(),
+        kind,
+        phone: duty_phones.get(division).cloned().unwrap_or_default(),
+        text: format!(
+            "【电子监察】办件{}（{}）在{step}环节{mark}，时限{due}，请尽快办理。",
+            summary.receipt_no, summary.item_name
+        ),
+    })
 }
 
 /// Why a notice was not handed over.
@@ -159,7 +215,7 @@ async fn send(
     cfg: &NoticeSection,
     notice: &Notice,
 ) -> Result<&'static str, SendError> {
-    let Some(url) = cfg.webhook.as_deref() else {
+    let Some(url) = cfg.webhook.as_deref().filter(|_| !notice.phone.is_empty()) else {
         tracing::info!(notice = %notice.id, kind = notice.kind.as_str(), phone = %mask_phone(&notice.phone), text = %notice.text, "notice (log sender)");
         return Ok("log");
     };
@@ -207,9 +263,15 @@ pub async fn run_outbox(node: Arc<Node>, cfg: NoticeSection) {
         }
     };
     let poll = Duration::from_millis(cfg.poll_ms);
+    let sweep_every = Duration::from_secs(cfg.sweep_secs);
+    let mut last_sweep: Option<std::time::Instant> = None;
     let mut backoff = poll;
     loop {
-        match round(&node, &client, &cfg).await {
+        let sweep = last_sweep.is_none_or(|at| at.elapsed() >= sweep_every);
+        if sweep {
+            last_sweep = Some(std::time::Instant::now());
+        }
+        match round(&node, &client, &cfg, sweep).await {
             Ok(true) => backoff = poll,
             Ok(false) => backoff = (backoff * 2).min(MAX_BACKOFF),
             Err(e) => {
@@ -226,8 +288,12 @@ async fn round(
     node: &Node,
     client: &reqwest::Client,
     cfg: &NoticeSection,
+    sweep: bool,
 ) -> Result<bool, crate::store::StoreError> {
     let store = &node.store;
+    if sweep {
+        sweep_overdue(node, client, cfg).await?;
+    }
     let epoch = store.epoch()?;
     let since = match store.cursor(CURSOR)? {
         Some((e, seq)) if e == epoch => seq,
@@ -270,6 +336,54 @@ async fn round(
         store.save_cursor(CURSOR, epoch, cursor).await?;
     }
     Ok(all_sent)
+}
+
+/// Open statuses whose cases a sweep looks at.
+const OPEN: [Status; 3] = [
+    Status::UnderReview,
+    Status::SupplementRequested,
+    Status::ReadyToIssue,
+];
+/// Cases read per status by a sweep (from the projections, newest first).
+const SWEEP_SCAN: usize = 20_000;
+
+/// Sends the staff warnings the open cases call for today, each once.
+async fn sweep_overdue(
+    node: &Node,
+    client: &reqwest::Client,
+    cfg: &NoticeSection,
+) -> Result<(), crate::store::StoreError> {
+    for status in OPEN {
+        let query = CaseQuery {
+            q: None,
+            status: Some(status),
+            limit: SWEEP_SCAN,
+        };
+        for summary in node.store.list_cases(&query)? {
+            let time = node.legal_time(&summary.item_code, &summary.marks);
+            let Some(notice) = overdue_notice(&summary, &time, &cfg.duty_phones) else {
+                continue;
+            };
+            let Some(case) = node.store.case(&summary.id)? else {
+                continue;
+            };
+            if sent(&case).contains(&notice.id) {
+                continue;
+            }
+            match send(client, cfg, &notice).await {
+                Ok(via) => {
+                    let payload = serde_json::json!({ "notice": notice.id, "via": via });
+                    node.record_system_event(&case.id, EventKind::NoticeSent, payload)
+                        .await?;
+                    tracing::info!(notice = %notice.id, via, "staff warning sent");
+                }
+                Err(e) => {
+                    tracing::warn!(notice = %notice.id, error = %e, "staff warning not sent; next sweep tries again")
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -361,5 +475,93 @@ mod tests {
     fn phones_are_masked_in_logs() {
         assert_eq!(mask_phone("13800138000"), "138****8000");
         assert_eq!(mask_phone("12"), "**");
+    }
+
+    /// A county node in `dir` that sends to its log, counting on a weekends-only calendar.
+    async fn county(dir: &std::path::Path) -> std::sync::Arc<Node> {
+        let years: Vec<String> = (2024..=2040).map(|y| y.to_string()).collect();
+        std::fs::write(
+            dir.join("cal.toml"),
+            format!("schema = 1\nyears = [{}]\n", years.join(", ")),
+        )
+        .unwrap();
+        std::fs::write(dir.join("catalog.toml"), crate::DEMO_CATALOG).unwrap();
+        let toml = r#"
+[node]
+id = "county-test"
+role = "county"
+name = "县"
+division = "430181000000"
+town_division = "430181000000"
+county_division = "430181000000"
+[http]
+listen = "127.0.0.1:0"
+[store]
+path = "node.redb"
+[catalog]
+path = "catalog.toml"
+[calendar]
+path = "cal.toml"
+[notices]
+send = true
+duty_phones = { "430181101000" = "07318300000" }
+"#;
+        std::fs::write(dir.join("county.toml"), toml).unwrap();
+        let config = crate::config::Config::load(&dir.join("county.toml")).unwrap();
+        let catalog = crate::catalog::Catalog::load(&config.catalog_path()).unwrap();
+        let store = crate::store::Store::open(&config.store_path(), 64, 1 << 20).unwrap();
+        Node::new(config, catalog, store).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_late_case_warns_the_town_once_and_every_notice_goes_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = county(dir.path()).await;
+        let mut case = sample_case();
+        case.events[0].at.wall_ms =
+            u64::try_from((chrono::Utc::now() - chrono::Duration::days(40)).timestamp_millis())
+                .unwrap();
+        let mut doc = crate::case_doc::build(&case, crate::case_doc::node_actor("v")).unwrap();
+        let changes = doc
+            .get_changes(&[])
+            .into_iter()
+            .map(|c| c.raw_bytes().to_vec())
+            .collect();
+        node.store.apply_changes(&case.id, changes).await.unwrap();
+        let cfg = node.config.notice_settings();
+        let client = reqwest::Client::new();
+        for _ in 0..3 {
+            assert!(round(&node, &client, &cfg, true).await.unwrap());
+        }
+        let held = node.store.case(&case.id).unwrap().unwrap();
+        let mut ids: Vec<String> = held
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::NoticeSent)
+            .map(|e| e.payload_str("notice").to_string())
+            .collect();
+        ids.sort();
+        assert_eq!(ids.len(), 2, "{ids:?}");
+        assert!(ids.iter().any(|i| i.ends_with("/accepted")));
+        let warning = ids
+            .iter()
+            .find(|i| i.contains("/overdue_red/town:review/"))
+            .unwrap();
+        assert!(warning.starts_with(&case.id));
+        // The warning goes to the duty phone of the town holding the baton.
+        let summary = node
+            .store
+            .list_cases(&CaseQuery {
+                q: None,
+                status: Some(Status::UnderReview),
+                limit: 10,
+            })
+            .unwrap()
+            .remove(0);
+        let time = node.legal_time(&summary.item_code, &summary.marks);
+        let notice = overdue_notice(&summary, &time, &cfg.duty_phones).unwrap();
+        assert_eq!(notice.phone, "07318300000");
+        assert_eq!(&notice.id, warning);
+        assert!(notice.text.contains("已超期"));
     }
 }
