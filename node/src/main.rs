@@ -9,6 +9,7 @@
 //! yiciban token --config FILE --node-id ID --role R --division D   one-time enrolment token
 //! yiciban enroll --config FILE --county HOST:PORT --token T        get this node's certificate
 //! yiciban audit verify --config FILE          check the audit chain (exit 1 at the first problem)
+//! yiciban audit verify --config FILE --node ID   at the county: check ID's replicated chain
 //! yiciban audit list --config FILE [--last N] print the newest audit entries
 //! yiciban verify CODE [--ca FILE] [--config FILE]   check a result's seal offline (exit 1 if not)
 //! ```
@@ -123,10 +124,14 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Walk the chain: exit 0 with the count and head hash when intact, 1 with the first
-    /// altered, missing or misplaced entry.
+    /// altered, missing or misplaced entry. At the county, also each copy of a node's chain
+    /// it holds.
     Verify {
         #[arg(long)]
         config: PathBuf,
+        /// At the county: check only the copy of this node's chain.
+        #[arg(long)]
+        node: Option<String>,
     },
     /// Print the newest entries, oldest first.
     List {
@@ -172,17 +177,40 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Counts every warning and error logged, for the health report's `errors_24h`.
+struct ErrorCounter;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ErrorCounter {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if *event.metadata().level() <= tracing::Level::WARN {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            yiciban_core::health::note_error(now);
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `YICIBAN_LOG` (default `info`); one JSON object a line when
+/// `YICIBAN_LOG_FORMAT=json`.
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_env("YICIBAN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("YICIBAN_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(ErrorCounter);
     if json {
-        builder.json().init();
+        registry.with(fmt.json()).init();
     } else {
-        builder.init();
+        registry.with(fmt).init();
     }
 }
 
@@ -262,8 +290,11 @@ async fn run(cli: Cli) -> Result<()> {
             config,
         } => verify(&payload, ca.as_deref(), config.as_deref()),
         Command::Audit {
-            command: AuditCommand::Verify { config },
-        } => audit_verify(&config),
+            command: AuditCommand::Verify { config, node },
+        } => match node {
+            Some(node) => audit_verify_replica(&config, &node),
+            None => audit_verify(&config),
+        },
         Command::Audit {
             command: AuditCommand::List { config, last },
         } => audit_list(&config, last),
@@ -369,19 +400,67 @@ fn audit_store(config: &Path) -> Result<Store> {
     }
 }
 
-/// `yiciban audit verify`: exit 0 when the chain is intact, 1 with its first problem.
+/// `yiciban audit verify`: exit 0 when the chain is intact, 1 with its first problem. At the
+/// county, one more line per node whose chain it holds a copy of; a broken copy exits 1 too.
 fn audit_verify(config: &Path) -> Result<()> {
+    let cfg = Config::load(config)?;
     let store = audit_store(config)?;
     match store.verify_audit()? {
-        Ok(report) => {
+        Ok(report) => println!(
+            "audit trail intact: {} entries, head {}",
+            report.count,
+            report.head_hex()
+        ),
+        Err(problem) => bail!("audit trail broken: {problem}"),
+    }
+    if cfg.node.role != Tier::County {
+        return Ok(());
+    }
+    let mut broken = 0;
+    for node in store.audit_doc_nodes()? {
+        if node == cfg.node.id {
+            continue;
+        }
+        match store.verify_audit_replica(&node)? {
+            Some(Ok(report)) => println!(
+                "audit trail of {node} (copy held here): intact, {} entries, head {}",
+                report.count,
+                report.head_hex()
+            ),
+            Some(Err(problem)) => {
+                broken += 1;
+                println!("audit trail of {node} (copy held here): broken: {problem}");
+            }
+            None => {}
+        }
+    }
+    if broken > 0 {
+        bail!("{broken} replicated audit trails broken");
+    }
+    Ok(())
+}
+
+/// `yiciban audit verify --node ID` at the county: the copy of ID's chain it holds.
+fn audit_verify_replica(config: &Path, node: &str) -> Result<()> {
+    let cfg = Config::load(config)?;
+    if cfg.node.role != Tier::County {
+        bail!(
+            "copies of other nodes' audit trails are kept at the county; this config's role is {}",
+            cfg.node.role.as_str()
+        );
+    }
+    let store = audit_store(config)?;
+    match store.verify_audit_replica(node)? {
+        Some(Ok(report)) => {
             println!(
-                "audit trail intact: {} entries, head {}",
+                "audit trail of {node} intact: {} entries, head {}",
                 report.count,
                 report.head_hex()
             );
             Ok(())
         }
-        Err(problem) => bail!("audit trail broken: {problem}"),
+        Some(Err(problem)) => bail!("audit trail of {node} broken: {problem}"),
+        None => bail!("the county holds no audit trail of {node}"),
     }
 }
 
@@ -500,6 +579,9 @@ pub async fn serve(
     let _endpoint = node
         .start_sync()
         .map_err(|e| anyhow::anyhow!("cannot start replication: {e}"))?;
+    // Villages and towns send their audit trail up; the county keeps the copies.
+    let exporter = (node.tier() != Tier::County)
+        .then(|| tokio::spawn(yiciban_core::audit_doc::run_exporter(node.store.clone())));
     let notices = node.config.notice_settings();
     let outbox = notices.send.then(|| {
         tracing::info!(webhook = ?notices.webhook, "this node sends the SMS notices");
@@ -508,6 +590,9 @@ pub async fn serve(
     let served = yiciban_web::serve(listener, yiciban_web::AppState::new(node), shutdown).await;
     if let Some(outbox) = outbox {
         outbox.abort();
+    }
+    if let Some(exporter) = exporter {
+        exporter.abort();
     }
     served?;
     Ok(())

@@ -1,21 +1,34 @@
 //! The audit trail of a real village node: filing, an event and a full view of personal data
 //! are chained; `yiciban audit verify` finds an entry changed or deleted by hand in the file.
+//! The trail replicates to the county over QUIC, where `yiciban audit verify --node` checks
+//! the copy and finds a segment changed by hand.
 
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 use yiciban_core::catalog::Catalog;
+use yiciban_tests::cluster::{
+    COUNTY_ID, VILLAGE_ID, add_user, enroll, folder, free_udp_port, init_county, node_toml, token,
+};
 use yiciban_tests::workload::{BENCH_ITEM, Workload};
-use yiciban_tests::{Api, DEMO_PASSWORD, NodeProcess, binary, cli, free_base_port};
+use yiciban_tests::{Api, DEMO_PASSWORD, NodeProcess, binary, cli, free_base_port, village_toml};
 
 const AUDIT: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("audit-1");
+const AUDIT_DOCS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("audit_docs-1");
 
 /// `yiciban audit verify --config FILE`: exit code, stdout, stderr.
 fn verify(config: &Path) -> (i32, String, String) {
+    verify_with(config, &[])
+}
+
+/// `yiciban audit verify --config FILE EXTRA…`: exit code, stdout, stderr.
+fn verify_with(config: &Path, extra: &[&str]) -> (i32, String, String) {
     let out = Command::new(binary().unwrap())
         .args(["audit", "verify", "--config"])
         .arg(config)
+        .args(extra)
         .env("YICIBAN_LOG", "warn")
         .output()
         .unwrap();
@@ -155,4 +168,165 @@ async fn audit_verify_says_so_when_the_node_is_running() {
     let (code, out, err) = verify(&dir.path().join("village.toml"));
     assert_eq!(code, 1, "{out} {err}");
     assert!(err.contains("locked by a running node"), "{err}");
+}
+
+/// The county's health as its `/api/v1/health` shows it (public).
+async fn health(base: &str) -> Value {
+    match reqwest::get(format!("{base}/api/v1/health")).await {
+        Ok(resp) => resp.json().await.unwrap_or_default(),
+        Err(_) => Value::Null,
+    }
+}
+
+/// The last entry of `node`'s trail the county received over its link from `node`.
+async fn audit_held(county: &str, node: &str) -> u64 {
+    health(county).await["links"]
+        .as_array()
+        .and_then(|links| links.iter().find(|l| l["name"] == node))
+        .and_then(|l| l["audit_held"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Runs `f` on the stored bytes of one audit segment in a stopped node's store, and commits.
+fn edit_segment(store: &Path, id: &str, f: impl FnOnce(Vec<u8>) -> Vec<u8>) {
+    use redb::ReadableTable;
+    let db = redb::Database::open(store).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut table = txn.open_table(AUDIT_DOCS).unwrap();
+        let bytes = table.get(id).unwrap().unwrap().value().to_vec();
+        let new = f(bytes);
+        table.insert(id, new.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_village_trail_reaches_the_county_which_finds_a_segment_changed_by_hand() {
+    let root = tempfile::tempdir().unwrap();
+    let base = free_base_port().unwrap();
+    let quic = free_udp_port().unwrap();
+    let county_cfg = folder(
+        root.path(),
+        "county",
+        &node_toml(
+            COUNTY_ID,
+            "county",
+            "430181000000",
+            base,
+            &format!("listen = \"{quic}\""),
+        ),
+    )
+    .unwrap();
+    let village_cfg = folder(root.path(), "village", &village_toml(base + 2, Some(quic))).unwrap();
+    init_county(&county_cfg).unwrap();
+    add_user(&village_cfg, "clerk", "clerk").unwrap();
+    let village_token = token(&county_cfg, VILLAGE_ID, "village", "430181101001").unwrap();
+    let mut county = NodeProcess::serve(&county_cfg, base).unwrap();
+    enroll(&village_cfg, &format!("127.0.0.1:{base}"), &village_token).unwrap();
+    let mut village = NodeProcess::serve(&village_cfg, base + 2).unwrap();
+    let clerk = Api::login(&village.base_url, "clerk", DEMO_PASSWORD)
+        .await
+        .unwrap();
+
+    // Entries: the clerk added, the county's calendar merged, the filing; then whatever the
+    // county adds to the case (its SMS notice). Wait until the copy reaches the filing and
+    // then stays put for a while.
+    let start = Instant::now();
+    while health(&village.base_url).await["calendar"]["source"] != "county" {
+        assert!(start.elapsed() < Duration::from_secs(60), "no calendar");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let catalog = Catalog::parse(yiciban_core::DEMO_CATALOG, Path::new("catalog.toml")).unwrap();
+    let app = Workload::new(11).application(catalog.get(BENCH_ITEM).unwrap());
+    let (status, filed) = clerk.post("/api/v1/applications", &app).await.unwrap();
+    assert_eq!(status, 201, "{filed}");
+    let start = Instant::now();
+    while audit_held(&county.base_url, VILLAGE_ID).await < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the county did not receive the village's audit trail within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut held = audit_held(&county.base_url, VILLAGE_ID).await;
+    loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the trail never settled"
+        );
+        tokio::time::sleep(3 * yiciban_core::audit_doc::EXPORT_EVERY).await;
+        let now = audit_held(&county.base_url, VILLAGE_ID).await;
+        if now == held {
+            break;
+        }
+        held = now;
+    }
+    // The county first, so the village takes no more changes from it.
+    county.terminate().unwrap();
+    village.terminate().unwrap();
+
+    // The village's own chain and the county's copy: the same count and head.
+    let (code, at_village, err) = verify(&village_cfg);
+    assert_eq!(code, 0, "{at_village} {err}");
+    let tail = at_village
+        .strip_prefix("audit trail intact: ")
+        .unwrap_or_else(|| panic!("{at_village}"));
+    assert!(
+        tail.starts_with(&format!("{held} entries, head ")),
+        "{at_village}, the county holds {held}"
+    );
+    let (code, copy, err) = verify_with(&county_cfg, &["--node", VILLAGE_ID]);
+    assert_eq!(code, 0, "{copy} {err}");
+    assert_eq!(copy, format!("audit trail of {VILLAGE_ID} intact: {tail}"));
+    let (code, all, err) = verify(&county_cfg);
+    assert_eq!(code, 0, "{all} {err}");
+    assert!(
+        all.contains(&format!(
+            "audit trail of {VILLAGE_ID} (copy held here): intact, {tail}"
+        )),
+        "{all}"
+    );
+    let (code, out, err) = verify_with(&county_cfg, &["--node", "village-430181101999"]);
+    assert_eq!(code, 1, "{out} {err}");
+    assert!(err.contains("holds no audit trail"), "{err}");
+
+    // One byte of the filing's entry changed in the county's copy, segment rebuilt by hand.
+    let store = county_cfg.parent().unwrap().join("node.redb");
+    let id = yiciban_core::audit_doc::segment_id(VILLAGE_ID, 0);
+    let mut original = Vec::new();
+    edit_segment(&store, &id, |bytes| {
+        original = bytes.clone();
+        let mut entries = yiciban_core::audit_doc::load(&bytes).unwrap().entries;
+        let n = entries[2].len();
+        entries[2][n - 65] ^= 0x01;
+        let actor = yiciban_core::case_doc::node_actor(VILLAGE_ID);
+        yiciban_core::audit_doc::append(None, VILLAGE_ID, 0, &entries, actor).unwrap()
+    });
+    let (code, out, err) = verify_with(&county_cfg, &["--node", VILLAGE_ID]);
+    assert_eq!(code, 1, "{out} {err}");
+    assert!(err.contains("entry 3 was altered"), "{err}");
+    let (code, out, err) = verify(&county_cfg);
+    assert_eq!(code, 1, "{out} {err}");
+    assert!(
+        out.contains(&format!(
+            "audit trail of {VILLAGE_ID} (copy held here): broken"
+        )),
+        "{out}"
+    );
+
+    // Put back: intact. Then one raw byte of the stored document flipped.
+    edit_segment(&store, &id, |_| original.clone());
+    let (code, out, err) = verify_with(&county_cfg, &["--node", VILLAGE_ID]);
+    assert_eq!(code, 0, "{out} {err}");
+    edit_segment(&store, &id, |mut bytes| {
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        bytes
+    });
+    let (code, out, err) = verify_with(&county_cfg, &["--node", VILLAGE_ID]);
+    assert_eq!(code, 1, "{out} {err}");
+    assert!(err.contains("was altered"), "{err}");
+    // The village's own chain is untouched.
+    assert_eq!(verify(&village_cfg).0, 0);
 }

@@ -347,6 +347,22 @@ async fn the_demo_runs_the_flow_across_its_three_nodes() {
     )
     .await;
 
+    // Every node's /metrics parses as Prometheus text and counts its cases and its link.
+    for port in [base, base + 1, base + 2] {
+        let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let scrape =
+            prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+        let has = |name: &str| scrape.samples.iter().any(|s| s.metric == name);
+        assert!(has("yiciban_cases"), "port {port}: {text}");
+        assert!(has("yiciban_sync_connected"), "port {port}: {text}");
+        assert!(has("yiciban_http_request_duration_seconds"));
+    }
+
     // With the county stopped, the village records a withdrawal and the town passes the
     // review of the same case. When the county is back, all three show the same conflict
     // and keep both events.

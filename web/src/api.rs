@@ -22,7 +22,9 @@ use crate::session::{self, Auth};
 use crate::views;
 
 mod bundle;
+mod stats;
 pub use bundle::{bundle_detail, counter, file_bundle, issue_bundle};
+pub use stats::stats;
 
 /// Every API error is JSON, also the ones raised before a handler runs.
 type ApiResult = Result<Response, ApiError>;
@@ -325,6 +327,23 @@ pub async fn queue(
         "total": total,
     }))
     .into_response())
+}
+
+/// `POST /api/v1/applications/{id}/urge {note}`: 催办 from the county (county admin or
+/// approver); `201` with the state, `403` elsewhere.
+pub async fn urge(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    auth.check_csrf(csrf(&headers))?;
+    auth.require(Action::Urge)?;
+    let input: serde_json::Value = parse_json(&body)?;
+    let note = input.get("note").and_then(|v| v.as_str()).unwrap_or("");
+    let filed = state.node.urge(&id, note, &auth.actor()).await?;
+    Ok(created(&state.node, &filed))
 }
 
 /// `GET /api/v1/supervision`: open cases late (`red`) or due within a working day (`yellow`).

@@ -33,6 +33,10 @@ pub enum Action {
     ViewFollowUps,
     /// Close a follow-up with a comment (the core accepts it at a county node only).
     CloseFollowUp,
+    /// Urge (催办) the tier holding a late case's baton (the core accepts it at the county).
+    Urge,
+    /// See the statistics (统计分析): counts and rates, no personal data.
+    ViewStatistics,
 }
 
 pub fn allowed(role: Role, action: Action) -> bool {
@@ -46,6 +50,8 @@ pub fn allowed(role: Role, action: Action) -> bool {
         ViewPersonalData => role.handles_cases(),
         ViewFollowUps => matches!(role, Clerk | Reviewer | Approver | CountyAdmin),
         CloseFollowUp => matches!(role, Clerk | Reviewer | Approver),
+        Urge => matches!(role, CountyAdmin | Approver),
+        ViewStatistics => matches!(role, Clerk | Reviewer | Approver | CountyAdmin),
     }
 }
 
@@ -122,7 +128,10 @@ mod tests {
             assert!(!allowed(role, Action::ViewCases));
             assert!(!allowed(role, Action::FileApplication));
             assert!(!allowed(role, Action::ViewFollowUps));
+            assert!(!allowed(role, Action::ViewStatistics));
         }
+        assert!(allowed(Role::CountyAdmin, Action::ViewStatistics));
+        assert!(allowed(Role::Clerk, Action::ViewStatistics));
         assert!(allowed(Role::CountyAdmin, Action::ViewFollowUps));
         assert!(allowed(Role::Approver, Action::ViewFollowUps));
         assert!(!allowed(Role::CountyAdmin, Action::CloseFollowUp));

@@ -14,8 +14,10 @@
 mod api;
 mod assets;
 mod authz;
+mod chart;
 mod error;
 mod forms;
+mod metrics;
 mod pages;
 mod qr;
 mod session;
@@ -36,6 +38,8 @@ pub use session::Sessions;
 pub struct AppState {
     pub node: Arc<Node>,
     pub sessions: Arc<Sessions>,
+    /// Request timings for `/metrics`.
+    pub metrics: metrics::HttpMetrics,
 }
 
 impl AppState {
@@ -44,6 +48,7 @@ impl AppState {
         Self {
             node,
             sessions: Arc::new(Sessions::new(idle)),
+            metrics: metrics::HttpMetrics::default(),
         }
     }
 }
@@ -63,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/applications", post(api::file).get(api::list))
         .route("/applications/{id}", get(api::detail))
         .route("/applications/{id}/events", post(api::add_event))
+        .route("/applications/{id}/urge", post(api::urge))
         .route("/applications/{id}/counter", post(api::counter))
         .route("/bundles", post(api::file_bundle))
         .route("/bundles/{id}", get(api::bundle_detail))
@@ -72,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/queue", get(api::queue))
         .route("/supervision", get(api::supervision))
         .route("/followups", get(api::follow_ups))
+        .route("/stats", get(api::stats))
         .route(
             "/enroll",
             post(api::enroll).layer(DefaultBodyLimit::max(ENROL_BODY_LIMIT_BYTES)),
@@ -97,8 +104,11 @@ pub fn router(state: AppState) -> Router {
         .route("/cases", get(pages::cases))
         .route("/queue", get(pages::queue))
         .route("/supervision", get(pages::supervision))
+        .route("/supervision/urge", post(pages::urge))
         .route("/followups", get(pages::follow_ups))
         .route("/followups/close", post(pages::close_follow_up))
+        .route("/stats", get(pages::stats_page))
+        .route("/stats.csv", get(pages::stats_csv))
         .route("/cases/{id}", get(pages::case_detail))
         .route("/cases/{id}/events", post(pages::case_event))
         .route("/cases/{id}/counter", post(pages::case_counter))
@@ -111,9 +121,15 @@ pub fn router(state: AppState) -> Router {
         // Public, no login: the citizen's rating (好差评) on a kiosk or at the counter.
         .route("/rate", get(pages::rate_form).post(pages::rate_submit))
         .route("/static/{file}", get(assets::serve))
+        // Public, like health: counts and sizes, no personal data.
+        .route("/metrics", get(metrics::metrics))
         .nest("/api/v1", api)
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }
 

@@ -29,7 +29,9 @@ use crate::session::{self, Auth};
 use crate::views::{self, LinkState};
 
 mod bundle;
+mod stats;
 pub use bundle::{apply_bundle_form, apply_bundle_submit, bundle_issue, bundle_page, case_counter};
+pub use stats::{gather as gather_stats, stats_csv, stats_page};
 
 /// A page failed: render it as a page, not as JSON.
 #[derive(Debug)]
@@ -624,18 +626,63 @@ struct SupervisionTpl {
     rows: Vec<CaseRow>,
     red: usize,
     yellow: usize,
+    /// (step name, red, yellow): where the late cases wait.
+    by_step: Vec<(String, usize, usize)>,
+    /// (tier, division, red, yellow): who holds them.
+    by_holder: Vec<(String, String, usize, usize)>,
+    can_urge: bool,
+    flash: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SupervisionParams {
+    urged: Option<String>,
 }
 
 /// `GET /supervision` (电子监察): open cases that are late or due within a working day, red
-/// first; the tier holding the baton is the one to act.
-pub async fn supervision(State(state): State<AppState>, auth: Auth) -> PageResult {
+/// first, counted by step and by the division holding the baton, which is the one to act; at
+/// the county a county admin or approver urges (催办) from here.
+pub async fn supervision(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(p): Query<SupervisionParams>,
+) -> PageResult {
+    use yiciban_core::deadline::Warning;
     auth.require(Action::ViewCases)?;
     let items = views::supervision(&state.node)?;
     let red = items
         .iter()
-        .filter(|t| t.time.worst() == yiciban_core::deadline::Warning::Red)
+        .filter(|t| t.time.worst() == Warning::Red)
         .count();
     let yellow = items.len() - red;
+    let mut by_step: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut by_holder: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
+    for t in &items {
+        let s = &t.summary;
+        let step = s
+            .step
+            .as_deref()
+            .map(|step| views::step_zh(&state.node, &s.item_code, step))
+            .unwrap_or_default();
+        let holder = match s.tier {
+            Some(Tier::Village) => s.village.clone(),
+            Some(Tier::Town) => s.town.clone(),
+            Some(Tier::County) => s.county.clone(),
+            None => String::new(),
+        };
+        let tier = s.tier.map(views::tier_zh).unwrap_or_default();
+        let is_red = t.time.worst() == Warning::Red;
+        for slot in [
+            by_step.entry(step).or_default(),
+            by_holder.entry((tier, holder)).or_default(),
+        ] {
+            if is_red {
+                slot.0 += 1;
+            } else {
+                slot.1 += 1;
+            }
+        }
+    }
     let rows = items
         .into_iter()
         .take(QUEUE_ROWS)
@@ -646,7 +693,43 @@ pub async fn supervision(State(state): State<AppState>, auth: Auth) -> PageResul
         rows,
         red,
         yellow,
+        by_step: by_step.into_iter().map(|(k, (r, y))| (k, r, y)).collect(),
+        by_holder: by_holder
+            .into_iter()
+            .map(|((t, d), (r, y))| (t, d, r, y))
+            .collect(),
+        can_urge: state.node.tier() == Tier::County && authz::allowed(auth.0.role, Action::Urge),
+        flash: p
+            .urged
+            .map(|r| format!("已催办：{r}（催办记录随同步送达办理层级）"))
+            .unwrap_or_default(),
     })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UrgeForm {
+    csrf: Option<String>,
+    case_id: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// `POST /supervision/urge`: 催办 one case; back to the list with a note of it.
+pub async fn urge(
+    State(state): State<AppState>,
+    auth: Auth,
+    Form(f): Form<UrgeForm>,
+) -> PageResult {
+    auth.check_csrf(f.csrf.as_deref())?;
+    auth.require(Action::Urge)?;
+    let filed = state.node.urge(&f.case_id, &f.note, &auth.actor()).await?;
+    let receipt: String = filed
+        .case
+        .receipt_no
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    Ok(Redirect::to(&format!("/supervision?urged={receipt}")).into_response())
 }
 
 #[derive(Debug, Clone)]

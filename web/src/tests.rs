@@ -12,6 +12,7 @@ use yiciban_core::users::Role;
 use crate::{AppState, router};
 
 mod bundle;
+mod stats;
 
 async fn state(dir: &tempfile::TempDir) -> AppState {
     node_state(dir, "village", "").await
@@ -1583,4 +1584,127 @@ async fn a_bad_rating_opens_a_follow_up_at_the_county_until_a_county_comment_clo
     ship(&county, &village, &id).await;
     let (_, list) = clerk.get_json("/api/v1/followups").await;
     assert_eq!(list["count"], 0);
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_count_cases_and_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(&dir).await;
+    let clerk = Session::new(&state, "clerk").await;
+    clerk.file("MZ003").await;
+    clerk.file("MZ003").await;
+    let resp = router(state.clone())
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "public, no login");
+    let text = body_text(resp).await;
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let value = |name: &str, label: Option<(&str, &str)>| -> Option<f64> {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    assert_eq!(
+        value("yiciban_cases", Some(("status", "under_review"))),
+        Some(2.0)
+    );
+    assert!(value("yiciban_store_bytes", None).is_some_and(|b| b > 0.0));
+    assert!(value("yiciban_uptime_seconds", None).is_some());
+    // The two filings were timed under their route, not their ids.
+    let filed = scrape.samples.iter().find(|s| {
+        s.metric == "yiciban_http_request_duration_seconds"
+            && s.labels.get("route") == Some("/api/v1/applications")
+            && s.labels.get("method") == Some("POST")
+    });
+    match filed.map(|s| &s.value) {
+        Some(prometheus_parse::Value::Histogram(buckets)) => {
+            assert_eq!(buckets.last().unwrap().count, 2.0)
+        }
+        other => panic!("no request histogram: {other:?}\n{text}"),
+    }
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .all(|s| s.metric.starts_with("yiciban_")),
+        "every name has the prefix"
+    );
+}
+
+#[tokio::test]
+async fn the_county_urges_a_late_case_and_the_town_sees_it() {
+    let (vdir, tdir, cdir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let years: Vec<String> = (2024..=2040).map(|y| y.to_string()).collect();
+    std::fs::write(
+        cdir.path().join("weekends.toml"),
+        format!("schema = 1\nyears = [{}]\n", years.join(", ")),
+    )
+    .unwrap();
+    let village = node_state(&vdir, "village", "").await;
+    let town = node_state(&tdir, "town", "").await;
+    let county = node_state(&cdir, "county", "[calendar]\npath = \"weekends.toml\"").await;
+    let clerk = Session::new(&village, "clerk").await;
+    let (fresh, _) = clerk.file("MZ003").await;
+    ship_backdated(&village, &county, &fresh, "case-late", "WJ001", 30).await;
+    let approver = Session::new(&county, "approver").await;
+
+    let (_, page) = approver.get("/supervision").await;
+    assert!(
+        page.contains("id=\"by-step\"") && page.contains("镇审核"),
+        "{page}"
+    );
+    assert!(page.contains("action=\"/supervision/urge\""));
+    let (status, body) = approver
+        .post_json(
+            "/api/v1/applications/case-late/urge",
+            serde_json::json!({"note": "请今日办结"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, detail) = approver.get_json("/api/v1/applications/case-late").await;
+    let urged: Vec<&serde_json::Value> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "urged")
+        .collect();
+    assert_eq!(urged.len(), 1);
+    assert_eq!(urged[0]["payload"]["text"], "请今日办结");
+    assert_eq!(
+        detail["state"]["status"], "under_review",
+        "an urge moves nothing"
+    );
+
+    // The town holding the baton receives it with the case.
+    ship(&county, &town, "case-late").await;
+    let reviewer = Session::new(&town, "reviewer").await;
+    let (_, page) = reviewer.get("/cases/case-late").await;
+    assert!(
+        page.contains("催办") && page.contains("请今日办结"),
+        "{page}"
+    );
+    // Nobody urges away from the county, and a clerk never does.
+    let (status, _) = reviewer
+        .post_json("/api/v1/applications/case-late/urge", serde_json::json!({}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = clerk
+        .post_json(
+            &format!("/api/v1/applications/{fresh}/urge"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }

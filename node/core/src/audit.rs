@@ -17,9 +17,11 @@
 //! | `token.created` | `yiciban token` at the county | no | token id, node id, role, division |
 //! | `node.enrolled` | a node enrolling with a token at the county | no | token id |
 //! | `blob.stored` | a photo stored (uploaded or received from a peer), new bytes only | no | its hash |
+//! | `audit.received` | at the county: a node's audit segment grew (`user` is `peer:NODE`) | no | segment id, number of changes |
 //!
 //! Not audited: sync cursors (a replication position, rewritten on every resync, which changes
-//! nothing anyone can see) and writes that changed nothing (a peer's changes already held, a
+//! nothing anyone can see), the export of the node's own entries for the county (else the
+//! trail would feed itself) and writes that changed nothing (a peer's changes already held, a
 //! photo already stored). Full views are entries with no state change, appended through their
 //! own writer op. A `detail` never carries a full ID number: [`AuditRecord::new`] masks any
 //! run that looks like one and bounds the length.
@@ -49,26 +51,16 @@
 //! The chain proves order and integrity against edits of single entries; someone who rewrites
 //! the whole file can recompute every hash. What stops that is the copy at the county.
 //!
-//! # Replication to the county (designed, not yet built)
+//! # Replication to the county
 //!
-//! Each node's chain goes up to the county, which keeps it (at least 180 days) and checks it:
-//!
-//! - The chain travels as documents of the existing `yiciban/1` protocol, so the sync crate is
-//!   unchanged: a node cuts its chain into segments of 256 entries, each segment an
-//!   append-only Automerge document `audit/{node}/{first seq}` whose list holds the entries'
-//!   bytes, written by the writer in the same transaction as the entries and bumped in the
-//!   node's feed like a case.
-//! - `scope::ScopedStore` offers audit documents only to a county peer (never down, never
-//!   sideways); a town relays nothing of a village's.
-//! - The county's writer takes an audit segment in `ApplyChanges` only if every entry decodes,
-//!   the hashes chain from the segment before it (held in `audit_peer-1`, key
-//!   `node \x1f seq` → entry bytes), and the sending peer's certificate names that node; an
-//!   entry that differs from one already held is refused and logged as the node's chain
-//!   having been rewritten. The county's own `case.merged` entries keep the fact of receipt in
-//!   its own chain.
-//! - `yiciban audit verify` at the county then also walks each node's copy, and compares each
-//!   node's copy with what that node reports as its head: a village chain edited after it
-//!   was replicated no longer matches the county's copy.
+//! Each village's and town's chain goes up to the county, which keeps it and checks it
+//! (`crate::audit_doc`): the entries travel in their stored bytes as append-only segment
+//! documents `audit:{node}:{segment:06}` of the existing `yiciban/1` protocol (the sync crate
+//! is unchanged), exported by a background task in batches, in the node's global feed only,
+//! so only the county receives them. The county takes a segment only from the node it
+//! belongs to (by its certificate) and only when it still extends what was held and chains;
+//! `yiciban audit verify --node NODE` at the county walks the copy, and a node's chain edited
+//! after it was replicated no longer matches the county's copy.
 
 use std::fmt;
 
@@ -335,6 +327,13 @@ pub enum ChainProblem {
     Undecodable { seq: u64, reason: String },
     /// The head the writer recorded does not match the last entry.
     HeadMismatch { seq: u64, reason: String },
+    /// The entry names another node than the trail it is in (a county's copy).
+    OtherNode { seq: u64, node: String },
+    /// Entries `first` to `last` are not held (a county's copy: a segment not held, or one
+    /// short of full before a later one).
+    MissingRange { first: u64, last: u64 },
+    /// A segment document of a county's copy does not load or is not the segment its id says.
+    SegmentUnreadable { segment: u64, reason: String },
 }
 
 impl fmt::Display for ChainProblem {
@@ -358,6 +357,23 @@ impl fmt::Display for ChainProblem {
                 write!(f, "entry {seq} was altered: it does not decode ({reason})")
             }
             Self::HeadMismatch { seq, reason } => write!(f, "entry {seq}: {reason}"),
+            Self::OtherNode { seq, node } => {
+                write!(f, "entry {seq} was altered: it names another node, {node}")
+            }
+            Self::MissingRange { first, last } if first == last => {
+                write!(f, "entry {first} is missing")
+            }
+            Self::MissingRange { first, last } => {
+                write!(f, "entries {first} to {last} are missing")
+            }
+            Self::SegmentUnreadable { segment, reason } => {
+                let first = crate::audit_doc::first_seq(*segment);
+                let last = first + crate::audit_doc::SEGMENT_ENTRIES - 1;
+                write!(
+                    f,
+                    "segment {segment} (entries {first} to {last}) was altered: {reason}"
+                )
+            }
         }
     }
 }

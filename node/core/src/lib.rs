@@ -8,6 +8,7 @@
 //! - [`case_doc`]: the Automerge schema of a case; [`event`] and [`fold`]: the event log and the
 //!   deterministic fold that gives a case its state;
 //! - [`store`]: redb with one writer task, group commit and projections in the same transaction;
+//! - [`stats`]: the county console's statistics (counts, on-time rate, step days, satisfaction);
 //! - [`users`]: roles, Argon2id passwords, login lockout;
 //! - [`audit`]: the hash-chained audit trail the store's writer appends to, and its check;
 //! - [`node`]: the runtime the web layer calls.
@@ -21,6 +22,7 @@
 
 pub mod application;
 pub mod audit;
+pub mod audit_doc;
 pub mod bundle;
 pub mod calendar;
 pub mod case_doc;
@@ -31,6 +33,7 @@ pub mod deadline;
 pub mod enrol;
 pub mod event;
 pub mod fold;
+pub mod health;
 pub mod hlc;
 pub mod idcard;
 pub mod message;
@@ -39,6 +42,7 @@ pub mod notice;
 pub mod rating;
 pub mod scope;
 pub mod seal;
+pub mod stats;
 pub mod store;
 pub mod summary;
 pub mod sync_engine;

@@ -442,6 +442,60 @@ impl Node {
         Ok(true)
     }
 
+    /// This node's health report now (see [`crate::health`]).
+    pub fn health_report(&self) -> crate::health::HealthReport {
+        let now_ms = u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0);
+        let links = if self.is_enrolled() {
+            self.link_report()
+        } else {
+            Vec::new()
+        };
+        let peers = links
+            .into_iter()
+            .map(|r| crate::health::PeerHealth {
+                name: r.link.name,
+                connected: r.link.connected,
+                last_sync_ms: r.link.last_sync_ms,
+                waiting_changes: r.waiting_changes,
+                waiting_bytes: r.waiting_bytes,
+                attempts: r.link.attempts,
+                last_error: r.link.last_error,
+            })
+            .collect();
+        let store_path = self.config.store_path();
+        let free_disk_bytes = store_path
+            .parent()
+            .and_then(|dir| fs4::available_space(dir).ok());
+        let tls = TlsDir::new(self.config.tls_dir());
+        let cert_expires_ms = std::fs::read_to_string(tls.path("node.pem"))
+            .ok()
+            .and_then(|pem| yiciban_transport::identity::first_cert_der(&pem).ok())
+            .and_then(|der| yiciban_transport::identity::cert_not_after_ms(&der).ok());
+        let cases_by_status = self
+            .store
+            .status_counts()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(s, n)| (s.as_str().to_string(), n))
+            .collect();
+        crate::health::HealthReport {
+            node: self.config.node.id.clone(),
+            role: self.tier(),
+            division: self.config.node.division.clone(),
+            town: self.config.node.town_division.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            at_ms: now_ms,
+            uptime_s: self.uptime().as_secs(),
+            peers,
+            store_bytes: Store::file_size(&store_path),
+            free_disk_bytes,
+            clock_offset_ms: self.links.clock_offset_ms(),
+            cert_expires_ms,
+            errors_24h: crate::health::errors_24h(now_ms),
+            cases_by_status,
+        }
+    }
+
     /// Legal time of a case of `item_code` today (due dates, warnings), from its marks.
     pub fn legal_time(&self, item_code: &str, marks: &crate::deadline::Marks) -> LegalTime {
         let Some(calendar) = self.calendar() else {
@@ -775,6 +829,37 @@ impl Node {
 
     /// Records an event the node itself makes (a notice sent), as user `system`. Refused with
     /// nothing written when the case is unknown.
+    /// 催办 from supervision (电子监察): at the county, a county admin or approver urges the
+    /// tier holding an open case's baton; the `urged` event replicates to it and shows on the
+    /// case. Refused with nothing written away from the county or on a closed case.
+    pub async fn urge(&self, case_id: &str, note: &str, actor: &Actor) -> Result<Filed, NodeError> {
+        if !matches!(actor.role, Role::CountyAdmin | Role::Approver) {
+            return Err(NodeError::Forbidden(Msg::new(
+                "只有县级管理员或审批员可以催办",
+                "only a county admin or approver urges",
+            )));
+        }
+        if self.tier() != Tier::County {
+            return Err(NodeError::Forbidden(Msg::new(
+                "催办由县级电子监察发出",
+                "urging is done at the county",
+            )));
+        }
+        let note: String = note.trim().chars().take(MAX_URGE_CHARS).collect();
+        let event = Event {
+            id: uuid::Uuid::now_v7().to_string(),
+            at: self.stamp(),
+            node: self.config.node.id.clone(),
+            tier: self.tier(),
+            user: actor.username.clone(),
+            role: actor.role.as_str().into(),
+            kind: EventKind::Urged,
+            payload: serde_json::json!({ "text": note }),
+        };
+        let actor_id = case_doc::node_actor(&self.config.node.id);
+        appended(self.store.append_event(case_id, event, actor_id).await)
+    }
+
     pub async fn record_system_event(
         &self,
         case_id: &str,
@@ -807,6 +892,9 @@ impl Node {
         add_user(&self.store, username, display_name, role, password).await
     }
 }
+
+/// The longest note an urge carries, in characters.
+const MAX_URGE_CHARS: usize = 200;
 
 /// Which role records which event kind (the node's tier is checked by the fold's baton rule).
 pub fn may_record(role: Role, kind: &EventKind) -> bool {

@@ -5,7 +5,8 @@
 //! a sync session gets, so a case outside the peer's scope is never offered, never listed in
 //! a digest and never sent, even when the peer asks for its id. The receiving side checks it
 //! too: a peer's changes to a case outside that peer's scope are refused. County-wide
-//! documents (`crate::county_doc`, the published calendar) are in every scope.
+//! documents (`crate::county_doc`, the published calendar) are in every scope; audit segments
+//! (`crate::audit_doc`) only in the county's, the only scope that reads the global feed.
 
 use yiciban_sync::store::{ChangeHash, FeedEntry, ReplicaStore};
 
@@ -80,6 +81,10 @@ impl ScopedStore<'_> {
     fn visible(&self, doc_id: &str) -> Result<bool, StoreError> {
         if crate::county_doc::is_county_doc(doc_id) {
             return Ok(true);
+        }
+        // A node's audit trail goes to the county only: never down, never sideways.
+        if crate::audit_doc::is_audit_doc(doc_id) {
+            return Ok(*self.scope == Scope::All);
         }
         match self.scope {
             Scope::All => Ok(true),

@@ -93,15 +93,29 @@ pub struct LinkSnapshot {
     pub peer_position: Option<u64>,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// At the county: the last entry of this peer's audit trail received over this link
+    /// (`crate::audit_doc`).
+    pub audit_held: Option<u64>,
 }
 
 /// Every link of this node, for pages, health and metrics.
 #[derive(Debug, Default)]
 pub struct Links {
     inner: Mutex<BTreeMap<String, LinkSnapshot>>,
+    /// The county's clock minus this node's, in ms, from the last probe on the uplink.
+    clock_offset: Mutex<Option<i64>>,
 }
 
 impl Links {
+    /// The county's clock minus this node's (ms), measured on the uplink; `None` before.
+    pub fn clock_offset_ms(&self) -> Option<i64> {
+        *self.clock_offset.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_clock_offset_ms(&self, offset: i64) {
+        *self.clock_offset.lock().unwrap_or_else(|e| e.into_inner()) = Some(offset);
+    }
+
     pub fn snapshot(&self) -> Vec<LinkSnapshot> {
         self.lock().values().cloned().collect()
     }
@@ -121,6 +135,52 @@ impl Links {
             ..LinkSnapshot::default()
         });
         f(entry);
+    }
+}
+
+/// This node's clock, Unix milliseconds, signed for offsets.
+fn clock_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// How long a clock probe may take before it is given up.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Asks the peer for its clock on a stream of its own: 8 bytes out (our time), 8 bytes back
+/// (the peer's); the offset assumes the answer was made halfway through the round trip.
+async fn probe_clock(conn: quinn::Connection, links: Arc<Links>) {
+    let probe = async {
+        let (mut send, mut recv) = conn.open_bi().await.ok()?;
+        let t0 = clock_ms();
+        send.write_all(&t0.to_be_bytes()).await.ok()?;
+        send.finish().ok()?;
+        let mut answer = [0u8; 8];
+        recv.read_exact(&mut answer).await.ok()?;
+        let t1 = clock_ms();
+        let theirs = i64::from_be_bytes(answer);
+        Some(theirs - (t0 + (t1 - t0) / 2))
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+        Ok(Some(offset)) => {
+            links.set_clock_offset_ms(offset);
+            tracing::debug!(offset_ms = offset, "clock offset measured");
+        }
+        _ => tracing::debug!("clock probe unanswered"),
+    }
+}
+
+/// Answers every clock probe of the connection's later streams (exactly 8 bytes each).
+async fn answer_clock_probes(conn: quinn::Connection) {
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        tokio::spawn(async move {
+            let mut asked = [0u8; 8];
+            let answered = async {
+                recv.read_exact(&mut asked).await.ok()?;
+                send.write_all(&clock_ms().to_be_bytes()).await.ok()?;
+                send.finish().ok()
+            };
+            let _ = tokio::time::timeout(PROBE_TIMEOUT, answered).await;
+        });
     }
 }
 
@@ -293,6 +353,12 @@ pub async fn run_connection(
     } else {
         conn.accept_bi().await?
     };
+    // A second stream measures the clocks: the side that dialled asks, the other answers.
+    if initiator {
+        tokio::spawn(probe_clock(conn.clone(), ctx.links.clone()));
+    } else {
+        tokio::spawn(answer_clock_probes(conn.clone()));
+    }
     let cursor = store
         .cursor(&peer.node_id)?
         .map(|(epoch, seq)| Cursor { epoch, seq });
@@ -308,6 +374,7 @@ pub async fn run_connection(
         peer: peer.node_id.clone(),
         scopes: vec![peer_scope.clone(), ctx.scope.clone()],
         from_county: peer_scope == Scope::All,
+        at_county: ctx.scope == Scope::All,
         blobs: HashMap::new(),
         links: &ctx.links,
         link: link.to_string(),
@@ -371,6 +438,8 @@ struct Shell<'a> {
     scopes: Vec<Scope>,
     /// The peer's certificate says county: it may publish county-wide documents.
     from_county: bool,
+    /// This node is the county: it keeps its peers' audit trails.
+    at_county: bool,
     links: &'a Links,
     link: String,
     /// Blobs being assembled: hash → bytes so far.
@@ -416,6 +485,21 @@ impl Shell<'_> {
                     .await
                 {
                     tracing::warn!(peer = %self.peer, doc = %doc_id, error = %e, "changes refused");
+                }
+                Ok(Some(session.applied(&self.view, &doc_id)?))
+            }
+            Effect::Apply { doc_id, changes } if crate::audit_doc::is_audit_doc(&doc_id) => {
+                let store = self.view.store;
+                match store
+                    .apply_audit_changes(&self.peer, self.at_county, &doc_id, changes)
+                    .await
+                {
+                    Ok(held) => self.links.update(&self.link, |s| {
+                        s.audit_held = Some(s.audit_held.unwrap_or(0).max(held));
+                    }),
+                    Err(e) => {
+                        tracing::warn!(peer = %self.peer, doc = %doc_id, error = %e, "audit segment refused");
+                    }
                 }
                 Ok(Some(session.applied(&self.view, &doc_id)?))
             }

@@ -275,6 +275,14 @@ pub fn peer_identity(cert_der: &[u8]) -> Result<NodeIdentity, IdentityError> {
     Err(IdentityError::NoIdentity)
 }
 
+/// When a certificate stops being valid, in Unix milliseconds.
+pub fn cert_not_after_ms(cert_der: &[u8]) -> Result<u64, IdentityError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(cert_der).map_err(|_| IdentityError::NotX509)?;
+    let secs = cert.validity().not_after.timestamp();
+    Ok(u64::try_from(secs).unwrap_or(0).saturating_mul(1000))
+}
+
 /// Why a signature made by a node does not verify.
 #[derive(Debug, Error)]
 #[non_exhaustive]

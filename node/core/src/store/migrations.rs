@@ -9,7 +9,7 @@ use super::tables::*;
 type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 
 /// All migrations; the store's schema version is their count.
-const MIGRATIONS: [Migration; 7] = [
+const MIGRATIONS: [Migration; 8] = [
     migration_001_initial_tables,
     migration_002_store_epoch,
     migration_003_sync_cursors,
@@ -17,7 +17,15 @@ const MIGRATIONS: [Migration; 7] = [
     migration_005_enrol_tokens,
     migration_006_audit,
     migration_007_county_docs,
+    migration_008_audit_docs,
 ];
+
+/// The audit trail's segment documents for the county; the exporter starts from entry 1, so a
+/// store from before this sends its whole chain.
+fn migration_008_audit_docs(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(AUDIT_DOCS)?;
+    Ok(())
+}
 
 /// County-wide documents (the published working-day calendar); none exist before this.
 fn migration_007_county_docs(txn: &redb::WriteTransaction) -> Result<(), StoreError> {

@@ -36,6 +36,10 @@ use writer::{WriteOp, WriteRequest};
 /// `meta-1` key of the audit chain's head: last sequence number (u64 big-endian) || its hash.
 const AUDIT_HEAD_KEY: &str = "audit_head";
 
+/// `meta-1` key of the audit export cursor: the last entry (u64 big-endian) appended to this
+/// node's segment documents for the county (`crate::audit_doc`).
+const AUDIT_EXPORTED_KEY: &str = "audit_exported";
+
 /// The user an audit entry names for what an operator did on the node's command line.
 pub const CONSOLE_USER: &str = "(console)";
 
@@ -405,6 +409,101 @@ impl Store {
         .map(|_| ())
     }
 
+    /// Appends this node's audit entries after the export cursor (at most `max`) to its
+    /// segment documents for the county; returns how many. Writes no audit entry.
+    pub async fn export_audit(&self, max: u64) -> Result<u64, StoreError> {
+        let op = WriteOp::ExportAudit {
+            node: self.node_id.to_string(),
+            actor: case_doc::node_actor(&self.node_id),
+            max,
+        };
+        match self.write(op, None).await? {
+            WriteOutcome::Count(n) => Ok(n),
+            _ => Err(StoreError::Corrupt("writer returned no count".into())),
+        }
+    }
+
+    /// Merges changes of an audit segment sent by `peer` (`crate::audit_doc`); refused unless
+    /// this node is the county (`at_county`), the segment is `peer`'s own and the result
+    /// chains. Returns the last entry of `peer`'s trail the segment now holds.
+    pub async fn apply_audit_changes(
+        &self,
+        peer: &str,
+        at_county: bool,
+        doc_id: &str,
+        changes: Vec<Vec<u8>>,
+    ) -> Result<u64, StoreError> {
+        let audit = self.record(
+            &format!("peer:{peer}"),
+            "audit.received",
+            None,
+            &format!("{doc_id}, {} changes", changes.len()),
+        );
+        let op = WriteOp::ApplyAuditDoc {
+            doc_id: doc_id.to_string(),
+            changes,
+            peer: peer.to_string(),
+            at_county,
+            own: self.node_id.to_string(),
+        };
+        match self.write(op, Some(audit)).await? {
+            WriteOutcome::Count(n) => Ok(n),
+            _ => Err(StoreError::Corrupt("writer returned no count".into())),
+        }
+    }
+
+    /// An audit segment's saved bytes.
+    pub fn audit_doc_bytes(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(AUDIT_DOCS)?;
+        Ok(table.get(id)?.map(|v| v.value().to_vec()))
+    }
+
+    /// The nodes whose audit segments this store holds (at the county: the copies; anywhere:
+    /// its own exported trail), in order.
+    pub fn audit_doc_nodes(&self) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(AUDIT_DOCS)?;
+        let mut nodes = BTreeSet::new();
+        for entry in table.iter()? {
+            let (k, _) = entry?;
+            if let Some((node, _)) = crate::audit_doc::parse_id(k.value()) {
+                nodes.insert(node.to_string());
+            }
+        }
+        Ok(nodes.into_iter().collect())
+    }
+
+    /// Walks the copy of `node`'s audit trail held here (`crate::audit_doc::verify_replica`);
+    /// `None` when no segment of it is held.
+    pub fn verify_audit_replica(
+        &self,
+        node: &str,
+    ) -> Result<Option<Result<ChainReport, ChainProblem>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(AUDIT_DOCS)?;
+        let prefix = crate::audit_doc::node_prefix(node);
+        let mut segments = Vec::new();
+        for entry in table.range(prefix.as_str()..)? {
+            let (k, v) = entry?;
+            let Some(rest) = k.value().strip_prefix(prefix.as_str()) else {
+                break;
+            };
+            // Another node whose id extends this one's with `:` shares the prefix.
+            let Some((n, segment)) = crate::audit_doc::parse_id(k.value()) else {
+                continue;
+            };
+            if n != node || rest.contains(':') {
+                continue;
+            }
+            segments.push(Ok::<_, StoreError>((segment, v.value().to_vec())));
+        }
+        if segments.is_empty() {
+            return Ok(None);
+        }
+        crate::audit_doc::verify_replica(node, segments).map(Some)
+    }
+
     /// A county-wide document's saved bytes.
     pub fn county_doc_bytes(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read()?;
@@ -419,10 +518,12 @@ impl Store {
         Ok(table.get(id)?.map(|v| v.value()))
     }
 
-    /// Any document's saved bytes: a case or a county-wide document.
+    /// Any document's saved bytes: a case, a county-wide document or an audit segment.
     fn doc_bytes(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         if crate::county_doc::is_county_doc(id) {
             self.county_doc_bytes(id)
+        } else if crate::audit_doc::is_audit_doc(id) {
+            self.audit_doc_bytes(id)
         } else {
             self.case_doc_bytes(id)
         }

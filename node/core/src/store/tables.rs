@@ -45,6 +45,10 @@ pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit-1");
 /// County-wide document id (`county:calendar`) → its saved Automerge document: what the
 /// county publishes for every node (see `crate::county_doc`). Not a case: no projections.
 pub const COUNTY_DOCS: TableDefinition<&str, &[u8]> = TableDefinition::new("county_docs-1");
+/// Audit segment id (`audit:{node}:{segment:06}`) → its saved Automerge document: this
+/// node's own trail as exported for the county, and at the county the copies of every node's
+/// (see `crate::audit_doc`). Not a case: no projections, only in the global feed.
+pub const AUDIT_DOCS: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_docs-1");
 /// Key → value: `schema_version` and other node facts.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
 

@@ -446,3 +446,117 @@ async fn put_try(store: &Store, receipt_seq: u64) -> bool {
         .await
         .is_ok()
 }
+
+#[tokio::test]
+async fn the_audit_trail_is_exported_in_segments_and_only_the_county_takes_it() {
+    use crate::scope::{Scope, ScopedStore};
+    use yiciban_sync::store::ReplicaStore;
+    let (vdir, cdir, odir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let village = open(&vdir).for_node("v");
+    let county = open(&cdir).for_node("county");
+    let town = open(&odir).for_node("t");
+    let case = put(&village, "c1", 1).await;
+    comment_on(&village, &case).await;
+    assert_eq!(village.export_audit(1).await.unwrap(), 1);
+    assert_eq!(village.export_audit(100).await.unwrap(), 1);
+    // Exporting writes no entry of its own, and nothing is left to export.
+    assert_eq!(village.export_audit(100).await.unwrap(), 0);
+    assert_eq!(village.verify_audit().unwrap().unwrap().count, 2);
+
+    let id = crate::audit_doc::segment_id("v", 0);
+    // In the global feed (the county's view) only: no village or town scope sees it.
+    let all = ScopedStore {
+        store: &village,
+        scope: &Scope::All,
+    };
+    assert!(
+        all.feed_since(0, 100)
+            .unwrap()
+            .iter()
+            .any(|e| e.doc_id == id)
+    );
+    for scope in [
+        Scope::Village(case.division.village.clone()),
+        Scope::Town(case.division.town.clone()),
+    ] {
+        let view = ScopedStore {
+            store: &village,
+            scope: &scope,
+        };
+        assert!(
+            view.feed_since(0, 100)
+                .unwrap()
+                .iter()
+                .all(|e| e.doc_id != id)
+        );
+        assert_eq!(view.doc_heads(&id).unwrap(), None);
+        assert!(view.changes_after(&id, &[]).unwrap().is_empty());
+    }
+    let changes = all.changes_after(&id, &[]).unwrap();
+    assert_eq!(changes.len(), 2, "one change per export");
+
+    // Refused: at a town, from another peer, the county's own id; nothing written.
+    let refused = [
+        town.apply_audit_changes("v", false, &id, changes.clone())
+            .await,
+        county
+            .apply_audit_changes("w", true, &id, changes.clone())
+            .await,
+    ];
+    assert!(refused.iter().all(Result::is_err), "{refused:?}");
+    let own = crate::audit_doc::segment_id("county", 0);
+    assert!(
+        county
+            .apply_audit_changes("county", true, &own, changes.clone())
+            .await
+            .is_err()
+    );
+    assert_eq!(county.verify_audit_replica("v").unwrap(), None);
+    assert_eq!(town.audit_doc_bytes(&id).unwrap(), None);
+
+    // The first change alone, then both: the county's copy follows and verifies.
+    assert_eq!(
+        county
+            .apply_audit_changes("v", true, &id, changes[..1].to_vec())
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        county
+            .apply_audit_changes("v", true, &id, changes.clone())
+            .await
+            .unwrap(),
+        2
+    );
+    let copy = county.verify_audit_replica("v").unwrap().unwrap().unwrap();
+    assert_eq!(copy, village.verify_audit().unwrap().unwrap());
+    // Each receipt that changed something is in the county's own chain.
+    assert_eq!(county.verify_audit().unwrap().unwrap().count, 2);
+    assert_eq!(county.audit_doc_nodes().unwrap(), ["v"]);
+
+    // A segment whose entry was altered (rebuilt by hand with another actor) is refused.
+    let mut entries = crate::audit_doc::load(&village.audit_doc_bytes(&id).unwrap().unwrap())
+        .unwrap()
+        .entries;
+    entries[1][20] ^= 1;
+    for actor in ["x", "v"] {
+        let forged =
+            crate::audit_doc::append(None, "v", 0, &entries, case_doc::node_actor(actor)).unwrap();
+        let mut forged = AutoCommit::load(&forged).unwrap();
+        let forged_changes: Vec<Vec<u8>> = forged
+            .get_changes(&[])
+            .into_iter()
+            .map(|c| c.raw_bytes().to_vec())
+            .collect();
+        let result = county
+            .apply_audit_changes("v", true, &id, forged_changes)
+            .await;
+        assert!(result.is_err(), "forged by {actor}: {result:?}");
+    }
+    assert!(county.verify_audit_replica("v").unwrap().unwrap().is_ok());
+}

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::StoreError;
 use super::tables::*;
 use crate::audit::{AuditEntry, AuditRecord};
+use crate::audit_doc;
 use crate::case_doc::{self, Case, Divisions, DocError};
 use crate::event::Event;
 use crate::hlc::Hlc;
@@ -50,6 +51,24 @@ pub(super) enum WriteOp {
         doc_id: String,
         changes: Vec<Vec<u8>>,
         from_county: bool,
+    },
+    /// Automerge changes of an audit segment (`crate::audit_doc`) from node `peer`; taken
+    /// only `at_county`, only for `peer`'s own trail (never `own`, this node's), and only
+    /// when the merged segment extends what was held and chains.
+    ApplyAuditDoc {
+        doc_id: String,
+        changes: Vec<Vec<u8>>,
+        peer: String,
+        at_county: bool,
+        own: String,
+    },
+    /// Appends this node's (`node`) audit entries after the export cursor, at most `max`, to
+    /// its segment documents (written by `actor`), bumps each in the global feed only and
+    /// moves the cursor. Never audited itself.
+    ExportAudit {
+        node: String,
+        actor: ActorId,
+        max: u64,
     },
     /// Automerge changes of one case from a peer, merged into the local document.
     ApplyChanges {
@@ -95,6 +114,9 @@ pub(super) enum WriteOp {
 pub enum WriteOutcome {
     Done,
     Case(Box<Case>),
+    /// A number: audit entries exported ([`WriteOp::ExportAudit`]), or the last entry of a
+    /// node's trail a received segment holds ([`WriteOp::ApplyAuditDoc`]).
+    Count(u64),
     /// The outcomes of [`WriteOp::All`], in order.
     All(Vec<WriteOutcome>),
 }
@@ -212,6 +234,7 @@ struct Tables<'txn> {
     cursors: Table<'txn, &'static str, &'static [u8]>,
     audit: Table<'txn, u64, &'static [u8]>,
     county_docs: Table<'txn, &'static str, &'static [u8]>,
+    audit_docs: Table<'txn, &'static str, &'static [u8]>,
     /// Newest stamp already written in this group.
     hlc: Option<Hlc>,
     /// The audit chain's head (`seq`, hash) as of this transaction, once read.
@@ -240,6 +263,7 @@ impl<'txn> Tables<'txn> {
             cursors: txn.open_table(SYNC_CURSORS)?,
             audit: txn.open_table(AUDIT)?,
             county_docs: txn.open_table(COUNTY_DOCS)?,
+            audit_docs: txn.open_table(AUDIT_DOCS)?,
             hlc: None,
             audit_head: None,
         })
@@ -433,6 +457,14 @@ fn apply(
             changes,
             from_county,
         } => apply_county_doc(t, doc_id, changes, *from_county, feed_head),
+        WriteOp::ApplyAuditDoc {
+            doc_id,
+            changes,
+            peer,
+            at_county,
+            own,
+        } => apply_audit_doc(t, doc_id, changes, peer, *at_county, own, feed_head),
+        WriteOp::ExportAudit { node, actor, max } => export_audit(t, node, actor, *max, feed_head),
         WriteOp::SaveCursor { peer, epoch, seq } => {
             let mut value = epoch.to_be_bytes().to_vec();
             value.extend_from_slice(&seq.to_be_bytes());
@@ -540,6 +572,171 @@ fn apply_county_doc(
         t.bump_feed_under(doc_id, &[Scope::county_wide_prefix()], feed_head)?;
     }
     Ok((WriteOutcome::Done, changed))
+}
+
+/// Appends the audit entries after the export cursor to this node's segment documents.
+fn export_audit(
+    t: &mut Tables<'_>,
+    node: &str,
+    actor: &ActorId,
+    max: u64,
+    feed_head: &mut u64,
+) -> Result<(WriteOutcome, bool), StoreError> {
+    let cursor = match t.meta.get(super::AUDIT_EXPORTED_KEY)? {
+        Some(v) => <[u8; 8]>::try_from(v.value())
+            .map(u64::from_be_bytes)
+            .map_err(|_| StoreError::Corrupt("audit export cursor".into()))?,
+        None => 0,
+    };
+    let head = match t.audit_head {
+        Some((seq, _)) => seq,
+        None => super::read_audit_head(&t.meta)?.map_or(0, |(seq, _)| seq),
+    };
+    if head <= cursor || max == 0 {
+        return Ok((WriteOutcome::Count(0), false));
+    }
+    let last = head.min(cursor.saturating_add(max));
+    let mut next = cursor + 1;
+    while next <= last {
+        let segment = audit_doc::segment_of(next);
+        let upto = (audit_doc::first_seq(segment + 1) - 1).min(last);
+        let mut entries = Vec::new();
+        for seq in next..=upto {
+            let bytes = t
+                .audit
+                .get(seq)?
+                .map(|v| v.value().to_vec())
+                .ok_or_else(|| StoreError::Corrupt(format!("audit entry {seq} is missing")))?;
+            entries.push(bytes);
+        }
+        let id = audit_doc::segment_id(node, segment);
+        let existing = t.audit_docs.get(id.as_str())?.map(|v| v.value().to_vec());
+        let held = match &existing {
+            Some(bytes) => audit_doc::load(bytes)?.last_seq(),
+            None => audit_doc::first_seq(segment) - 1,
+        };
+        if held + 1 != next {
+            return Err(StoreError::Corrupt(format!(
+                "{id} ends at entry {held}, the export cursor at {cursor}"
+            )));
+        }
+        let bytes = audit_doc::append(existing.as_deref(), node, segment, &entries, actor.clone())?;
+        t.audit_docs.insert(id.as_str(), bytes.as_slice())?;
+        // The global feed only: the county reads it, no village or town does.
+        t.bump_feed_under(&id, &[], feed_head)?;
+        next = upto + 1;
+    }
+    t.meta
+        .insert(super::AUDIT_EXPORTED_KEY, last.to_be_bytes().as_slice())?;
+    Ok((WriteOutcome::Count(last - cursor), false))
+}
+
+/// Segment `segment` of `node` as held here; `None` when not held or unreadable.
+fn held_segment(
+    t: &Tables<'_>,
+    node: &str,
+    segment: u64,
+) -> Result<Option<audit_doc::Segment>, StoreError> {
+    let id = audit_doc::segment_id(node, segment);
+    let Some(bytes) = t.audit_docs.get(id.as_str())?.map(|v| v.value().to_vec()) else {
+        return Ok(None);
+    };
+    // A copy damaged here is for `audit verify` to report; it must not stop what follows.
+    Ok(audit_doc::load(&bytes).ok())
+}
+
+/// Merges a node's changes into its audit segment at the county. The result must extend the
+/// entries held, decode and chain (to the neighbouring segments where held); otherwise nothing
+/// is written.
+fn apply_audit_doc(
+    t: &mut Tables<'_>,
+    doc_id: &str,
+    changes: &[Vec<u8>],
+    peer: &str,
+    at_county: bool,
+    own: &str,
+    feed_head: &mut u64,
+) -> Result<(WriteOutcome, bool), StoreError> {
+    if !at_county {
+        return Err(StoreError::Refused(format!(
+            "{doc_id}: only the county keeps other nodes' audit trails"
+        )));
+    }
+    let Some((node, segment)) = audit_doc::parse_id(doc_id) else {
+        return Err(StoreError::Refused(format!(
+            "{doc_id}: not an audit segment id"
+        )));
+    };
+    if node != peer || node == own {
+        return Err(StoreError::Refused(format!(
+            "{doc_id}: node {peer:?} may send only its own audit trail"
+        )));
+    }
+    let existing = t.audit_docs.get(doc_id)?.map(|v| v.value().to_vec());
+    let (mut doc, held) = match &existing {
+        Some(bytes) => {
+            let doc = AutoCommit::load(bytes).map_err(DocError::from)?;
+            let held = audit_doc::read(&doc)?.entries;
+            (doc, held)
+        }
+        None => (AutoCommit::new(), Vec::new()),
+    };
+    let heads_before = doc.get_heads();
+    let parsed = changes
+        .iter()
+        .map(|c| automerge::Change::from_bytes(c.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StoreError::Refused(format!("malformed change: {e}")))?;
+    let actor = case_doc::node_actor(node);
+    if parsed.iter().any(|c| c.actor_id() != &actor) {
+        return Err(StoreError::Refused(format!(
+            "{doc_id}: a change not written by {node}"
+        )));
+    }
+    doc.apply_changes(parsed).map_err(DocError::from)?;
+    if !doc.get_missing_deps(&[]).is_empty() {
+        return Err(StoreError::Refused(format!(
+            "changes of {doc_id} depend on changes not held"
+        )));
+    }
+    let seg = audit_doc::read(&doc)?;
+    if seg.node != node || seg.segment != segment {
+        return Err(StoreError::Refused(format!(
+            "{doc_id} says it is segment {} of {}",
+            seg.segment, seg.node
+        )));
+    }
+    if !seg.entries.starts_with(&held) {
+        return Err(StoreError::Refused(format!(
+            "{doc_id}: the changes rewrite entries the county holds (the node's chain was rewritten)"
+        )));
+    }
+    let prev = match segment.checked_sub(1) {
+        Some(before) => held_segment(t, node, before)?
+            .filter(audit_doc::Segment::is_full)
+            .and_then(|s| s.entries.last().cloned())
+            .and_then(|b| AuditEntry::decode(&b).ok())
+            .map(|e| e.hash),
+        None => None,
+    };
+    let last = audit_doc::check_segment(node, &seg, prev)
+        .map_err(|p| StoreError::Refused(format!("{doc_id}: {p}")))?;
+    if seg.is_full()
+        && let Some(after) = held_segment(t, node, segment + 1)?
+        && let Some(first) = after.entries.first()
+        && AuditEntry::decode(first).ok().map(|e| e.prev) != last
+    {
+        return Err(StoreError::Refused(format!(
+            "{doc_id}: its last entry is not the one segment {} follows",
+            segment + 1
+        )));
+    }
+    let changed = doc.get_heads() != heads_before;
+    if changed {
+        t.audit_docs.insert(doc_id, doc.save().as_slice())?;
+        t.bump_feed_under(doc_id, &[], feed_head)?;
+    }
+    Ok((WriteOutcome::Count(seg.last_seq()), changed))
 }
 
 /// Merges a peer's changes into a case document. The result must still be a readable case

@@ -1,0 +1,283 @@
+//! Health reports (DESIGN.md §1, county admin): every node describes itself at a fixed interval
+//! and after syncs, the reports travel up to the county, and the county raises alerts from
+//! them — a village gone quiet, a backlog that keeps growing, a disk filling up, a clock off,
+//! a certificate about to expire, a link that keeps failing.
+//!
+//! [`HealthReport`] is what a node says; [`alerts`] is the county's pure judgement of one
+//! node's latest report and its recent backlog samples against [`Thresholds`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Tier;
+
+/// One node's report. Bounded: a node has a handful of peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReport {
+    pub node: String,
+    pub role: Tier,
+    pub division: String,
+    pub town: String,
+    pub version: String,
+    /// Unix milliseconds when the report was made (the node's clock).
+    pub at_ms: u64,
+    pub uptime_s: u64,
+    pub peers: Vec<PeerHealth>,
+    pub store_bytes: u64,
+    pub free_disk_bytes: Option<u64>,
+    /// The county's clock minus this node's, measured during sync (`None` before a sync).
+    pub clock_offset_ms: Option<i64>,
+    /// Unix milliseconds when the node's certificate expires (`None`: not enrolled).
+    pub cert_expires_ms: Option<u64>,
+    /// Warnings and errors logged in the last 24 hours.
+    pub errors_24h: u64,
+    pub cases_by_status: BTreeMap<String, u64>,
+}
+
+/// One link as the reporting node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerHealth {
+    pub name: String,
+    pub connected: bool,
+    pub last_sync_ms: Option<u64>,
+    pub waiting_changes: u64,
+    pub waiting_bytes: u64,
+    pub attempts: u64,
+    pub last_error: Option<String>,
+}
+
+impl HealthReport {
+    /// Documents waiting to go up, summed over the node's links (its backlog).
+    pub fn backlog(&self) -> u64 {
+        self.peers.iter().map(|p| p.waiting_changes).sum()
+    }
+}
+
+/// When the county raises an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// No report for longer than this.
+    pub not_seen_secs: u64,
+    /// Free disk below this.
+    pub disk_low_bytes: u64,
+    /// Clock off by more than this either way.
+    pub clock_offset_ms: u64,
+    /// Certificate expiring within this many days.
+    pub cert_days: u64,
+    /// A link that failed this many times in a row (attempts since its last success).
+    pub sync_failures: u64,
+    /// The backlog grew in each of this many consecutive samples.
+    pub backlog_samples: usize,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            not_seen_secs: 600,
+            disk_low_bytes: 1 << 30,
+            clock_offset_ms: 60_000,
+            cert_days: 30,
+            sync_failures: 5,
+            backlog_samples: 4,
+        }
+    }
+}
+
+/// An alert on a node's row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Alert {
+    NotSeen { secs: u64 },
+    BacklogGrowing { backlog: u64 },
+    DiskLow { free_bytes: u64 },
+    ClockOff { offset_ms: i64 },
+    CertExpiring { days: i64 },
+    SyncFailing { link: String, attempts: u64 },
+}
+
+impl Alert {
+    /// The Chinese line the node table shows.
+    pub fn zh(&self) -> String {
+        match self {
+            Alert::NotSeen { secs } => format!("失联：{} 分钟未报告", secs / 60),
+            Alert::BacklogGrowing { backlog } => format!("积压持续增长（{backlog} 件待同步）"),
+            Alert::DiskLow { free_bytes } => {
+                format!("磁盘空间不足（剩余 {} MB）", free_bytes >> 20)
+            }
+            Alert::ClockOff { offset_ms } => format!("时钟偏差 {} 秒", offset_ms / 1000),
+            Alert::CertExpiring { days } => format!("证书 {days} 天后到期"),
+            Alert::SyncFailing { link, attempts } => {
+                format!("同步连续失败（{link}，{attempts} 次）")
+            }
+        }
+    }
+}
+
+/// The alerts for one node: its `latest` report (`received_ms`: when the county got it,
+/// county clock), the backlog of its recent reports oldest first, judged at `now_ms`.
+pub fn alerts(
+    latest: &HealthReport,
+    received_ms: u64,
+    backlog_history: &[u64],
+    now_ms: u64,
+    th: &Thresholds,
+) -> Vec<Alert> {
+    let mut out = Vec::new();
+    let quiet = now_ms.saturating_sub(received_ms) / 1000;
+    if quiet > th.not_seen_secs {
+        out.push(Alert::NotSeen { secs: quiet });
+    }
+    let n = th.backlog_samples;
+    if n > 0 && backlog_history.len() > n {
+        let recent = &backlog_history[backlog_history.len() - n - 1..];
+        if recent.windows(2).all(|w| w[1] > w[0]) {
+            out.push(Alert::BacklogGrowing {
+                backlog: latest.backlog(),
+            });
+        }
+    }
+    if let Some(free) = latest.free_disk_bytes
+        && free < th.disk_low_bytes
+    {
+        out.push(Alert::DiskLow { free_bytes: free });
+    }
+    if let Some(offset) = latest.clock_offset_ms
+        && offset.unsigned_abs() > th.clock_offset_ms
+    {
+        out.push(Alert::ClockOff { offset_ms: offset });
+    }
+    if let Some(expires) = latest.cert_expires_ms {
+        let days = (i128::from(expires) - i128::from(now_ms)) / 86_400_000;
+        if days < i128::from(th.cert_days) {
+            out.push(Alert::CertExpiring {
+                days: i64::try_from(days).unwrap_or(i64::MIN),
+            });
+        }
+    }
+    for p in &latest.peers {
+        if !p.connected && p.last_error.is_some() && p.attempts >= th.sync_failures {
+            out.push(Alert::SyncFailing {
+                link: p.name.clone(),
+                attempts: p.attempts,
+            });
+        }
+    }
+    out
+}
+
+/// Warnings and errors logged by this process: stamps of the last 24 hours.
+static RECENT_ERRORS: Mutex<VecDeque<u64>> = Mutex::new(VecDeque::new());
+/// At most this many stamps are kept (a node logging more errors than this has bigger news).
+const MAX_ERROR_STAMPS: usize = 10_000;
+const DAY_MS: u64 = 86_400_000;
+
+/// Notes one logged warning or error (called by the binary's log layer).
+pub fn note_error(now_ms: u64) {
+    let mut q = RECENT_ERRORS.lock().unwrap_or_else(|p| p.into_inner());
+    while q
+        .front()
+        .is_some_and(|t| now_ms.saturating_sub(*t) > DAY_MS)
+        || q.len() >= MAX_ERROR_STAMPS
+    {
+        q.pop_front();
+    }
+    q.push_back(now_ms);
+}
+
+/// Warnings and errors logged in the 24 hours before `now_ms`.
+pub fn errors_24h(now_ms: u64) -> u64 {
+    let q = RECENT_ERRORS.lock().unwrap_or_else(|p| p.into_inner());
+    q.iter()
+        .filter(|t| now_ms.saturating_sub(**t) <= DAY_MS)
+        .count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> HealthReport {
+        HealthReport {
+            node: "village-1".into(),
+            role: Tier::Village,
+            division: "430181101001".into(),
+            town: "430181101000".into(),
+            version: "0.1.0".into(),
+            at_ms: 1_000_000,
+            uptime_s: 60,
+            peers: vec![PeerHealth {
+                name: "county".into(),
+                connected: true,
+                last_sync_ms: Some(1_000_000),
+                waiting_changes: 3,
+                waiting_bytes: 900,
+                attempts: 1,
+                last_error: None,
+            }],
+            store_bytes: 1 << 20,
+            free_disk_bytes: Some(10 << 30),
+            clock_offset_ms: Some(200),
+            cert_expires_ms: Some(1_000_000 + 365 * DAY_MS),
+            errors_24h: 0,
+            cases_by_status: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_healthy_node_raises_nothing() {
+        let th = Thresholds::default();
+        assert_eq!(
+            alerts(&report(), 1_000_000, &[3, 3, 2, 3, 3], 1_060_000, &th),
+            []
+        );
+    }
+
+    #[test]
+    fn each_threshold_raises_its_alert() {
+        let th = Thresholds::default();
+        let mut r = report();
+        r.free_disk_bytes = Some(100 << 20);
+        r.clock_offset_ms = Some(-120_000);
+        r.cert_expires_ms = Some(1_000_000 + 10 * DAY_MS);
+        r.peers[0].connected = false;
+        r.peers[0].attempts = 7;
+        r.peers[0].last_error = Some("timed out".into());
+        let got = alerts(&r, 1_000_000, &[1, 2, 3, 4, 5], 1_000_000 + 700_000, &th);
+        let kinds: Vec<String> = got
+            .iter()
+            .map(|a| {
+                serde_json::to_value(a).unwrap()["kind"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "not_seen",
+                "backlog_growing",
+                "disk_low",
+                "clock_off",
+                "cert_expiring",
+                "sync_failing"
+            ]
+        );
+        assert!(got[0].zh().contains("11 分钟"));
+        // A backlog that dipped once is not "growing".
+        let calm = alerts(&report(), 1_000_000, &[1, 2, 1, 4, 5], 1_000_000, &th);
+        assert!(calm.is_empty(), "{calm:?}");
+    }
+
+    #[test]
+    fn errors_are_counted_for_a_day() {
+        let base = 5 * DAY_MS;
+        let before = errors_24h(base);
+        note_error(base);
+        note_error(base + 1000);
+        assert_eq!(errors_24h(base + 2000) - before, 2);
+        assert_eq!(errors_24h(base + 2 * DAY_MS), 0);
+    }
+}
