@@ -97,6 +97,11 @@ path = "{name}.redb"
 [catalog]
 path = "catalog.toml"
 
+# Reports every 5 s; the county flags a node quiet for 20 s (production: 60 s and 600 s).
+[health]
+every_secs = 5
+not_seen_secs = 20
+
 [sync]
 {sync}
 tls_dir = "tls-{name}"

@@ -12,6 +12,9 @@
 //! yiciban audit verify --config FILE --node ID   at the county: check ID's replicated chain
 //! yiciban audit list --config FILE [--last N] print the newest audit entries
 //! yiciban verify CODE [--ca FILE] [--config FILE]   check a result's seal offline (exit 1 if not)
+//! yiciban user add --config COUNTY --for-node ID --username U --role R   a user of node ID's directory
+//! yiciban user reset-password|disable --config FILE --username U [--for-node ID]
+//! yiciban revoke --config COUNTY --node-id ID   revoke a node's certificates (county may run)
 //! ```
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -119,6 +122,14 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// At the county: revoke every certificate issued to a node. Writes `crl.der`; a running
+    /// county reloads it within seconds and refuses the node's next handshake.
+    Revoke {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        node_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +167,28 @@ enum UserCommand {
         /// Display name; the username if omitted.
         #[arg(long)]
         name: Option<String>,
+        /// At the county: add the user to this node's directory (it replicates to that node
+        /// only) instead of the county's own users.
+        #[arg(long)]
+        for_node: Option<String>,
+    },
+    /// Set a user's password (read from stdin); with `--for-node` in that node's directory.
+    ResetPassword {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        for_node: Option<String>,
+    },
+    /// Disable a user; with `--for-node` in that node's directory.
+    Disable {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        for_node: Option<String>,
     },
 }
 
@@ -305,6 +338,7 @@ async fn run(cli: Cli) -> Result<()> {
                     username,
                     role,
                     name,
+                    for_node,
                 },
         } => {
             let cfg = Config::load(&config)?;
@@ -324,6 +358,25 @@ async fn run(cli: Cli) -> Result<()> {
             )?
             .for_node(&cfg.node.id);
             let display = name.unwrap_or_else(|| username.clone());
+            if let Some(node) = for_node {
+                let password = password.trim_end_matches(['\r', '\n']);
+                if !yiciban_core::users::valid_username(&username) {
+                    bail!("username {username:?}: 2 to 32 letters, digits, _ - .");
+                }
+                let user = yiciban_core::users::User {
+                    username: username.clone(),
+                    display_name: display,
+                    role,
+                    password_hash: yiciban_core::users::hash_password(password)?,
+                    disabled: false,
+                };
+                put_directory_user(&cfg, &store, &node, user).await?;
+                println!(
+                    "user {username} ({}) added to the directory of {node}",
+                    role.as_str()
+                );
+                return Ok(());
+            }
             yiciban_core::node::add_user(
                 &store,
                 &username,
@@ -334,6 +387,126 @@ async fn run(cli: Cli) -> Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("user {username} ({}) added", role.as_str());
+            Ok(())
+        }
+        Command::User {
+            command:
+                UserCommand::ResetPassword {
+                    config,
+                    username,
+                    for_node,
+                },
+        } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password from stdin")?;
+            let hash = yiciban_core::users::hash_password(password.trim_end_matches(['\r', '\n']))?;
+            change_user(&config, &username, for_node.as_deref(), |u| {
+                u.password_hash = hash;
+            })
+            .await?;
+            println!("password of {username} set");
+            Ok(())
+        }
+        Command::User {
+            command:
+                UserCommand::Disable {
+                    config,
+                    username,
+                    for_node,
+                },
+        } => {
+            change_user(&config, &username, for_node.as_deref(), |u| {
+                u.disabled = true;
+            })
+            .await?;
+            println!("user {username} disabled");
+            Ok(())
+        }
+        Command::Revoke { config, node_id } => {
+            let cfg = Config::load(&config)?;
+            if cfg.node.role != Tier::County {
+                bail!("certificates are revoked at the county");
+            }
+            let n = TlsDir::new(cfg.tls_dir()).revoke(&node_id)?;
+            println!(
+                "revoked {n} more certificate(s) of {node_id}; {} updated (a running county refuses the node within seconds)",
+                TlsDir::new(cfg.tls_dir()).path("crl.der").display()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// At the (stopped) county: puts `user` into the directory of `node`, whose role and division
+/// come from its enrolment token.
+async fn put_directory_user(
+    cfg: &Config,
+    store: &Store,
+    node: &str,
+    user: yiciban_core::users::User,
+) -> Result<()> {
+    if cfg.node.role != Tier::County {
+        bail!("a node's user directory is kept at the county; this config's role is not county");
+    }
+    let tokens = store.tokens()?;
+    let Some(record) = tokens
+        .iter()
+        .filter(|t| t.node_id == node)
+        .max_by_key(|t| t.used_ms.is_some())
+    else {
+        bail!("no node {node:?} was issued a token here");
+    };
+    let Some(role) = Tier::parse(&record.role) else {
+        bail!("the token of {node} has an unknown role {:?}", record.role);
+    };
+    store
+        .put_directory_user(
+            node,
+            role,
+            &record.division,
+            user,
+            yiciban_core::store::CONSOLE_USER,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Changes one user of a stopped node: in node `for_node`'s directory (at the county) or in
+/// the node's own users.
+async fn change_user(
+    config: &Path,
+    username: &str,
+    for_node: Option<&str>,
+    change: impl FnOnce(&mut yiciban_core::users::User),
+) -> Result<()> {
+    let cfg = Config::load(config)?;
+    let store = Store::open(
+        &cfg.store_path(),
+        cfg.store.group_commit_max,
+        cfg.store.blob_max_bytes,
+    )?
+    .for_node(&cfg.node.id);
+    match for_node {
+        Some(node) => {
+            let Some(mut user) = store
+                .user_dir(node)?
+                .and_then(|d| d.users.into_iter().find(|u| u.username == username))
+            else {
+                bail!("the directory of {node} has no user {username:?}");
+            };
+            change(&mut user);
+            put_directory_user(&cfg, &store, node, user).await
+        }
+        None => {
+            let Some(mut user) = store.user(username)? else {
+                bail!("no user {username:?} on this node");
+            };
+            change(&mut user);
+            store
+                .put_user(user, true, yiciban_core::store::CONSOLE_USER)
+                .await?;
             Ok(())
         }
     }
@@ -582,6 +755,10 @@ pub async fn serve(
     // Villages and towns send their audit trail up; the county keeps the copies.
     let exporter = (node.tier() != Tier::County)
         .then(|| tokio::spawn(yiciban_core::audit_doc::run_exporter(node.store.clone())));
+    tokio::spawn(yiciban_core::health::run_reporter(
+        node.clone(),
+        std::time::Duration::from_secs(node.config.health.every_secs),
+    ));
     let notices = node.config.notice_settings();
     let outbox = notices.send.then(|| {
         tracing::info!(webhook = ?notices.webhook, "this node sends the SMS notices");

@@ -260,6 +260,17 @@ impl Api {
         Ok((status, resp.json().await.unwrap_or(Value::Null)))
     }
 
+    /// A page as text (HTML), with its status.
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        match self.http.get(format!("{}{path}", self.base)).send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                (status, resp.text().await.unwrap_or_default())
+            }
+            Err(e) => (0, e.to_string()),
+        }
+    }
+
     /// Number of cases the node reports in its health.
     pub async fn case_count(&self) -> Result<u64> {
         let (_, health) = self.get("/api/v1/health").await?;

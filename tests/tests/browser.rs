@@ -172,3 +172,51 @@ async fn clerk_files_an_application_in_chromium_and_finds_it_in_the_list() {
     );
     c.close().await.unwrap();
 }
+
+/// The county console in Chromium: the admin logs in at the demo's county, opens the node
+/// table and finds the village's row with its figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_county_console_shows_the_villages_row_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let base_port = free_base_port().unwrap();
+    let mut demo = NodeProcess::demo(&dir.path().join("demo"), base_port).unwrap();
+    let (_driver, c) = browser(&dir.path().join("profile")).await;
+    let base = format!("http://127.0.0.1:{base_port}");
+
+    c.goto(&format!("{base}/login")).await.unwrap();
+    type_into(&c, "username", "admin").await;
+    type_into(&c, "password", DEMO_PASSWORD).await;
+    click(&c, "login").await;
+    c.wait()
+        .for_element(Locator::Css("a[href='/nodes']"))
+        .await
+        .unwrap();
+    // Reports arrive every few seconds: reload until the village has reported.
+    let row = Locator::Css("tr[data-node='village-430181101001']");
+    let started = Instant::now();
+    let text = loop {
+        c.goto(&format!("{base}/nodes")).await.unwrap();
+        if let Ok(el) = c.find(row).await {
+            let text = el.text().await.unwrap();
+            if text.contains("秒前") {
+                break text;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no village row in the console"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(text.contains("430181101001"), "{text}");
+    assert!(
+        c.find(Locator::Css(
+            "tr[data-node='village-430181101001'] svg.spark"
+        ))
+        .await
+        .is_ok(),
+        "the backlog sparkline is drawn"
+    );
+    c.close().await.unwrap();
+    demo.terminate().unwrap();
+}

@@ -318,6 +318,7 @@ async fn the_flow_survives_a_dark_village_link_and_a_killed_county() {
 async fn the_demo_runs_the_flow_across_its_three_nodes() {
     let dir = tempfile::tempdir().unwrap();
     let base = free_base_port().unwrap();
+    let started = Instant::now();
     let mut demo = NodeProcess::demo(dir.path(), base).unwrap();
     let url = |p: u16| format!("http://127.0.0.1:{p}");
     let clerk = Api::login(&url(base + 2), "clerk", DEMO_PASSWORD)
@@ -329,6 +330,38 @@ async fn the_demo_runs_the_flow_across_its_three_nodes() {
     let admin = Api::login(&url(base), "admin", DEMO_PASSWORD)
         .await
         .unwrap();
+    // Within 60 s of start the county's console lists the town and the village with figures.
+    let row = |nodes: &Value, id: &str| -> Option<Value> {
+        nodes["nodes"]
+            .as_array()?
+            .iter()
+            .find(|r| r["node"] == id)
+            .cloned()
+    };
+    let mut listed = false;
+    while started.elapsed() < Duration::from_secs(60) {
+        let (_, nodes) = admin.get("/api/v1/nodes").await.unwrap();
+        listed = ["town-430181101000", "village-430181101001"]
+            .iter()
+            .all(|id| {
+                row(&nodes, id).is_some_and(|r| {
+                    r["report"]["store_bytes"].as_u64().is_some_and(|b| b > 0)
+                        && r["report"]["peers"]
+                            .as_array()
+                            .is_some_and(|p| !p.is_empty())
+                })
+            });
+        if listed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(listed, "the console lists town and village within 60 s");
+    eprintln!(
+        "demo: console lists both nodes {:?} after start",
+        started.elapsed()
+    );
+
     let catalog = Catalog::parse(yiciban_core::DEMO_CATALOG, Path::new("catalog.toml")).unwrap();
     let body = Workload::new(7).application(catalog.get(BENCH_ITEM).unwrap());
     let (status, filed) = clerk.post("/api/v1/applications", &body).await.unwrap();
@@ -418,6 +451,39 @@ async fn the_demo_runs_the_flow_across_its_three_nodes() {
         );
         assert_eq!(body["state"]["superseded"].as_array().unwrap().len(), 1);
     }
+    // Stop the village: after the demo's 20 s threshold its row says "not seen".
+    let killed = std::process::Command::new("pkill")
+        .args(["-KILL", "-f"])
+        .arg(format!(
+            "serve --config {}",
+            dir.path().join("village.toml").display()
+        ))
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let stopped = Instant::now();
+    loop {
+        let (_, nodes) = admin.get("/api/v1/nodes").await.unwrap();
+        let alerts = row(&nodes, "village-430181101001").map(|r| r["alerts"].clone());
+        if alerts
+            .as_ref()
+            .and_then(|a| a.as_array())
+            .is_some_and(|a| a.iter().any(|x| x["kind"] == "not_seen"))
+        {
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(60),
+            "no not-seen alert for the stopped village: {alerts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "demo: not-seen alert {:?} after the village stopped",
+        stopped.elapsed()
+    );
+    let (_, page) = admin.get_text("/nodes").await;
+    assert!(page.contains("data-node=\"village-430181101001\"") && page.contains("失联"));
     demo.terminate().unwrap();
     // SIGTERM stops every node: the village's port is free again.
     let start = Instant::now();

@@ -346,6 +346,17 @@ pub async fn urge(
     Ok(created(&state.node, &filed))
 }
 
+/// `GET /api/v1/nodes?town=&sort=`: the county console's node table (figures and alerts).
+pub async fn nodes(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(p): Query<crate::pages::NodesParams>,
+) -> ApiResult {
+    auth.require(Action::ViewNodes)?;
+    let rows = crate::pages::node_rows(&state, &p)?;
+    Ok(Json(json!({ "nodes": rows, "count": rows.len() })).into_response())
+}
+
 /// `GET /api/v1/supervision`: open cases late (`red`) or due within a working day (`yellow`).
 pub async fn supervision(State(state): State<AppState>, auth: Auth) -> ApiResult {
     auth.require(Action::ViewCases)?;
@@ -441,6 +452,14 @@ pub async fn health(State(state): State<AppState>) -> ApiResult {
         "link": views::link_state(node).text,
         "enrolled": node.is_enrolled(),
         "links": links,
+        "refused": node.links.refused(),
+        // The users of this node's directory the county sent (`yiciban_core::user_dir`).
+        "directory_users": node
+            .store
+            .user_dir(&node.config.node.id)
+            .ok()
+            .flatten()
+            .map(|d| d.users.len()),
         "calendar": node.calendar_info().map(|(c, source)| json!({
             "source": source,
             "years": c.years(),

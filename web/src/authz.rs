@@ -33,6 +33,8 @@ pub enum Action {
     ViewFollowUps,
     /// Close a follow-up with a comment (the core accepts it at a county node only).
     CloseFollowUp,
+    /// See the county console's node table.
+    ViewNodes,
     /// Urge (催办) the tier holding a late case's baton (the core accepts it at the county).
     Urge,
     /// See the statistics (统计分析): counts and rates, no personal data.
@@ -51,6 +53,7 @@ pub fn allowed(role: Role, action: Action) -> bool {
         ViewFollowUps => matches!(role, Clerk | Reviewer | Approver | CountyAdmin),
         CloseFollowUp => matches!(role, Clerk | Reviewer | Approver),
         Urge => matches!(role, CountyAdmin | Approver),
+        ViewNodes => matches!(role, CountyAdmin | SecurityAdmin | Approver),
         ViewStatistics => matches!(role, Clerk | Reviewer | Approver | CountyAdmin),
     }
 }

@@ -77,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .route("/blobs", post(api::upload_blob))
         .route("/queue", get(api::queue))
         .route("/supervision", get(api::supervision))
+        .route("/nodes", get(api::nodes))
         .route("/followups", get(api::follow_ups))
         .route("/stats", get(api::stats))
         .route(
@@ -104,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .route("/cases", get(pages::cases))
         .route("/queue", get(pages::queue))
         .route("/supervision", get(pages::supervision))
+        .route("/nodes", get(pages::nodes_page))
         .route("/supervision/urge", post(pages::urge))
         .route("/followups", get(pages::follow_ups))
         .route("/followups/close", post(pages::close_follow_up))

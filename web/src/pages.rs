@@ -29,8 +29,10 @@ use crate::session::{self, Auth};
 use crate::views::{self, LinkState};
 
 mod bundle;
+mod nodes;
 mod stats;
 pub use bundle::{apply_bundle_form, apply_bundle_submit, bundle_issue, bundle_page, case_counter};
+pub use nodes::{NodesParams, nodes_page, rows as node_rows};
 pub use stats::{gather as gather_stats, stats_csv, stats_page};
 
 /// A page failed: render it as a page, not as JSON.

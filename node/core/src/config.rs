@@ -19,6 +19,9 @@ pub struct Config {
     /// The working-day calendar; without it the demo calendar (`config/calendar.toml`) counts.
     #[serde(default)]
     pub calendar: Option<CatalogSection>,
+    /// Health reports and the county's alert thresholds.
+    #[serde(default)]
+    pub health: HealthSection,
     /// SMS notices; without the section only a county sends (to its log).
     #[serde(default)]
     pub notices: Option<NoticeSection>,
@@ -30,6 +33,42 @@ pub struct Config {
     /// Where relative paths point: the config file's folder. Set by [`Config::load`].
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// `[health]`: how often this node reports, and (at the county) when a node counts as quiet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSection {
+    /// Seconds between this node's health reports.
+    pub every_secs: u64,
+    /// At the county: a node with no report for longer than this raises "not seen".
+    pub not_seen_secs: u64,
+    /// At the county: free disk below this many MiB raises "disk low".
+    pub disk_low_mib: u64,
+    /// At the county: a clock off by more than this many seconds raises "clock off".
+    pub clock_offset_secs: u64,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        Self {
+            every_secs: 60,
+            not_seen_secs: 600,
+            disk_low_mib: 1024,
+            clock_offset_secs: 60,
+        }
+    }
+}
+
+impl HealthSection {
+    pub fn thresholds(&self) -> crate::health::Thresholds {
+        crate::health::Thresholds {
+            not_seen_secs: self.not_seen_secs,
+            disk_low_bytes: self.disk_low_mib << 20,
+            clock_offset_ms: self.clock_offset_secs.saturating_mul(1000),
+            ..crate::health::Thresholds::default()
+        }
+    }
 }
 
 /// `[notices]`: who sends SMS notices and how (see `crate::notice`).
@@ -251,6 +290,12 @@ impl Config {
         }
         if self.store.group_commit_max == 0 {
             return Err(("store.group_commit_max".into(), "must be at least 1".into()));
+        }
+        if self.health.every_secs == 0 || self.health.not_seen_secs == 0 {
+            return Err((
+                "health".into(),
+                "every_secs and not_seen_secs must be at least 1".into(),
+            ));
         }
         if let Some(n) = &self.notices {
             if let Some(url) = &n.webhook

@@ -8,7 +8,11 @@
 //! still knows the answer came from the county that issued its token.
 //!
 //! The files live in the node's TLS folder ([`TlsDir`]): `ca.pem`, `node.pem`, `node.key`,
-//! and at the county `ca.key` and `crl.der`.
+//! and at the county `ca.key`, `crl.der`, `issued.tsv` (one line per certificate issued:
+//! node id, serial in hex, Unix ms) and `revoked.tsv` (the same for each one revoked, from
+//! which `crl.der` is made). They are files, not store rows, so `yiciban revoke` works while
+//! the county runs; the running county reloads `crl.der` when it changes
+//! (`crate::sync_engine::watch_revocations`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -215,6 +219,10 @@ pub fn check_answer(
     Ok(())
 }
 
+/// The county's list of issued certificates, and of revoked ones.
+const ISSUED: &str = "issued.tsv";
+const REVOKED: &str = "revoked.tsv";
+
 /// A node's TLS folder.
 #[derive(Debug, Clone)]
 pub struct TlsDir {
@@ -290,6 +298,94 @@ impl TlsDir {
         Ok(())
     }
 
+    /// At the county: remembers that a certificate with `serial` was issued to `node_id`.
+    pub fn record_issued(&self, node_id: &str, serial: &[u8]) -> Result<(), EnrolError> {
+        use std::io::Write;
+        let path = self.path(ISSUED);
+        let err = |e: std::io::Error| EnrolError::Files {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(err)?;
+        writeln!(file, "{node_id}\t{}\t{}", hex::encode(serial), unix_ms()).map_err(err)?;
+        file.sync_all().map_err(err)
+    }
+
+    /// `(node id, serial)` of every line of `issued.tsv` or `revoked.tsv`.
+    fn serials(&self, name: &str) -> Result<Vec<(String, Vec<u8>)>, EnrolError> {
+        let text = match std::fs::read_to_string(self.path(name)) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(EnrolError::Files {
+                    path: self.path(name),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        Ok(text
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.split('\t');
+                let node = parts.next()?;
+                let serial = hex::decode(parts.next()?).ok()?;
+                Some((node.to_string(), serial))
+            })
+            .collect())
+    }
+
+    /// The nodes whose certificates the county revoked.
+    pub fn revoked_nodes(&self) -> Result<std::collections::BTreeSet<String>, EnrolError> {
+        Ok(self
+            .serials(REVOKED)?
+            .into_iter()
+            .map(|(node, _)| node)
+            .collect())
+    }
+
+    /// At the county: revokes every certificate issued to `node_id` and writes the new
+    /// `crl.der`; returns how many were revoked now. An unknown node is an error.
+    pub fn revoke(&self, node_id: &str) -> Result<usize, EnrolError> {
+        let ca = self.county_ca()?;
+        let issued: Vec<Vec<u8>> = self
+            .serials(ISSUED)?
+            .into_iter()
+            .filter(|(n, _)| n == node_id)
+            .map(|(_, s)| s)
+            .collect();
+        if issued.is_empty() {
+            return Err(EnrolError::Refused(format!(
+                "of {node_id}: no certificate was issued to that node here ({})",
+                self.path(ISSUED).display()
+            )));
+        }
+        let mut revoked = self.serials(REVOKED)?;
+        let mut lines = String::new();
+        for serial in issued {
+            if !revoked.iter().any(|(_, s)| *s == serial) {
+                lines.push_str(&format!(
+                    "{node_id}\t{}\t{}\n",
+                    hex::encode(&serial),
+                    unix_ms()
+                ));
+                revoked.push((node_id.to_string(), serial));
+            }
+        }
+        let added = lines.lines().count();
+        let all: Vec<Vec<u8>> = revoked.into_iter().map(|(_, s)| s).collect();
+        // The CRL number only grows: seconds since the epoch.
+        let crl = ca.crl(&all, unix_ms() / 1000, 3650)?;
+        let mut text = std::fs::read_to_string(self.path(REVOKED)).unwrap_or_default();
+        text.push_str(&lines);
+        self.write(REVOKED, text.as_bytes(), false)?;
+        self.write("crl.der", &crl, false)?;
+        Ok(added)
+    }
+
     /// Stores what enrolment gave this node.
     pub fn save_enrolment(&self, key: &NodeKey, answer: &EnrolAnswer) -> Result<(), EnrolError> {
         self.write("node.key", key.pem().as_bytes(), true)?;
@@ -323,6 +419,28 @@ impl TlsDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn revoking_a_node_lists_every_serial_it_was_issued() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = TlsDir::new(dir.path());
+        let county = NodeIdentity::new("county", "county", "430181000000").unwrap();
+        tls.init_county(&county).unwrap();
+        let before = std::fs::read(tls.path("crl.der")).unwrap();
+        tls.record_issued("village-1", &[0x11, 2, 3]).unwrap();
+        tls.record_issued("village-2", &[0x22, 2, 3]).unwrap();
+        tls.record_issued("village-1", &[0x33, 2, 3]).unwrap();
+        assert!(matches!(tls.revoke("nobody"), Err(EnrolError::Refused(_))));
+        assert_eq!(tls.revoke("village-1").unwrap(), 2);
+        assert_eq!(tls.revoke("village-1").unwrap(), 0);
+        assert_ne!(std::fs::read(tls.path("crl.der")).unwrap(), before);
+        assert_eq!(
+            tls.revoked_nodes().unwrap().into_iter().collect::<Vec<_>>(),
+            vec!["village-1".to_string()]
+        );
+        // The new list still loads as TLS material.
+        assert_eq!(tls.material().unwrap().crls_der.len(), 1);
+    }
 
     #[tokio::test]
     async fn enrolment_round_trip_and_every_tamper_fails() {

@@ -5,13 +5,144 @@
 //!
 //! [`HealthReport`] is what a node says; [`alerts`] is the county's pure judgement of one
 //! node's latest report and its recent backlog samples against [`Thresholds`].
+//!
+//! # Transport
+//!
+//! A node appends its report every [`crate::config::Config`] `[health] every_secs` to its
+//! document of the day, `health:{node}:{yyyymmdd}` (table `health_docs-1`; Automerge root
+//! `{kind: "health", node, samples: [JSON, …]}`), in its global feed only, like the audit
+//! segments (`crate::audit_doc`): the county receives it, nobody else does, and the county
+//! takes changes to `health:{N}:…` only from the peer certified as `N`, only when every sample
+//! is a report of `N`. One document a day keeps each one small (1,440 samples at most).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, ObjType, ReadDoc, ScalarValue, Value};
 use serde::{Deserialize, Serialize};
 
+use crate::case_doc::DocError;
 use crate::catalog::Tier;
+
+const PREFIX: &str = "health:";
+/// Samples one day's document may hold (one a minute is 1,440).
+pub const MAX_SAMPLES: usize = 4_000;
+/// The longest sample accepted, in bytes.
+pub const MAX_SAMPLE_BYTES: usize = 16 * 1024;
+
+/// Whether `doc_id` names a health document.
+pub fn is_health_doc(doc_id: &str) -> bool {
+    doc_id.starts_with(PREFIX)
+}
+
+/// The id of `node`'s document of `day` (`yyyymmdd`).
+pub fn doc_id(node: &str, day: &str) -> String {
+    format!("{PREFIX}{node}:{day}")
+}
+
+/// `(node, day)` of a health document id.
+pub fn parse_id(doc_id: &str) -> Option<(&str, &str)> {
+    let rest = doc_id.strip_prefix(PREFIX)?;
+    let (node, day) = rest.rsplit_once(':')?;
+    (day.len() == 8 && day.bytes().all(|b| b.is_ascii_digit()) && !node.is_empty())
+        .then_some((node, day))
+}
+
+fn malformed(reason: impl Into<String>) -> DocError {
+    DocError::Malformed {
+        field: "health".into(),
+        reason: reason.into(),
+    }
+}
+
+/// The node a health document belongs to and its reports, checked and bounded.
+pub fn read(doc: &AutoCommit) -> Result<(String, Vec<HealthReport>), DocError> {
+    let text = |key: &str| -> Result<String, DocError> {
+        match doc.get(automerge::ROOT, key)? {
+            Some((Value::Scalar(s), _)) => match s.as_ref() {
+                ScalarValue::Str(t) => Ok(t.to_string()),
+                _ => Err(malformed(format!("{key} is not text"))),
+            },
+            _ => Err(malformed(format!("{key} is missing"))),
+        }
+    };
+    if text("kind")? != "health" {
+        return Err(malformed("not a health document"));
+    }
+    let node = text("node")?;
+    let Some((Value::Object(ObjType::List), list)) = doc.get(automerge::ROOT, "samples")? else {
+        return Err(malformed("samples is not a list"));
+    };
+    let len = doc.length(&list);
+    if len > MAX_SAMPLES {
+        return Err(malformed(format!("{len} samples, more than {MAX_SAMPLES}")));
+    }
+    let mut out = Vec::with_capacity(len);
+    for i in 0..len {
+        let Some((Value::Scalar(s), _)) = doc.get(&list, i)? else {
+            return Err(malformed(format!("sample {i} is not text")));
+        };
+        let ScalarValue::Str(json) = s.as_ref() else {
+            return Err(malformed(format!("sample {i} is not text")));
+        };
+        if json.len() > MAX_SAMPLE_BYTES {
+            return Err(malformed(format!("sample {i} is too long")));
+        }
+        let report: HealthReport =
+            serde_json::from_str(json).map_err(|e| malformed(format!("sample {i}: {e}")))?;
+        if report.node != node {
+            return Err(malformed(format!(
+                "sample {i} is a report of {}",
+                report.node
+            )));
+        }
+        out.push(report);
+    }
+    Ok((node, out))
+}
+
+/// `existing` (saved bytes, if any) with `report` appended; the document saved again.
+pub fn append(
+    existing: Option<&[u8]>,
+    report: &HealthReport,
+    actor: automerge::ActorId,
+) -> Result<Vec<u8>, DocError> {
+    let json = serde_json::to_string(report).map_err(|e| malformed(e.to_string()))?;
+    let mut doc = match existing {
+        Some(bytes) => AutoCommit::load(bytes)?,
+        None => {
+            let mut doc = AutoCommit::new();
+            doc.put(automerge::ROOT, "kind", "health")?;
+            doc.put(automerge::ROOT, "node", report.node.as_str())?;
+            doc.put_object(automerge::ROOT, "samples", ObjType::List)?;
+            doc
+        }
+    }
+    .with_actor(actor);
+    let Some((Value::Object(ObjType::List), list)) = doc.get(automerge::ROOT, "samples")? else {
+        return Err(malformed("samples is not a list"));
+    };
+    let len = doc.length(&list);
+    if len >= MAX_SAMPLES {
+        return Err(malformed("the day's document is full"));
+    }
+    doc.insert(&list, len, json)?;
+    doc.commit();
+    Ok(doc.save())
+}
+
+/// Appends this node's report every `every` (the first one at once) until the process ends.
+pub async fn run_reporter(node: Arc<crate::node::Node>, every: Duration) {
+    loop {
+        let report = node.health_report();
+        if let Err(e) = node.store.record_health(&report).await {
+            tracing::warn!(error = %e, "health report not recorded");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
 
 /// One node's report. Bounded: a node has a handful of peers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,5 +410,28 @@ mod tests {
         note_error(base + 1000);
         assert_eq!(errors_24h(base + 2000) - before, 2);
         assert_eq!(errors_24h(base + 2 * DAY_MS), 0);
+    }
+
+    #[test]
+    fn a_days_document_holds_the_nodes_reports_and_nothing_else() {
+        let actor = crate::case_doc::node_actor("village-1");
+        let first = append(None, &report(), actor.clone()).unwrap();
+        let mut later = report();
+        later.at_ms += 60_000;
+        let both = append(Some(&first), &later, actor.clone()).unwrap();
+        let (node, reports) = read(&AutoCommit::load(&both).unwrap()).unwrap();
+        assert_eq!((node.as_str(), reports.len()), ("village-1", 2));
+        assert_eq!(reports[1].at_ms, report().at_ms + 60_000);
+        // Another node's report in this node's document is refused on read.
+        let mut other = report();
+        other.node = "village-2".into();
+        let forged = append(Some(&both), &other, actor).unwrap();
+        assert!(read(&AutoCommit::load(&forged).unwrap()).is_err());
+        assert_eq!(
+            parse_id(&doc_id("village-1", "20261123")),
+            Some(("village-1", "20261123"))
+        );
+        assert_eq!(parse_id("health:village-1:2026"), None);
+        assert_eq!(parse_id("audit:x:000001"), None);
     }
 }

@@ -46,6 +46,7 @@ pub mod stats;
 pub mod store;
 pub mod summary;
 pub mod sync_engine;
+pub mod user_dir;
 pub mod users;
 
 /// The demo working-day calendar shipped in `config/calendar.toml`.

@@ -89,6 +89,24 @@ pub struct Filed {
 }
 
 /// The running node.
+/// Backlog samples a node's row keeps for its sparkline.
+pub const SPARK_SAMPLES: usize = 30;
+
+/// One row of the county's node table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeRow {
+    pub node: String,
+    pub role: Option<Tier>,
+    pub division: String,
+    pub town: String,
+    /// County time of the latest report (`None`: enrolled, never reported).
+    pub last_seen_ms: Option<u64>,
+    pub report: Option<crate::health::HealthReport>,
+    /// Backlog of the recent reports, oldest first.
+    pub backlog: Vec<u64>,
+    pub alerts: Vec<crate::health::Alert>,
+}
+
 /// How often [`Node::calendar`] looks for a newly published calendar.
 const CALENDAR_RECHECK: Duration = Duration::from_secs(2);
 
@@ -182,6 +200,13 @@ impl Node {
         };
         let endpoint = crate::sync_engine::start(ctx, &material, sync.listen, sync.county, dial)
             .map_err(|e| e.to_string())?;
+        if sync.listen.is_some() {
+            tokio::spawn(crate::sync_engine::watch_revocations(
+                endpoint.clone(),
+                tls,
+                self.links.clone(),
+            ));
+        }
         tracing::info!(listen = ?sync.listen, county = ?sync.county, "replication started");
         Ok(Some(endpoint))
     }
@@ -222,7 +247,7 @@ impl Node {
                 "this node is not a county certificate authority",
             )));
         };
-        crate::enrol::answer(&self.store, ca, req)
+        let answer = crate::enrol::answer(&self.store, ca, req)
             .await
             .map_err(|e| match e {
                 EnrolError::Store(e) => NodeError::Store(e),
@@ -233,7 +258,22 @@ impl Node {
                         format!("enrolment refused: {other}"),
                     ))
                 }
-            })
+            })?;
+        // Remembered so `yiciban revoke` can name the certificate in the revocation list.
+        let recorded = (|| {
+            use yiciban_transport::identity::{cert_serial, first_cert_der, peer_identity};
+            let der = first_cert_der(&answer.cert_pem)?;
+            let node = peer_identity(&der)?.node_id;
+            TlsDir::new(self.config.tls_dir()).record_issued(&node, &cert_serial(&der)?)
+        })();
+        if let Err(e) = recorded {
+            tracing::error!(error = %e, "issued certificate not recorded: it cannot be revoked");
+            return Err(NodeError::BadRequest(Msg::new(
+                format!("证书序列号无法记录：{e}"),
+                format!("the certificate's serial could not be recorded: {e}"),
+            )));
+        }
+        Ok(answer)
     }
 
     pub fn tier(&self) -> Tier {
@@ -440,6 +480,72 @@ impl Node {
         *self.calendar.lock().unwrap_or_else(|p| p.into_inner()) = CalendarCache::default();
         tracing::info!("working-day calendar published to every node");
         Ok(true)
+    }
+
+    /// The county's node table: every node it holds reports of or enrolled, with its latest
+    /// report, its recent backlog and the alerts they raise now.
+    pub fn node_table(&self) -> Result<Vec<NodeRow>, StoreError> {
+        let th = self.config.health.thresholds();
+        let now_ms = u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0);
+        let mut rows: std::collections::BTreeMap<String, NodeRow> = self
+            .store
+            .latest_health()?
+            .into_iter()
+            .filter_map(|(node, reports)| {
+                let latest = reports.last()?.clone();
+                let backlog: Vec<u64> = reports
+                    .iter()
+                    .rev()
+                    .take(SPARK_SAMPLES)
+                    .rev()
+                    .map(|r| r.backlog())
+                    .collect();
+                // When the county got it, in county time: the node's stamp plus its offset.
+                let received =
+                    i128::from(latest.at_ms) + i128::from(latest.clock_offset_ms.unwrap_or(0));
+                let received = u64::try_from(received.max(0)).unwrap_or(0);
+                let alerts = crate::health::alerts(&latest, received, &backlog, now_ms, &th);
+                Some((
+                    node.clone(),
+                    NodeRow {
+                        node,
+                        role: Some(latest.role),
+                        division: latest.division.clone(),
+                        town: latest.town.clone(),
+                        last_seen_ms: Some(received),
+                        report: Some(latest),
+                        backlog,
+                        alerts,
+                    },
+                ))
+            })
+            .collect();
+        // Enrolled nodes that never reported are listed too, with the alert that says so.
+        for token in self.store.tokens()? {
+            if token.used_ms.is_none() || rows.contains_key(&token.node_id) {
+                continue;
+            }
+            let since = token.used_ms.unwrap_or(0);
+            let quiet = now_ms.saturating_sub(since) / 1000;
+            rows.insert(
+                token.node_id.clone(),
+                NodeRow {
+                    node: token.node_id.clone(),
+                    role: Tier::parse(&token.role),
+                    division: token.division.clone(),
+                    town: String::new(),
+                    last_seen_ms: None,
+                    report: None,
+                    backlog: Vec::new(),
+                    alerts: if quiet > th.not_seen_secs {
+                        vec![crate::health::Alert::NotSeen { secs: quiet }]
+                    } else {
+                        Vec::new()
+                    },
+                },
+            );
+        }
+        Ok(rows.into_values().collect())
     }
 
     /// This node's health report now (see [`crate::health`]).

@@ -6,7 +6,8 @@
 //! a digest and never sent, even when the peer asks for its id. The receiving side checks it
 //! too: a peer's changes to a case outside that peer's scope are refused. County-wide
 //! documents (`crate::county_doc`, the published calendar) are in every scope; audit segments
-//! (`crate::audit_doc`) only in the county's, the only scope that reads the global feed.
+//! (`crate::audit_doc`) only in the county's, the only scope that reads the global feed; a
+//! node's user directory (`crate::user_dir`) only in the scope of that node's division.
 
 use yiciban_sync::store::{ChangeHash, FeedEntry, ReplicaStore};
 
@@ -83,8 +84,21 @@ impl ScopedStore<'_> {
             return Ok(true);
         }
         // A node's audit trail goes to the county only: never down, never sideways.
-        if crate::audit_doc::is_audit_doc(doc_id) {
+        if crate::audit_doc::is_audit_doc(doc_id) || crate::health::is_health_doc(doc_id) {
             return Ok(*self.scope == Scope::All);
+        }
+        // A node's user directory goes to that node's own village or town only.
+        if crate::user_dir::is_user_dir_doc(doc_id) {
+            if *self.scope == Scope::All {
+                return Ok(true);
+            }
+            let node = doc_id.trim_start_matches("users:");
+            return Ok(self
+                .store
+                .user_dir(node)
+                .ok()
+                .flatten()
+                .is_some_and(|d| d.scope() == *self.scope));
         }
         match self.scope {
             Scope::All => Ok(true),

@@ -98,15 +98,58 @@ pub struct LinkSnapshot {
     pub audit_held: Option<u64>,
 }
 
+/// A handshake this node refused: who (the node id the presented certificate claims, else
+/// the remote address), when, and why (revoked, another CA, …).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Refusal {
+    pub node: String,
+    pub at_ms: u64,
+    pub reason: String,
+}
+
+/// Refusals kept for the console, newest last.
+const MAX_REFUSALS: usize = 32;
+
 /// Every link of this node, for pages, health and metrics.
 #[derive(Debug, Default)]
 pub struct Links {
     inner: Mutex<BTreeMap<String, LinkSnapshot>>,
     /// The county's clock minus this node's, in ms, from the last probe on the uplink.
     clock_offset: Mutex<Option<i64>>,
+    /// Handshakes refused lately (`MAX_REFUSALS`).
+    refused: Mutex<VecDeque<Refusal>>,
+    /// Accepted connections by peer node id, so a revoked peer's can be closed.
+    accepted: Mutex<HashMap<String, quinn::Connection>>,
 }
 
 impl Links {
+    /// The handshakes refused lately, oldest first.
+    pub fn refused(&self) -> Vec<Refusal> {
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Records a refused handshake.
+    pub fn record_refusal(&self, node: &str, reason: &str) {
+        let mut list = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        if list.len() >= MAX_REFUSALS {
+            list.pop_front();
+        }
+        list.push_back(Refusal {
+            node: node.to_string(),
+            at_ms: unix_ms(),
+            reason: reason.to_string(),
+        });
+    }
+
+    fn accepted(&self) -> std::sync::MutexGuard<'_, HashMap<String, quinn::Connection>> {
+        self.accepted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The county's clock minus this node's (ms), measured on the uplink; `None` before.
     pub fn clock_offset_ms(&self) -> Option<i64> {
         *self.clock_offset.lock().unwrap_or_else(|e| e.into_inner())
@@ -259,7 +302,7 @@ pub fn start(
 ) -> Result<quinn::Endpoint, EngineError> {
     let client = material.quinn_client()?;
     let endpoint = match listen {
-        Some(addr) => quinn::Endpoint::server(material.quinn_server()?, addr)
+        Some(addr) => quinn::Endpoint::server(server_config(material, &ctx.links)?, addr)
             .map_err(|e| EngineError::Dial(format!("cannot listen on {addr}: {e}")))?,
         None => {
             let any: SocketAddr = match county {
@@ -286,6 +329,68 @@ pub fn start(
     Ok(endpoint)
 }
 
+/// The QUIC server side, recording each refused client certificate in `links`.
+fn server_config(
+    material: &yiciban_transport::tls::TlsMaterial,
+    links: &Arc<Links>,
+) -> Result<quinn::ServerConfig, EngineError> {
+    let links = links.clone();
+    let observer: yiciban_transport::tls::RefusalObserver =
+        Arc::new(move |claimed, reason: String| {
+            let node = claimed.map_or_else(|| "(no identity)".to_string(), |id| id.node_id);
+            tracing::warn!(peer = %node, %reason, "client certificate refused");
+            links.record_refusal(&node, &reason);
+        });
+    Ok(material.quinn_server_observed(Some(observer))?)
+}
+
+/// How often the county looks at `crl.der`.
+const CRL_RECHECK: Duration = Duration::from_secs(1);
+
+/// At the county: reloads the server's TLS configuration whenever `crl.der` in `tls`
+/// changes (`yiciban revoke` wrote it), so the next handshake of a revoked node is refused,
+/// and closes the connections such nodes still hold. Runs until the process ends.
+pub async fn watch_revocations(
+    endpoint: quinn::Endpoint,
+    tls: crate::enrol::TlsDir,
+    links: Arc<Links>,
+) {
+    let stamp = |tls: &crate::enrol::TlsDir| {
+        let meta = std::fs::metadata(tls.path("crl.der")).ok()?;
+        Some((meta.modified().ok()?, meta.len()))
+    };
+    let mut seen = stamp(&tls);
+    loop {
+        tokio::time::sleep(CRL_RECHECK).await;
+        let now = stamp(&tls);
+        if now == seen {
+            continue;
+        }
+        let reloaded = tls
+            .material()
+            .map_err(|e| e.to_string())
+            .and_then(|m| server_config(&m, &links).map_err(|e| e.to_string()));
+        match reloaded {
+            Ok(config) => {
+                endpoint.set_server_config(Some(config));
+                seen = now;
+                tracing::info!("revocation list reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "revocation list changed but cannot be loaded");
+                continue;
+            }
+        }
+        for node in tls.revoked_nodes().unwrap_or_default() {
+            if let Some(conn) = links.accepted().remove(&node) {
+                tracing::warn!(peer = %node, "closing the link of a revoked node");
+                conn.close(2u32.into(), b"revoked");
+                links.record_refusal(&node, "certificate revoked: link closed");
+            }
+        }
+    }
+}
+
 /// Accepts peers for as long as the endpoint is open; one task per connection. A handshake
 /// that fails (another CA, no certificate, revoked) is refused and logged.
 pub async fn accept_forever(ctx: SyncContext, endpoint: quinn::Endpoint) {
@@ -297,6 +402,16 @@ pub async fn accept_forever(ctx: SyncContext, endpoint: quinn::Endpoint) {
                 Ok(conn) => conn,
                 Err(e) => {
                     tracing::warn!(%remote, error = %e, "sync peer refused at the handshake");
+                    // A refused certificate is recorded under the node it names already.
+                    let named = ctx
+                        .links
+                        .refused()
+                        .last()
+                        .is_some_and(|r| unix_ms().saturating_sub(r.at_ms) < 2_000);
+                    if !named {
+                        ctx.links
+                            .record_refusal(&remote.to_string(), &e.to_string());
+                    }
                     return;
                 }
             };
@@ -309,7 +424,17 @@ pub async fn accept_forever(ctx: SyncContext, endpoint: quinn::Endpoint) {
                 }
             };
             tracing::info!(%remote, peer = %name, "sync peer connected");
+            ctx.links.accepted().insert(name.clone(), conn.clone());
             let result = run_connection(&ctx, &conn, false, &name).await;
+            {
+                let mut accepted = ctx.links.accepted();
+                if accepted
+                    .get(&name)
+                    .is_some_and(|c| c.stable_id() == conn.stable_id())
+                {
+                    accepted.remove(&name);
+                }
+            }
             let why = result
                 .err()
                 .map_or_else(|| "closed".to_string(), |e| e.to_string());
@@ -485,6 +610,26 @@ impl Shell<'_> {
                     .await
                 {
                     tracing::warn!(peer = %self.peer, doc = %doc_id, error = %e, "changes refused");
+                }
+                Ok(Some(session.applied(&self.view, &doc_id)?))
+            }
+            Effect::Apply { doc_id, changes } if crate::health::is_health_doc(&doc_id) => {
+                let store = self.view.store;
+                if let Err(e) = store
+                    .apply_health_changes(&self.peer, self.at_county, &doc_id, changes)
+                    .await
+                {
+                    tracing::warn!(peer = %self.peer, doc = %doc_id, error = %e, "health report refused");
+                }
+                Ok(Some(session.applied(&self.view, &doc_id)?))
+            }
+            Effect::Apply { doc_id, changes } if crate::user_dir::is_user_dir_doc(&doc_id) => {
+                let store = self.view.store;
+                if let Err(e) = store
+                    .apply_user_dir_changes(&self.peer, self.from_county, &doc_id, changes)
+                    .await
+                {
+                    tracing::warn!(peer = %self.peer, doc = %doc_id, error = %e, "user directory refused");
                 }
                 Ok(Some(session.applied(&self.view, &doc_id)?))
             }

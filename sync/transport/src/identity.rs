@@ -275,6 +275,13 @@ pub fn peer_identity(cert_der: &[u8]) -> Result<NodeIdentity, IdentityError> {
     Err(IdentityError::NoIdentity)
 }
 
+/// A certificate's serial number (the bytes [`CountyCa::crl`] takes to revoke it).
+pub fn cert_serial(cert_der: &[u8]) -> Result<Vec<u8>, IdentityError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(cert_der).map_err(|_| IdentityError::NotX509)?;
+    Ok(cert.raw_serial().to_vec())
+}
+
 /// When a certificate stops being valid, in Unix milliseconds.
 pub fn cert_not_after_ms(cert_der: &[u8]) -> Result<u64, IdentityError> {
     let (_, cert) =
@@ -373,6 +380,8 @@ mod tests {
         let a = ca.issue(&key.csr_pem().unwrap(), &id, 30).unwrap();
         let b = ca.issue(&key.csr_pem().unwrap(), &id, 30).unwrap();
         assert_ne!(a.serial, b.serial);
+        let der = first_cert_der(&a.cert_pem).unwrap();
+        assert_eq!(cert_serial(&der).unwrap(), a.serial);
         assert!(!ca.crl(&[a.serial], 1, 7).unwrap().is_empty());
     }
 

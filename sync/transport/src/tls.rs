@@ -105,7 +105,29 @@ impl TlsMaterial {
     }
 
     pub fn quinn_server(&self) -> Result<quinn::ServerConfig, TlsError> {
-        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(self.server_config()?)
+        self.quinn_server_observed(None)
+    }
+
+    /// [`TlsMaterial::quinn_server`] that tells `refused` about every client certificate it
+    /// refuses (revoked, another CA, expired): the identity the certificate claims, if it
+    /// carries one (unverified: for the operator's eyes only), and the reason.
+    pub fn quinn_server_observed(
+        &self,
+        refused: Option<RefusalObserver>,
+    ) -> Result<quinn::ServerConfig, TlsError> {
+        let mut config = self.server_config()?;
+        if let Some(observer) = refused {
+            let inner = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider())
+                .with_crls(self.crls())
+                .build()
+                .map_err(|e| TlsError::Verifier(e.to_string()))?;
+            config = rustls::ServerConfig::builder_with_provider(provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])?
+                .with_client_cert_verifier(Arc::new(ObservedVerifier { inner, observer }))
+                .with_single_cert(self.chain()?, self.key()?)?;
+            config.alpn_protocols = vec![yiciban_sync::PROTOCOL.as_bytes().to_vec()];
+        }
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(config)
             .map_err(|e| TlsError::Quic(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server.transport_config(Arc::new(transport()));
@@ -118,6 +140,72 @@ impl TlsMaterial {
         let mut client = quinn::ClientConfig::new(Arc::new(crypto));
         client.transport_config(Arc::new(transport()));
         Ok(client)
+    }
+}
+
+/// Called with the identity a refused client certificate claims (not verified) and why.
+pub type RefusalObserver = Arc<dyn Fn(Option<NodeIdentity>, String) + Send + Sync>;
+
+/// The WebPKI client verifier, reporting each refusal to an observer.
+struct ObservedVerifier {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    observer: RefusalObserver,
+}
+
+impl std::fmt::Debug for ObservedVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObservedVerifier").finish_non_exhaustive()
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for ObservedVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verdict = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now);
+        if let Err(e) = &verdict {
+            (self.observer)(peer_identity(end_entity).ok(), e.to_string());
+        }
+        verdict
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 

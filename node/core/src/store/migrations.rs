@@ -9,7 +9,7 @@ use super::tables::*;
 type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 
 /// All migrations; the store's schema version is their count.
-const MIGRATIONS: [Migration; 8] = [
+const MIGRATIONS: [Migration; 10] = [
     migration_001_initial_tables,
     migration_002_store_epoch,
     migration_003_sync_cursors,
@@ -18,7 +18,21 @@ const MIGRATIONS: [Migration; 8] = [
     migration_006_audit,
     migration_007_county_docs,
     migration_008_audit_docs,
+    migration_009_health_docs,
+    migration_010_user_docs,
 ];
+
+/// User directories (`crate::user_dir`); none exist before this.
+fn migration_010_user_docs(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(USER_DOCS)?;
+    Ok(())
+}
+
+/// Health documents (`crate::health`): each node's reports, and at the county every node's.
+fn migration_009_health_docs(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(HEALTH_DOCS)?;
+    Ok(())
+}
 
 /// The audit trail's segment documents for the county; the exporter starts from entry 1, so a
 /// store from before this sends its whole chain.

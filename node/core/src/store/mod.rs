@@ -9,7 +9,7 @@ mod migrations;
 mod tables;
 mod writer;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -452,6 +452,148 @@ impl Store {
         }
     }
 
+    /// Appends this node's `report` to its health document of the day (`crate::health`).
+    pub async fn record_health(
+        &self,
+        report: &crate::health::HealthReport,
+    ) -> Result<(), StoreError> {
+        let day = chrono::DateTime::from_timestamp_millis(i64::try_from(report.at_ms).unwrap_or(0))
+            .unwrap_or_default()
+            .format("%Y%m%d")
+            .to_string();
+        let op = WriteOp::RecordHealth {
+            doc_id: crate::health::doc_id(&self.node_id, &day),
+            report: Box::new(report.clone()),
+            actor: case_doc::node_actor(&self.node_id),
+        };
+        self.write(op, None).await.map(|_| ())
+    }
+
+    /// Merges changes of `peer`'s health document (at the county only).
+    pub async fn apply_health_changes(
+        &self,
+        peer: &str,
+        at_county: bool,
+        doc_id: &str,
+        changes: Vec<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let op = WriteOp::ApplyHealthDoc {
+            doc_id: doc_id.to_string(),
+            changes,
+            peer: peer.to_string(),
+            at_county,
+        };
+        self.write(op, None).await.map(|_| ())
+    }
+
+    /// A health document's saved bytes.
+    pub fn health_doc_bytes(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(HEALTH_DOCS)?;
+        Ok(table.get(id)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Every node's newest health document held here: node id → its reports, oldest first.
+    pub fn latest_health(
+        &self,
+    ) -> Result<BTreeMap<String, Vec<crate::health::HealthReport>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(HEALTH_DOCS)?;
+        // Keys sort by node, then day: the last key of each node is its newest day.
+        let mut newest: BTreeMap<String, String> = BTreeMap::new();
+        for entry in table.iter()? {
+            let (k, _) = entry?;
+            if let Some((node, _)) = crate::health::parse_id(k.value()) {
+                newest.insert(node.to_string(), k.value().to_string());
+            }
+        }
+        let mut out = BTreeMap::new();
+        for (node, id) in newest {
+            let Some(bytes) = table.get(id.as_str())?.map(|v| v.value().to_vec()) else {
+                continue;
+            };
+            let doc = AutoCommit::load(&bytes).map_err(DocError::from)?;
+            match crate::health::read(&doc) {
+                Ok((_, reports)) => {
+                    out.insert(node, reports);
+                }
+                Err(e) => tracing::warn!(doc = %id, error = %e, "health document unreadable"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// At the county: adds or replaces `user` in the directory of `node`, a `role` node of
+    /// `division` (`crate::user_dir`), on behalf of `by`; it replicates to that node only.
+    pub async fn put_directory_user(
+        &self,
+        node: &str,
+        role: crate::catalog::Tier,
+        division: &str,
+        user: User,
+        by: &str,
+    ) -> Result<(), StoreError> {
+        let audit = self.record(
+            by,
+            "user_dir.put",
+            None,
+            &format!(
+                "{} ({}{}) for {node}",
+                user.username,
+                user.role.as_str(),
+                if user.disabled { ", disabled" } else { "" }
+            ),
+        );
+        let op = WriteOp::PutDirUser {
+            node: node.to_string(),
+            role,
+            division: division.to_string(),
+            user: Box::new(user),
+            actor: case_doc::node_actor(&self.node_id),
+        };
+        self.write(op, Some(audit)).await.map(|_| ())
+    }
+
+    /// Merges changes of a user directory sent by `peer`; refused unless `from_county` and
+    /// the directory is this node's own. Its users are upserted in the same transaction.
+    pub async fn apply_user_dir_changes(
+        &self,
+        peer: &str,
+        from_county: bool,
+        doc_id: &str,
+        changes: Vec<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let audit = self.record(
+            &format!("peer:{peer}"),
+            "user_dir.merged",
+            None,
+            &format!("{doc_id}, {} changes", changes.len()),
+        );
+        let op = WriteOp::ApplyUserDir {
+            doc_id: doc_id.to_string(),
+            changes,
+            from_county,
+            own: self.node_id.to_string(),
+        };
+        self.write(op, Some(audit)).await.map(|_| ())
+    }
+
+    /// A user directory's saved bytes.
+    pub fn user_doc_bytes(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(USER_DOCS)?;
+        Ok(table.get(id)?.map(|v| v.value().to_vec()))
+    }
+
+    /// The directory of `node` held here, if any.
+    pub fn user_dir(&self, node: &str) -> Result<Option<crate::user_dir::Directory>, StoreError> {
+        let Some(bytes) = self.user_doc_bytes(&crate::user_dir::doc_id(node))? else {
+            return Ok(None);
+        };
+        let doc = AutoCommit::load(&bytes).map_err(DocError::from)?;
+        Ok(Some(crate::user_dir::read(&doc)?))
+    }
+
     /// An audit segment's saved bytes.
     pub fn audit_doc_bytes(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read()?;
@@ -524,6 +666,10 @@ impl Store {
             self.county_doc_bytes(id)
         } else if crate::audit_doc::is_audit_doc(id) {
             self.audit_doc_bytes(id)
+        } else if crate::health::is_health_doc(id) {
+            self.health_doc_bytes(id)
+        } else if crate::user_dir::is_user_dir_doc(id) {
+            self.user_doc_bytes(id)
         } else {
             self.case_doc_bytes(id)
         }
@@ -983,6 +1129,21 @@ impl Store {
                 .map_err(|e| StoreError::Corrupt(format!("token {id}: {e}"))),
             None => Ok(None),
         }
+    }
+
+    /// Every enrolment token held (the county's list of nodes, used or not).
+    pub fn tokens(&self) -> Result<Vec<crate::enrol::TokenRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ENROL_TOKENS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            out.push(
+                serde_json::from_slice(v.value())
+                    .map_err(|e| StoreError::Corrupt(format!("token {}: {e}", k.value())))?,
+            );
+        }
+        Ok(out)
     }
 
     /// Marks a token used; refused if it was used before or has expired.

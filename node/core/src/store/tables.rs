@@ -49,6 +49,12 @@ pub const COUNTY_DOCS: TableDefinition<&str, &[u8]> = TableDefinition::new("coun
 /// node's own trail as exported for the county, and at the county the copies of every node's
 /// (see `crate::audit_doc`). Not a case: no projections, only in the global feed.
 pub const AUDIT_DOCS: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_docs-1");
+/// `health:{node}:{yyyymmdd}` → that node's health document of the day (`crate::health`):
+/// this node's own, and at the county every node's.
+pub const HEALTH_DOCS: TableDefinition<&str, &[u8]> = TableDefinition::new("health_docs-1");
+/// `users:{node}` → that node's user directory (`crate::user_dir`): at the county every
+/// enrolled node's, at a village or town its own. Not a case: no projections.
+pub const USER_DOCS: TableDefinition<&str, &[u8]> = TableDefinition::new("user_docs-1");
 /// Key → value: `schema_version` and other node facts.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
 

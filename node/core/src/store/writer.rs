@@ -62,6 +62,37 @@ pub(super) enum WriteOp {
         at_county: bool,
         own: String,
     },
+    /// Appends this node's report to its health document of the day (global feed only).
+    RecordHealth {
+        doc_id: String,
+        report: Box<crate::health::HealthReport>,
+        actor: ActorId,
+    },
+    /// Automerge changes of a health document from node `peer`; taken only at the county
+    /// (`at_county`) and only for `peer`'s own documents.
+    ApplyHealthDoc {
+        doc_id: String,
+        changes: Vec<Vec<u8>>,
+        peer: String,
+        at_county: bool,
+    },
+    /// At the county: adds or replaces `user` in the directory of `node` (a `role` node of
+    /// `division`), in that node's scoped feed only.
+    PutDirUser {
+        node: String,
+        role: crate::catalog::Tier,
+        division: String,
+        user: Box<User>,
+        actor: ActorId,
+    },
+    /// Automerge changes of a user directory (`crate::user_dir`); taken only `from_county`,
+    /// only for `own` (this node's) directory; its users are upserted into `users-1`.
+    ApplyUserDir {
+        doc_id: String,
+        changes: Vec<Vec<u8>>,
+        from_county: bool,
+        own: String,
+    },
     /// Appends this node's (`node`) audit entries after the export cursor, at most `max`, to
     /// its segment documents (written by `actor`), bumps each in the global feed only and
     /// moves the cursor. Never audited itself.
@@ -235,6 +266,8 @@ struct Tables<'txn> {
     audit: Table<'txn, u64, &'static [u8]>,
     county_docs: Table<'txn, &'static str, &'static [u8]>,
     audit_docs: Table<'txn, &'static str, &'static [u8]>,
+    health_docs: Table<'txn, &'static str, &'static [u8]>,
+    user_docs: Table<'txn, &'static str, &'static [u8]>,
     /// Newest stamp already written in this group.
     hlc: Option<Hlc>,
     /// The audit chain's head (`seq`, hash) as of this transaction, once read.
@@ -264,6 +297,8 @@ impl<'txn> Tables<'txn> {
             audit: txn.open_table(AUDIT)?,
             county_docs: txn.open_table(COUNTY_DOCS)?,
             audit_docs: txn.open_table(AUDIT_DOCS)?,
+            health_docs: txn.open_table(HEALTH_DOCS)?,
+            user_docs: txn.open_table(USER_DOCS)?,
             hlc: None,
             audit_head: None,
         })
@@ -465,6 +500,55 @@ fn apply(
             own,
         } => apply_audit_doc(t, doc_id, changes, peer, *at_county, own, feed_head),
         WriteOp::ExportAudit { node, actor, max } => export_audit(t, node, actor, *max, feed_head),
+        WriteOp::RecordHealth {
+            doc_id,
+            report,
+            actor,
+        } => {
+            let existing = t
+                .health_docs
+                .get(doc_id.as_str())?
+                .map(|v| v.value().to_vec());
+            let bytes = crate::health::append(existing.as_deref(), report, actor.clone())?;
+            t.health_docs.insert(doc_id.as_str(), bytes.as_slice())?;
+            t.bump_feed_under(doc_id, &[], feed_head)?;
+            Ok((WriteOutcome::Done, false))
+        }
+        WriteOp::ApplyHealthDoc {
+            doc_id,
+            changes,
+            peer,
+            at_county,
+        } => apply_health_doc(t, doc_id, changes, peer, *at_county, feed_head),
+        WriteOp::PutDirUser {
+            node,
+            role,
+            division,
+            user,
+            actor,
+        } => {
+            let id = crate::user_dir::doc_id(node);
+            let existing = t.user_docs.get(id.as_str())?.map(|v| v.value().to_vec());
+            let bytes = crate::user_dir::put_user(
+                existing.as_deref(),
+                node,
+                *role,
+                division,
+                user,
+                actor.clone(),
+            )?;
+            t.user_docs.insert(id.as_str(), bytes.as_slice())?;
+            let scope = Scope::of(*role, division);
+            let prefixes: Vec<String> = scope.key_prefix().into_iter().collect();
+            t.bump_feed_under(&id, &prefixes, feed_head)?;
+            Ok((WriteOutcome::Done, true))
+        }
+        WriteOp::ApplyUserDir {
+            doc_id,
+            changes,
+            from_county,
+            own,
+        } => apply_user_dir(t, doc_id, changes, *from_county, own, feed_head),
         WriteOp::SaveCursor { peer, epoch, seq } => {
             let mut value = epoch.to_be_bytes().to_vec();
             value.extend_from_slice(&seq.to_be_bytes());
@@ -530,6 +614,43 @@ fn apply(
     }
 }
 
+/// A held document's saved bytes loaded, or a new empty document.
+fn load_or_new(bytes: Option<Vec<u8>>) -> Result<AutoCommit, StoreError> {
+    match bytes {
+        Some(bytes) => Ok(AutoCommit::load(&bytes).map_err(DocError::from)?),
+        None => Ok(AutoCommit::new()),
+    }
+}
+
+/// A peer's changes, parsed; one malformed change refuses them all.
+fn parse_changes(changes: &[Vec<u8>]) -> Result<Vec<automerge::Change>, StoreError> {
+    changes
+        .iter()
+        .map(|c| automerge::Change::from_bytes(c.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StoreError::Refused(format!("malformed change: {e}")))
+}
+
+/// Applies parsed changes to `doc`; refused when they depend on changes not held.
+fn apply_parsed(
+    doc: &mut AutoCommit,
+    doc_id: &str,
+    parsed: Vec<automerge::Change>,
+) -> Result<(), StoreError> {
+    doc.apply_changes(parsed).map_err(DocError::from)?;
+    if !doc.get_missing_deps(&[]).is_empty() {
+        return Err(StoreError::Refused(format!(
+            "changes of {doc_id} depend on changes not held"
+        )));
+    }
+    Ok(())
+}
+
+/// [`parse_changes`] then [`apply_parsed`].
+fn merge(doc: &mut AutoCommit, doc_id: &str, changes: &[Vec<u8>]) -> Result<(), StoreError> {
+    apply_parsed(doc, doc_id, parse_changes(changes)?)
+}
+
 /// Merges changes into a county-wide document, which must then hold a valid calendar; it goes
 /// into every scope's feed.
 fn apply_county_doc(
@@ -549,22 +670,9 @@ fn apply_county_doc(
             "{doc_id}: not a county-wide document this version knows"
         )));
     }
-    let mut doc = match t.county_docs.get(doc_id)?.map(|v| v.value().to_vec()) {
-        Some(bytes) => AutoCommit::load(&bytes).map_err(DocError::from)?,
-        None => AutoCommit::new(),
-    };
+    let mut doc = load_or_new(t.county_docs.get(doc_id)?.map(|v| v.value().to_vec()))?;
     let heads_before = doc.get_heads();
-    let parsed = changes
-        .iter()
-        .map(|c| automerge::Change::from_bytes(c.clone()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| StoreError::Refused(format!("malformed change: {e}")))?;
-    doc.apply_changes(parsed).map_err(DocError::from)?;
-    if !doc.get_missing_deps(&[]).is_empty() {
-        return Err(StoreError::Refused(format!(
-            "changes of {doc_id} depend on changes not held"
-        )));
-    }
+    merge(&mut doc, doc_id, changes)?;
     crate::county_doc::read_calendar(&doc)?;
     let changed = doc.get_heads() != heads_before;
     if changed {
@@ -682,23 +790,14 @@ fn apply_audit_doc(
         None => (AutoCommit::new(), Vec::new()),
     };
     let heads_before = doc.get_heads();
-    let parsed = changes
-        .iter()
-        .map(|c| automerge::Change::from_bytes(c.clone()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| StoreError::Refused(format!("malformed change: {e}")))?;
+    let parsed = parse_changes(changes)?;
     let actor = case_doc::node_actor(node);
     if parsed.iter().any(|c| c.actor_id() != &actor) {
         return Err(StoreError::Refused(format!(
             "{doc_id}: a change not written by {node}"
         )));
     }
-    doc.apply_changes(parsed).map_err(DocError::from)?;
-    if !doc.get_missing_deps(&[]).is_empty() {
-        return Err(StoreError::Refused(format!(
-            "changes of {doc_id} depend on changes not held"
-        )));
-    }
+    apply_parsed(&mut doc, doc_id, parsed)?;
     let seg = audit_doc::read(&doc)?;
     if seg.node != node || seg.segment != segment {
         return Err(StoreError::Refused(format!(
@@ -739,6 +838,88 @@ fn apply_audit_doc(
     Ok((WriteOutcome::Count(seg.last_seq()), changed))
 }
 
+/// Merges a node's health document at the county: only the node's own, only reports of it.
+fn apply_health_doc(
+    t: &mut Tables<'_>,
+    doc_id: &str,
+    changes: &[Vec<u8>],
+    peer: &str,
+    at_county: bool,
+    feed_head: &mut u64,
+) -> Result<(WriteOutcome, bool), StoreError> {
+    if !at_county {
+        return Err(StoreError::Refused(format!(
+            "{doc_id}: health reports go to the county only"
+        )));
+    }
+    match crate::health::parse_id(doc_id) {
+        Some((node, _)) if node == peer => {}
+        _ => {
+            return Err(StoreError::Refused(format!(
+                "{doc_id}: not {peer}'s health document"
+            )));
+        }
+    }
+    let mut doc = load_or_new(t.health_docs.get(doc_id)?.map(|v| v.value().to_vec()))?;
+    let heads_before = doc.get_heads();
+    merge(&mut doc, doc_id, changes)?;
+    let (node, _) = crate::health::read(&doc)?;
+    if node != peer {
+        return Err(StoreError::Refused(format!(
+            "{doc_id} holds reports of {node}, not of {peer}"
+        )));
+    }
+    let changed = doc.get_heads() != heads_before;
+    if changed {
+        t.health_docs.insert(doc_id, doc.save().as_slice())?;
+        t.bump_feed_under(doc_id, &[], feed_head)?;
+    }
+    Ok((WriteOutcome::Done, changed))
+}
+
+/// Merges the county's changes into this node's own user directory and upserts its users
+/// into `users-1`; anything else is refused with nothing written.
+fn apply_user_dir(
+    t: &mut Tables<'_>,
+    doc_id: &str,
+    changes: &[Vec<u8>],
+    from_county: bool,
+    own: &str,
+    feed_head: &mut u64,
+) -> Result<(WriteOutcome, bool), StoreError> {
+    if !from_county {
+        return Err(StoreError::Refused(format!(
+            "{doc_id}: only the county writes user directories"
+        )));
+    }
+    if doc_id != crate::user_dir::doc_id(own) {
+        return Err(StoreError::Refused(format!(
+            "{doc_id}: not this node's ({own}) user directory"
+        )));
+    }
+    let mut doc = load_or_new(t.user_docs.get(doc_id)?.map(|v| v.value().to_vec()))?;
+    let heads_before = doc.get_heads();
+    merge(&mut doc, doc_id, changes)?;
+    let dir = crate::user_dir::read(&doc)?;
+    if dir.node != own {
+        return Err(StoreError::Refused(format!(
+            "{doc_id} says it is the directory of {}",
+            dir.node
+        )));
+    }
+    let changed = doc.get_heads() != heads_before;
+    if changed {
+        for user in &dir.users {
+            let json = serde_json::to_vec(user).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            t.users.insert(user.username.as_str(), json.as_slice())?;
+        }
+        t.user_docs.insert(doc_id, doc.save().as_slice())?;
+        // The global feed only: the county holds it already, nobody else may.
+        t.bump_feed_under(doc_id, &[], feed_head)?;
+    }
+    Ok((WriteOutcome::Done, changed))
+}
+
 /// Merges a peer's changes into a case document. The result must still be a readable case
 /// with the same id and every dependency present; otherwise nothing is written.
 fn apply_changes(
@@ -761,17 +942,7 @@ fn apply_changes(
         }
         None => None,
     };
-    let parsed = changes
-        .iter()
-        .map(|c| automerge::Change::from_bytes(c.clone()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| StoreError::Refused(format!("malformed change: {e}")))?;
-    doc.apply_changes(parsed).map_err(DocError::from)?;
-    if !doc.get_missing_deps(&[]).is_empty() {
-        return Err(StoreError::Refused(format!(
-            "changes of {doc_id} depend on changes not held"
-        )));
-    }
+    merge(&mut doc, doc_id, changes)?;
     let case = case_doc::read(&doc)?;
     if case.id != doc_id {
         return Err(StoreError::Refused(format!(
