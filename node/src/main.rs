@@ -359,18 +359,21 @@ async fn run(cli: Cli) -> Result<()> {
             .for_node(&cfg.node.id);
             let display = name.unwrap_or_else(|| username.clone());
             if let Some(node) = for_node {
-                let password = password.trim_end_matches(['\r', '\n']);
-                if !yiciban_core::users::valid_username(&username) {
-                    bail!("username {username:?}: 2 to 32 letters, digits, _ - .");
-                }
-                let user = yiciban_core::users::User {
+                let new = yiciban_core::admin::NewDirectoryUser {
                     username: username.clone(),
                     display_name: display,
-                    role,
-                    password_hash: yiciban_core::users::hash_password(password)?,
-                    disabled: false,
+                    role: role.as_str().to_string(),
+                    password: password.trim_end_matches(['\r', '\n']).to_string(),
                 };
-                put_directory_user(&cfg, &store, &node, user).await?;
+                yiciban_core::admin::add_directory_user(
+                    &store,
+                    cfg.node.role,
+                    &node,
+                    &new,
+                    yiciban_core::store::CONSOLE_USER,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
                 println!(
                     "user {username} ({}) added to the directory of {node}",
                     role.as_str()
@@ -401,10 +404,13 @@ async fn run(cli: Cli) -> Result<()> {
             std::io::stdin()
                 .read_line(&mut password)
                 .context("reading the password from stdin")?;
-            let hash = yiciban_core::users::hash_password(password.trim_end_matches(['\r', '\n']))?;
-            change_user(&config, &username, for_node.as_deref(), |u| {
-                u.password_hash = hash;
-            })
+            let password = password.trim_end_matches(['\r', '\n']).to_string();
+            change_user(
+                &config,
+                &username,
+                for_node.as_deref(),
+                yiciban_core::admin::DirectoryChange::Password(password),
+            )
             .await?;
             println!("password of {username} set");
             Ok(())
@@ -417,9 +423,12 @@ async fn run(cli: Cli) -> Result<()> {
                     for_node,
                 },
         } => {
-            change_user(&config, &username, for_node.as_deref(), |u| {
-                u.disabled = true;
-            })
+            change_user(
+                &config,
+                &username,
+                for_node.as_deref(),
+                yiciban_core::admin::DirectoryChange::Disabled(true),
+            )
             .await?;
             println!("user {username} disabled");
             Ok(())
@@ -439,48 +448,15 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// At the (stopped) county: puts `user` into the directory of `node`, whose role and division
-/// come from its enrolment token.
-async fn put_directory_user(
-    cfg: &Config,
-    store: &Store,
-    node: &str,
-    user: yiciban_core::users::User,
-) -> Result<()> {
-    if cfg.node.role != Tier::County {
-        bail!("a node's user directory is kept at the county; this config's role is not county");
-    }
-    let tokens = store.tokens()?;
-    let Some(record) = tokens
-        .iter()
-        .filter(|t| t.node_id == node)
-        .max_by_key(|t| t.used_ms.is_some())
-    else {
-        bail!("no node {node:?} was issued a token here");
-    };
-    let Some(role) = Tier::parse(&record.role) else {
-        bail!("the token of {node} has an unknown role {:?}", record.role);
-    };
-    store
-        .put_directory_user(
-            node,
-            role,
-            &record.division,
-            user,
-            yiciban_core::store::CONSOLE_USER,
-        )
-        .await?;
-    Ok(())
-}
-
 /// Changes one user of a stopped node: in node `for_node`'s directory (at the county) or in
 /// the node's own users.
 async fn change_user(
     config: &Path,
     username: &str,
     for_node: Option<&str>,
-    change: impl FnOnce(&mut yiciban_core::users::User),
+    change: yiciban_core::admin::DirectoryChange,
 ) -> Result<()> {
+    use yiciban_core::admin::DirectoryChange;
     let cfg = Config::load(config)?;
     let store = Store::open(
         &cfg.store_path(),
@@ -490,20 +466,28 @@ async fn change_user(
     .for_node(&cfg.node.id);
     match for_node {
         Some(node) => {
-            let Some(mut user) = store
-                .user_dir(node)?
-                .and_then(|d| d.users.into_iter().find(|u| u.username == username))
-            else {
-                bail!("the directory of {node} has no user {username:?}");
-            };
-            change(&mut user);
-            put_directory_user(&cfg, &store, node, user).await
+            yiciban_core::admin::change_directory_user(
+                &store,
+                cfg.node.role,
+                node,
+                username,
+                change,
+                yiciban_core::store::CONSOLE_USER,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(())
         }
         None => {
             let Some(mut user) = store.user(username)? else {
                 bail!("no user {username:?} on this node");
             };
-            change(&mut user);
+            match change {
+                DirectoryChange::Password(p) => {
+                    user.password_hash = yiciban_core::users::hash_password(&p)?;
+                }
+                DirectoryChange::Disabled(d) => user.disabled = d,
+            }
             store
                 .put_user(user, true, yiciban_core::store::CONSOLE_USER)
                 .await?;
@@ -668,22 +652,23 @@ pub async fn issue_token(
             cfg.node.role.as_str()
         );
     }
-    if !matches!(role, "village" | "town") {
-        bail!("a token is for a village or a town node, not {role:?}");
-    }
-    let identity = NodeIdentity::new(node_id, role, division)?;
     let store = Store::open(
         &cfg.store_path(),
         cfg.store.group_commit_max,
         cfg.store.blob_max_bytes,
     )?
     .for_node(&cfg.node.id);
-    Ok(enrol::create_token(
+    yiciban_core::admin::issue_token(
         &store,
-        &identity,
-        std::time::Duration::from_secs(days.saturating_mul(24 * 3600)),
+        cfg.node.role,
+        node_id,
+        role,
+        division,
+        days,
+        yiciban_core::store::CONSOLE_USER,
     )
-    .await?)
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Asks the county at `county` (its HTTP address) for this node's certificate.

@@ -21,8 +21,13 @@ use crate::error::AppError;
 use crate::session::{self, Auth};
 use crate::views;
 
+mod admin;
 mod bundle;
 mod stats;
+pub use admin::{
+    add_user as add_directory_user, directory, issue_token, revoke as revoke_node, set_disabled,
+    set_password, tokens,
+};
 pub use bundle::{bundle_detail, counter, file_bundle, issue_bundle};
 pub use stats::stats;
 
@@ -354,7 +359,13 @@ pub async fn nodes(
 ) -> ApiResult {
     auth.require(Action::ViewNodes)?;
     let rows = crate::pages::node_rows(&state, &p)?;
-    Ok(Json(json!({ "nodes": rows, "count": rows.len() })).into_response())
+    // The handshakes refused lately (a revoked node), as `/api/v1/health` lists them.
+    Ok(Json(json!({
+        "nodes": rows,
+        "count": rows.len(),
+        "refused": state.node.links.refused(),
+    }))
+    .into_response())
 }
 
 /// `GET /api/v1/supervision`: open cases late (`red`) or due within a working day (`yellow`).

@@ -9,6 +9,12 @@
 //! identify the case, a double-submit token guards the form, failures lock the receipt number
 //! for a while), `/static/*`, and `POST /api/v1/login` and `/api/v1/enroll`
 //! (HMAC-authenticated).
+//!
+//! 三员分立: the county admin (系统管理员) runs the system (node health, supervision,
+//! statistics); the security admin (安全管理员) alone manages accounts and certificates: the
+//! users of each node's directory ([`Action::ManageUsers`]) and enrolment tokens and revocation
+//! ([`Action::ManageEnrolment`]); the auditor reads the audit trail. Neither admin touches
+//! case content.
 
 use yiciban_core::catalog::Tier;
 use yiciban_core::event::EventKind;
@@ -39,6 +45,11 @@ pub enum Action {
     Urge,
     /// See the statistics (统计分析): counts and rates, no personal data.
     ViewStatistics,
+    /// See and change the users of a node's directory (`/admin/nodes/{id}`): add, reset a
+    /// password, disable or enable.
+    ManageUsers,
+    /// Issue enrolment tokens, list enrolled nodes, revoke a node (`/admin/enrol`).
+    ManageEnrolment,
 }
 
 pub fn allowed(role: Role, action: Action) -> bool {
@@ -55,6 +66,7 @@ pub fn allowed(role: Role, action: Action) -> bool {
         Urge => matches!(role, CountyAdmin | Approver),
         ViewNodes => matches!(role, CountyAdmin | SecurityAdmin | Approver),
         ViewStatistics => matches!(role, Clerk | Reviewer | Approver | CountyAdmin),
+        ManageUsers | ManageEnrolment => role == SecurityAdmin,
     }
 }
 
@@ -140,6 +152,15 @@ mod tests {
         assert!(!allowed(Role::CountyAdmin, Action::CloseFollowUp));
         assert!(allowed(Role::Clerk, Action::FileApplication));
         assert!(!allowed(Role::Reviewer, Action::FileApplication));
+        for action in [Action::ManageUsers, Action::ManageEnrolment] {
+            for role in Role::ALL {
+                assert_eq!(
+                    allowed(role, action),
+                    role == Role::SecurityAdmin,
+                    "{role:?}"
+                );
+            }
+        }
     }
 
     #[test]

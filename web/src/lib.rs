@@ -78,6 +78,20 @@ pub fn router(state: AppState) -> Router {
         .route("/queue", get(api::queue))
         .route("/supervision", get(api::supervision))
         .route("/nodes", get(api::nodes))
+        .route(
+            "/nodes/{id}/users",
+            get(api::directory).post(api::add_directory_user),
+        )
+        .route(
+            "/nodes/{id}/users/{username}/password",
+            post(api::set_password),
+        )
+        .route(
+            "/nodes/{id}/users/{username}/{verb}",
+            post(api::set_disabled),
+        )
+        .route("/nodes/{id}/revoke", post(api::revoke_node))
+        .route("/tokens", get(api::tokens).post(api::issue_token))
         .route("/followups", get(api::follow_ups))
         .route("/stats", get(api::stats))
         .route(
@@ -106,6 +120,21 @@ pub fn router(state: AppState) -> Router {
         .route("/queue", get(pages::queue))
         .route("/supervision", get(pages::supervision))
         .route("/nodes", get(pages::nodes_page))
+        .route(
+            "/admin/enrol",
+            get(pages::admin_enrol_page).post(pages::admin_issue_token),
+        )
+        .route("/admin/nodes/{id}", get(pages::admin_node_page))
+        .route("/admin/nodes/{id}/users", post(pages::admin_add_user))
+        .route(
+            "/admin/nodes/{id}/users/{username}/password",
+            post(pages::admin_set_password),
+        )
+        .route(
+            "/admin/nodes/{id}/users/{username}/{verb}",
+            post(pages::admin_set_disabled),
+        )
+        .route("/admin/nodes/{id}/revoke", post(pages::admin_revoke))
         .route("/supervision/urge", post(pages::urge))
         .route("/followups", get(pages::follow_ups))
         .route("/followups/close", post(pages::close_follow_up))

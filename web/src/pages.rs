@@ -28,9 +28,14 @@ use crate::forms::Submitted;
 use crate::session::{self, Auth};
 use crate::views::{self, LinkState};
 
+mod admin;
 mod bundle;
 mod nodes;
 mod stats;
+pub use admin::{
+    admin_add_user, admin_enrol_page, admin_issue_token, admin_node_page, admin_revoke,
+    admin_set_disabled, admin_set_password,
+};
 pub use bundle::{apply_bundle_form, apply_bundle_submit, bundle_issue, bundle_page, case_counter};
 pub use nodes::{NodesParams, nodes_page, rows as node_rows};
 pub use stats::{gather as gather_stats, stats_csv, stats_page};
@@ -74,6 +79,8 @@ pub struct Chrome {
     pub csrf: String,
     pub node_name: String,
     pub link: LinkState,
+    /// Whether the nav shows 用户与节点 (the security admin at the county).
+    pub admin: bool,
 }
 
 impl Chrome {
@@ -85,6 +92,8 @@ impl Chrome {
             csrf: auth.map(|a| a.0.csrf.clone()).unwrap_or_default(),
             node_name: state.node.config.node.name.clone(),
             link: views::link_state(&state.node),
+            admin: state.node.tier() == Tier::County
+                && auth.is_some_and(|a| authz::allowed(a.0.role, Action::ManageUsers)),
         }
     }
 
@@ -99,6 +108,7 @@ impl Chrome {
                 online: false,
                 text: String::new(),
             },
+            admin: false,
         }
     }
 }

@@ -11,6 +11,7 @@ use yiciban_core::users::Role;
 
 use crate::{AppState, router};
 
+mod admin;
 mod bundle;
 mod stats;
 

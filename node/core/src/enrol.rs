@@ -136,6 +136,16 @@ pub async fn create_token(
     identity: &NodeIdentity,
     valid: Duration,
 ) -> Result<String, EnrolError> {
+    create_token_by(store, identity, valid, crate::store::CONSOLE_USER).await
+}
+
+/// [`create_token`] on behalf of `by`, the user the audit trail names.
+pub async fn create_token_by(
+    store: &Store,
+    identity: &NodeIdentity,
+    valid: Duration,
+    by: &str,
+) -> Result<String, EnrolError> {
     let id: [u8; 8] = rand::random();
     let secret: [u8; 32] = rand::random();
     let record = TokenRecord {
@@ -146,7 +156,7 @@ pub async fn create_token(
         expires_ms: unix_ms().saturating_add(u64::try_from(valid.as_millis()).unwrap_or(0)),
         used_ms: None,
     };
-    store.put_token(&hex::encode(id), &record).await?;
+    store.put_token(&hex::encode(id), &record, by).await?;
     Ok(format!("{}.{}", hex::encode(id), hex::encode(secret)))
 }
 

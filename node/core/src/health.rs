@@ -13,7 +13,8 @@
 //! `{kind: "health", node, samples: [JSON, …]}`), in its global feed only, like the audit
 //! segments (`crate::audit_doc`): the county receives it, nobody else does, and the county
 //! takes changes to `health:{N}:…` only from the peer certified as `N`, only when every sample
-//! is a report of `N`. One document a day keeps each one small (1,440 samples at most).
+//! is a report of `N`. One document a day keeps each one small (1,440 samples at most), and
+//! documents older than [`KEEP_DAYS`] days are dropped.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -133,12 +134,31 @@ pub fn append(
     Ok(doc.save())
 }
 
-/// Appends this node's report every `every` (the first one at once) until the process ends.
+/// Days of health documents a node keeps (the county: of every node).
+pub const KEEP_DAYS: u64 = 7;
+
+/// Appends this node's report every `every` (the first one at once) until the process ends;
+/// once a day drops the documents older than [`KEEP_DAYS`].
 pub async fn run_reporter(node: Arc<crate::node::Node>, every: Duration) {
+    let mut pruned_on = String::new();
     loop {
         let report = node.health_report();
         if let Err(e) = node.store.record_health(&report).await {
             tracing::warn!(error = %e, "health report not recorded");
+        }
+        let today = chrono::Utc::now().date_naive();
+        if today.to_string() != pruned_on {
+            pruned_on = today.to_string();
+            let keep_from = today
+                .checked_sub_days(chrono::Days::new(KEEP_DAYS))
+                .unwrap_or(today)
+                .format("%Y%m%d")
+                .to_string();
+            match node.store.prune_health(&keep_from).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(documents = n, "old health reports dropped"),
+                Err(e) => tracing::warn!(error = %e, "old health reports not dropped"),
+            }
         }
         tokio::time::sleep(every).await;
     }

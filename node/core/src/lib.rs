@@ -10,6 +10,8 @@
 //! - [`store`]: redb with one writer task, group commit and projections in the same transaction;
 //! - [`stats`]: the county console's statistics (counts, on-time rate, step days, satisfaction);
 //! - [`users`]: roles, Argon2id passwords, login lockout;
+//! - [`admin`]: the county's management of its nodes: directory users, enrolment tokens,
+//!   revocation (one implementation for the CLI and the console);
 //! - [`audit`]: the hash-chained audit trail the store's writer appends to, and its check;
 //! - [`node`]: the runtime the web layer calls.
 //!
@@ -20,6 +22,7 @@
 //! ```
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod admin;
 pub mod application;
 pub mod audit;
 pub mod audit_doc;

@@ -105,6 +105,8 @@ pub struct NodeRow {
     /// Backlog of the recent reports, oldest first.
     pub backlog: Vec<u64>,
     pub alerts: Vec<crate::health::Alert>,
+    /// Whether the county revoked the node's certificates (`yiciban revoke`, the console).
+    pub revoked: bool,
 }
 
 /// How often [`Node::calendar`] looks for a newly published calendar.
@@ -516,6 +518,7 @@ impl Node {
                         report: Some(latest),
                         backlog,
                         alerts,
+                        revoked: false,
                     },
                 ))
             })
@@ -542,8 +545,13 @@ impl Node {
                     } else {
                         Vec::new()
                     },
+                    revoked: false,
                 },
             );
+        }
+        let revoked = self.revoked_nodes();
+        for row in rows.values_mut() {
+            row.revoked = revoked.contains(&row.node);
         }
         Ok(rows.into_values().collect())
     }

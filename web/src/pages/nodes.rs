@@ -80,6 +80,14 @@ struct RowView {
     cases: u64,
     alerts: Vec<String>,
     level: &'static str,
+    revoked: bool,
+}
+
+/// A handshake the county refused lately (a revoked node), as `/api/v1/health` lists it.
+struct RefusedView {
+    node: String,
+    at: String,
+    reason: String,
 }
 
 #[derive(Template)]
@@ -90,6 +98,9 @@ struct NodesTpl {
     town: String,
     sort: String,
     alerting: usize,
+    /// Whether each node links to its users and revocation (`/admin/nodes/{id}`).
+    manage: bool,
+    refused: Vec<RefusedView>,
 }
 
 fn ago(now_ms: u64, at: Option<u64>) -> String {
@@ -142,7 +153,14 @@ pub async fn nodes_page(
                     }),
                 errors: rep.map_or(0, |x| x.errors_24h),
                 cases: rep.map_or(0, |x| x.cases_by_status.values().sum()),
-                level: if r.alerts.is_empty() { "ok" } else { "alert" },
+                level: if r.revoked {
+                    "revoked"
+                } else if r.alerts.is_empty() {
+                    "ok"
+                } else {
+                    "alert"
+                },
+                revoked: r.revoked,
                 alerts: r.alerts.iter().map(|a| a.zh()).collect(),
                 node: r.node,
                 division: r.division,
@@ -151,11 +169,26 @@ pub async fn nodes_page(
         })
         .collect();
     let alerting = rows.iter().filter(|r| r.level == "alert").count();
+    let offset = *state.node.local_now().offset();
+    let refused = state
+        .node
+        .links
+        .refused()
+        .into_iter()
+        .rev()
+        .map(|r| RefusedView {
+            at: crate::views::local_time_ms(r.at_ms, offset),
+            node: r.node,
+            reason: r.reason,
+        })
+        .collect();
     page(&NodesTpl {
         chrome: Chrome::new(&state, Some(&auth), "节点运行状态"),
         rows,
         town: p.town.unwrap_or_default(),
         sort: p.sort.unwrap_or_default(),
         alerting,
+        manage: crate::authz::allowed(auth.0.role, Action::ManageUsers),
+        refused,
     })
 }

@@ -469,6 +469,17 @@ impl Store {
         self.write(op, None).await.map(|_| ())
     }
 
+    /// Drops health documents of days before `keep_from` (`yyyymmdd`); returns how many.
+    pub async fn prune_health(&self, keep_from: &str) -> Result<u64, StoreError> {
+        let op = WriteOp::PruneHealth {
+            keep_from: keep_from.to_string(),
+        };
+        match self.write(op, None).await? {
+            WriteOutcome::Count(n) => Ok(n),
+            _ => Err(StoreError::Corrupt("writer returned no count".into())),
+        }
+    }
+
     /// Merges changes of `peer`'s health document (at the county only).
     pub async fn apply_health_changes(
         &self,
@@ -1092,14 +1103,15 @@ impl Store {
             .is_some())
     }
 
-    /// Stores a new enrolment token (issued at the node's console).
+    /// Stores a new enrolment token, issued by `by` (a console user, or [`CONSOLE_USER`]).
     pub async fn put_token(
         &self,
         id: &str,
         record: &crate::enrol::TokenRecord,
+        by: &str,
     ) -> Result<(), StoreError> {
         let audit = self.record(
-            CONSOLE_USER,
+            by,
             "token.created",
             None,
             &format!(
@@ -1174,6 +1186,18 @@ impl Store {
         what: &str,
     ) -> Result<(), StoreError> {
         let audit = self.record(user, "personal_data.viewed", Some(case_id), what);
+        self.write(WriteOp::Audit, Some(audit)).await.map(|_| ())
+    }
+
+    /// Writes an audit entry alone, for an action whose effect lives outside the store (a
+    /// node revoked from the console: `revoked.tsv` and `crl.der` in the TLS folder).
+    pub async fn audit_note(
+        &self,
+        user: &str,
+        action: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let audit = self.record(user, action, None, detail);
         self.write(WriteOp::Audit, Some(audit)).await.map(|_| ())
     }
 

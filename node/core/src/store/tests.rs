@@ -560,3 +560,47 @@ async fn the_audit_trail_is_exported_in_segments_and_only_the_county_takes_it() 
     }
     assert!(county.verify_audit_replica("v").unwrap().unwrap().is_ok());
 }
+
+#[tokio::test]
+async fn health_documents_of_old_days_are_dropped_with_their_feed_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).for_node("village-1");
+    let day_ms = 86_400_000;
+    let mut report = crate::health::HealthReport {
+        node: "village-1".into(),
+        role: crate::catalog::Tier::Village,
+        division: "430181101001".into(),
+        town: "430181101000".into(),
+        version: "0".into(),
+        at_ms: 1_790_000_000_000,
+        uptime_s: 1,
+        peers: vec![],
+        store_bytes: 1,
+        free_disk_bytes: None,
+        clock_offset_ms: None,
+        cert_expires_ms: None,
+        errors_24h: 0,
+        cases_by_status: Default::default(),
+    };
+    store.record_health(&report).await.unwrap();
+    report.at_ms += 10 * day_ms;
+    store.record_health(&report).await.unwrap();
+    store.record_health(&report).await.unwrap();
+    let ids: Vec<String> = yiciban_sync::store::ReplicaStore::feed_since(&store, 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.doc_id)
+        .collect();
+    assert_eq!(ids.len(), 2, "one document a day: {ids:?}");
+    let latest = store.latest_health().unwrap();
+    assert_eq!(latest["village-1"].len(), 2, "the newest day's two reports");
+    let newest_day = crate::health::parse_id(&ids[1]).unwrap().1.to_string();
+    assert_eq!(store.prune_health(&newest_day).await.unwrap(), 1);
+    let left: Vec<String> = yiciban_sync::store::ReplicaStore::feed_since(&store, 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.doc_id)
+        .collect();
+    assert_eq!(left, ids[1..]);
+    assert!(store.health_doc_bytes(&ids[0]).unwrap().is_none());
+}

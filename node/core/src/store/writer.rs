@@ -68,6 +68,11 @@ pub(super) enum WriteOp {
         report: Box<crate::health::HealthReport>,
         actor: ActorId,
     },
+    /// Drops the health documents of days before `keep_from` (`yyyymmdd`) with their feed
+    /// entries: reports are kept for [`crate::health::KEEP_DAYS`] days.
+    PruneHealth {
+        keep_from: String,
+    },
     /// Automerge changes of a health document from node `peer`; taken only at the county
     /// (`at_county`) and only for `peer`'s own documents.
     ApplyHealthDoc {
@@ -513,6 +518,24 @@ fn apply(
             t.health_docs.insert(doc_id.as_str(), bytes.as_slice())?;
             t.bump_feed_under(doc_id, &[], feed_head)?;
             Ok((WriteOutcome::Done, false))
+        }
+        WriteOp::PruneHealth { keep_from } => {
+            let mut old = Vec::new();
+            for entry in t.health_docs.iter()? {
+                let (k, _) = entry?;
+                if crate::health::parse_id(k.value())
+                    .is_some_and(|(_, day)| day < keep_from.as_str())
+                {
+                    old.push(k.value().to_string());
+                }
+            }
+            for id in &old {
+                t.health_docs.remove(id.as_str())?;
+                if let Some(pos) = t.feed_pos.remove(id.as_str())?.map(|v| v.value()) {
+                    t.feed.remove(pos)?;
+                }
+            }
+            Ok((WriteOutcome::Count(old.len() as u64), false))
         }
         WriteOp::ApplyHealthDoc {
             doc_id,
