@@ -56,6 +56,7 @@ async fn a_county_made_user_logs_in_offline_and_a_revoked_village_is_refused() {
     .unwrap();
     init_county(&county_cfg).unwrap();
     add_user(&village_cfg, "clerk", "clerk").unwrap();
+    add_user(&county_cfg, "admin", "county_admin").unwrap();
     let village_token = token(&county_cfg, VILLAGE_ID, "village", "430181101001").unwrap();
     let mut county = NodeProcess::serve(&county_cfg, base).unwrap();
     enroll(&village_cfg, &format!("127.0.0.1:{base}"), &village_token).unwrap();
@@ -130,6 +131,18 @@ async fn a_county_made_user_logs_in_offline_and_a_revoked_village_is_refused() {
         },
     )
     .await;
+    // The console's node table shows it too: the village marked revoked, the refusal listed.
+    let admin = Api::login(&format!("http://127.0.0.1:{base}"), "admin", DEMO_PASSWORD)
+        .await
+        .unwrap();
+    let (status, page) = admin.get_text("/nodes").await;
+    assert_eq!(status, 200);
+    let refused = page.split("id=\"refused\"").nth(1).unwrap_or_default();
+    assert!(
+        refused.contains(&format!("data-node=\"{VILLAGE_ID}\"")),
+        "the refusal is listed on /nodes: {page}"
+    );
+    assert!(page.contains("data-revoked=\"true\""), "{page}");
     until(
         "the village's link shows the refusal",
         Duration::from_secs(30),
