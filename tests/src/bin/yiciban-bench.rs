@@ -31,6 +31,12 @@ struct Args {
     out: PathBuf,
     #[arg(long, default_value = "target/bench/results.md")]
     table: PathBuf,
+    /// Print the first N cases the sync figures file with `--seed` (run r uses seed r + 1) as
+    /// JSON lines and exit: the peers' workload (scripts/peers).
+    #[arg(long, value_name = "N")]
+    dump_workload: Option<usize>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -305,6 +311,20 @@ fn stats(values: &mut [f64]) -> (f64, f64, f64) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(n) = args.dump_workload {
+        let cat = Catalog::parse(
+            yiciban_core::DEMO_CATALOG,
+            std::path::Path::new("catalog.toml"),
+        )?;
+        let item = cat.get(BENCH_ITEM).context("bench item")?;
+        let mut w = Workload::new(args.seed);
+        let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+        for _ in 0..n {
+            writeln!(stdout, "{}", w.application(item))?;
+        }
+        stdout.flush()?;
+        return Ok(());
+    }
     let cases = if args.quick { 320 } else { 3200 };
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;
