@@ -133,11 +133,14 @@ async fn ingest(group_commit: bool, clients: usize, cases: usize, seed: u64) -> 
 /// the link comes up: time until the county holds them all, bytes at the relay), `sync-idle`
 /// (the village restarts with nothing changed: bytes both ways, including the QUIC and TLS
 /// handshake) and `sync-1pct` (1% of cases get a comment while the link is dark: time and
-/// bytes after it heals).
+/// bytes after it heals). Between the figures the link is left to settle (see [`settle`]);
+/// what crosses meanwhile — the county's `notice_sent` marks on the new cases, the village's
+/// audit segments and health reports — is `sync-new.settle.bytes`.
 #[derive(Debug, Clone, Copy)]
 struct SyncRun {
     new_secs: f64,
     new_bytes: u64,
+    settle_bytes: u64,
     idle_bytes: u64,
     pct_secs: f64,
     pct_bytes: u64,
@@ -152,6 +155,24 @@ async fn wait_for(what: &str, limit: Duration, mut ok: impl AsyncFnMut() -> bool
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
+}
+
+/// Waits until the link is quiet — under 1 KiB in 3 s, keep-alives only — so that work one
+/// figure sets off is not counted in the next; returns the bytes that crossed meanwhile.
+async fn settle(relay: &yiciban_tests::relay::Relay) -> Result<u64> {
+    let first = relay.traffic().bytes();
+    let start = Instant::now();
+    loop {
+        let before = relay.traffic().bytes();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now = relay.traffic().bytes();
+        if now - before < 1024 {
+            return Ok(now - first);
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            bail!("the link did not settle within 300 s");
+        }
+    }
 }
 
 async fn sync_run(cases: usize, seed: u64) -> Result<SyncRun> {
@@ -229,6 +250,7 @@ async fn sync_run(cases: usize, seed: u64) -> Result<SyncRun> {
     let new_secs = start.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let new_bytes = relay.traffic().bytes() - before;
+    let settle_bytes = settle(&relay).await?;
 
     // Idle: the village restarts with nothing changed.
     let mut village = village;
@@ -245,6 +267,7 @@ async fn sync_run(cases: usize, seed: u64) -> Result<SyncRun> {
     .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_bytes = relay.traffic().bytes() - before;
+    settle(&relay).await?;
 
     // 1%: comments recorded while the link is dark, then it heals.
     relay.set_blackout(true);
@@ -293,6 +316,7 @@ async fn sync_run(cases: usize, seed: u64) -> Result<SyncRun> {
     Ok(SyncRun {
         new_secs,
         new_bytes,
+        settle_bytes,
         idle_bytes,
         pct_secs,
         pct_bytes,
@@ -398,6 +422,9 @@ async fn main() -> Result<()> {
                 (|r: &SyncRun| r.new_secs) as fn(&SyncRun) -> f64,
             ),
             ("sync-new.bytes", "bytes", |r: &SyncRun| r.new_bytes as f64),
+            ("sync-new.settle.bytes", "bytes", |r: &SyncRun| {
+                r.settle_bytes as f64
+            }),
             ("sync-idle.bytes", "bytes", |r: &SyncRun| {
                 r.idle_bytes as f64
             }),
