@@ -526,6 +526,12 @@ struct CaseRow {
 
 fn case_row(state: &AppState, s: CaseSummary) -> CaseRow {
     let time = state.node.legal_time(&s.item_code, &s.marks);
+    timed_row(state, views::TimedCase { summary: s, time })
+}
+
+/// A row whose legal time is already counted (queue, supervision).
+fn timed_row(state: &AppState, t: views::TimedCase) -> CaseRow {
+    let views::TimedCase { summary: s, time } = t;
     let due = match (time.step_due, time.due) {
         (Some(a), Some(b)) if s.marks.decided_at.is_none() => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -621,7 +627,7 @@ pub async fn queue(State(state): State<AppState>, auth: Auth) -> PageResult {
     let rows = items
         .into_iter()
         .take(QUEUE_ROWS)
-        .map(|t| case_row(&state, t.summary))
+        .map(|t| timed_row(&state, t))
         .collect();
     page(&QueueTpl {
         chrome: Chrome::new(&state, Some(&auth), "待办队列"),
@@ -698,7 +704,7 @@ pub async fn supervision(
     let rows = items
         .into_iter()
         .take(QUEUE_ROWS)
-        .map(|t| case_row(&state, t.summary))
+        .map(|t| timed_row(&state, t))
         .collect();
     page(&SupervisionTpl {
         chrome: Chrome::new(&state, Some(&auth), "电子监察"),

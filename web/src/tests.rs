@@ -68,6 +68,18 @@ path = "catalog.toml"
     AppState::new(node)
 }
 
+/// Writes a calendar of weekends only for 2024–2040 into `dir` and returns the config lines
+/// that use it, so a deadline test holds whatever day it runs on.
+fn weekends_calendar(dir: &tempfile::TempDir) -> String {
+    let years: Vec<String> = (2024..=2040).map(|y| y.to_string()).collect();
+    std::fs::write(
+        dir.path().join("weekends.toml"),
+        format!("schema = 1\nyears = [{}]\n", years.join(", ")),
+    )
+    .unwrap();
+    "[calendar]\npath = \"weekends.toml\"".to_string()
+}
+
 async fn body_text(resp: axum::response::Response) -> String {
     let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
         .await
@@ -1178,14 +1190,8 @@ async fn ship_backdated(
 async fn the_queue_and_supervision_sort_and_colour_by_deadline() {
     let (vdir, tdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // Weekends only, so the test holds whatever day it runs on.
-    let years: Vec<String> = (2024..=2040).map(|y| y.to_string()).collect();
-    std::fs::write(
-        tdir.path().join("weekends.toml"),
-        format!("schema = 1\nyears = [{}]\n", years.join(", ")),
-    )
-    .unwrap();
     let village = node_state(&vdir, "village", "").await;
-    let town = node_state(&tdir, "town", "[calendar]\npath = \"weekends.toml\"").await;
+    let town = node_state(&tdir, "town", &weekends_calendar(&tdir)).await;
     let clerk = Session::new(&village, "clerk").await;
     let reviewer = Session::new(&town, "reviewer").await;
     // F: town:review 5 working days, accepted now.
@@ -1473,14 +1479,8 @@ async fn a_clerk_enters_a_paper_rating_once_the_result_is_handed_out() {
 async fn a_bad_rating_opens_a_follow_up_at_the_county_until_a_county_comment_closes_it() {
     let (vdir, cdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // Weekends only, so the due date is counted whatever day the test runs on.
-    let years: Vec<String> = (2024..=2040).map(|y| y.to_string()).collect();
-    std::fs::write(
-        cdir.path().join("weekends.toml"),
-        format!("schema = 1\nyears = [{}]\n", years.join(", ")),
-    )
-    .unwrap();
     let village = node_state(&vdir, "village", "").await;
-    let county = node_state(&cdir, "county", "[calendar]\npath = \"weekends.toml\"").await;
+    let county = node_state(&cdir, "county", &weekends_calendar(&cdir)).await;
     let clerk = Session::new(&village, "clerk").await;
     let approver = Session::new(&county, "approver").await;
 
@@ -1647,15 +1647,9 @@ async fn the_county_urges_a_late_case_and_the_town_sees_it() {
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
     );
-    let years: Vec<String> = (2024..=2040).map(|y| y.to_string()).collect();
-    std::fs::write(
-        cdir.path().join("weekends.toml"),
-        format!("schema = 1\nyears = [{}]\n", years.join(", ")),
-    )
-    .unwrap();
     let village = node_state(&vdir, "village", "").await;
     let town = node_state(&tdir, "town", "").await;
-    let county = node_state(&cdir, "county", "[calendar]\npath = \"weekends.toml\"").await;
+    let county = node_state(&cdir, "county", &weekends_calendar(&cdir)).await;
     let clerk = Session::new(&village, "clerk").await;
     let (fresh, _) = clerk.file("MZ003").await;
     ship_backdated(&village, &county, &fresh, "case-late", "WJ001", 30).await;

@@ -19,14 +19,13 @@ use crate::application::{
     self, Application, ApplicationInput, FieldErrors, MaterialInput, PersonInput,
 };
 use crate::case_doc::{self, BundleRef, Case};
-use crate::catalog::{Bundle, Catalog, Field, ItemKind, Material, ServiceItem, Tier};
+use crate::catalog::{Bundle, Catalog, Field, ItemKind, Material, ServiceItem};
 use crate::event::{Event, EventKind};
 use crate::fold::{CaseState, Status};
 use crate::message::Msg;
-use crate::node::{Actor, Filed, Node, NodeError, may_record, photo_error};
+use crate::node::{Actor, Filed, Node, NodeError, may_record};
 use crate::store::{NewCase, StoreError};
 use crate::summary::CaseSummary;
-use crate::users::Role;
 
 /// A bundle as a clerk or a script submits it: one applicant, one form (the union of the
 /// items' fields), one materials list (the union, one entry per material key).
@@ -199,31 +198,7 @@ pub fn validate<'c>(
     }
 }
 
-fn conflict(result: StoreError) -> NodeError {
-    match result {
-        StoreError::NotFound(_) => NodeError::NotFound(Msg::new("案件不存在", "no such case")),
-        StoreError::Refused(reason) => NodeError::Conflict(Msg::new(
-            format!("当前状态下不能办理此操作：{reason}"),
-            format!("not allowed in the case's current state: {reason}"),
-        )),
-        e => e.into(),
-    }
-}
-
 impl Node {
-    fn event_now(&self, kind: EventKind, payload: serde_json::Value, actor: &Actor) -> Event {
-        Event {
-            id: uuid::Uuid::now_v7().to_string(),
-            at: self.stamp(),
-            node: self.config.node.id.clone(),
-            tier: self.tier(),
-            user: actor.username.clone(),
-            role: actor.role.as_str().into(),
-            kind,
-            payload,
-        }
-    }
-
     /// Validates and files a 一件事 bundle: one sub-case per item, each with its own receipt
     /// number, all carrying the same [`BundleRef`] and written in one commit. Returns once
     /// all are on disk; nothing is stored unless every item's part is valid.
@@ -233,17 +208,7 @@ impl Node {
         photos: Vec<Vec<u8>>,
         actor: &Actor,
     ) -> Result<FiledBundle, NodeError> {
-        if actor.role != Role::Clerk || self.tier() != Tier::Village {
-            return Err(NodeError::Forbidden(Msg::new(
-                "只有村级受理员可以受理申请",
-                "only a village clerk accepts applications",
-            )));
-        }
-        let mut blobs = Vec::with_capacity(photos.len());
-        for bytes in photos {
-            let hash = self.store.check_blob(&bytes).map_err(|e| photo_error(&e))?;
-            blobs.push((hash, bytes));
-        }
+        let mut blobs = self.accepting(actor, photos)?;
         let fresh: Vec<&str> = blobs.iter().map(|(h, _)| h.as_str()).collect();
         let exists = |hash: &str| fresh.contains(&hash) || self.store.blob_exists(hash);
         let today = self.today();
@@ -385,7 +350,7 @@ impl Node {
             .store
             .append_events(events, actor_id)
             .await
-            .map_err(conflict)?;
+            .map_err(crate::node::case_write_error)?;
         tracing::info!(bundle = %view.bundle.code, cases = written.len(), "bundle handed out");
         // The bundle's order, with each written case in place of its earlier state.
         let cases = view
@@ -452,7 +417,7 @@ impl Node {
                 actor_id,
             )
             .await
-            .map_err(conflict)?;
+            .map_err(crate::node::case_write_error)?;
         let case = written
             .pop()
             .ok_or_else(|| StoreError::Corrupt("writer returned no case".into()))?;

@@ -33,6 +33,23 @@ pub const MAX_SAMPLES: usize = 4_000;
 /// The longest sample accepted, in bytes.
 pub const MAX_SAMPLE_BYTES: usize = 16 * 1024;
 
+/// Reports per node the county's node table keeps (its sparkline).
+pub const RECENT: usize = 30;
+
+/// The `health_recent-1` value for a node: what it `held` and `reports`, newest
+/// [`RECENT`] by stamp, oldest first, one per stamp.
+pub fn merge_recent(held: Option<&[u8]>, reports: &[HealthReport]) -> Result<Vec<u8>, String> {
+    let mut all: Vec<HealthReport> = match held {
+        Some(bytes) => serde_json::from_slice(bytes).map_err(|e| e.to_string())?,
+        None => Vec::new(),
+    };
+    all.extend(reports.iter().rev().take(RECENT).cloned());
+    all.sort_by_key(|r| r.at_ms);
+    all.dedup_by_key(|r| r.at_ms);
+    let skip = all.len().saturating_sub(RECENT);
+    serde_json::to_vec(&all[skip..]).map_err(|e| e.to_string())
+}
+
 /// Whether `doc_id` names a health document.
 pub fn is_health_doc(doc_id: &str) -> bool {
     doc_id.starts_with(PREFIX)
@@ -453,5 +470,23 @@ mod tests {
         );
         assert_eq!(parse_id("health:village-1:2026"), None);
         assert_eq!(parse_id("audit:x:000001"), None);
+    }
+
+    #[test]
+    fn the_recent_projection_keeps_the_newest_reports_in_order() {
+        let reports: Vec<HealthReport> = (0..50)
+            .map(|i| HealthReport {
+                at_ms: 1_000 + i * 60_000,
+                ..report()
+            })
+            .collect();
+        let first = merge_recent(None, &reports[..40]).unwrap();
+        // An older day's document arriving late adds nothing newer and moves nothing.
+        let again = merge_recent(Some(&first), &reports[..10]).unwrap();
+        let merged = merge_recent(Some(&again), &reports[40..]).unwrap();
+        let kept: Vec<HealthReport> = serde_json::from_slice(&merged).unwrap();
+        assert_eq!(kept.len(), RECENT);
+        assert_eq!(kept.first().unwrap().at_ms, reports[20].at_ms);
+        assert_eq!(kept.last().unwrap().at_ms, reports[49].at_ms);
     }
 }

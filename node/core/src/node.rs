@@ -89,9 +89,6 @@ pub struct Filed {
 }
 
 /// The running node.
-/// Backlog samples a node's row keeps for its sparkline.
-pub const SPARK_SAMPLES: usize = 30;
-
 /// One row of the county's node table.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct NodeRow {
@@ -495,13 +492,7 @@ impl Node {
             .into_iter()
             .filter_map(|(node, reports)| {
                 let latest = reports.last()?.clone();
-                let backlog: Vec<u64> = reports
-                    .iter()
-                    .rev()
-                    .take(SPARK_SAMPLES)
-                    .rev()
-                    .map(|r| r.backlog())
-                    .collect();
+                let backlog: Vec<u64> = reports.iter().map(|r| r.backlog()).collect();
                 // When the county got it, in county time: the node's stamp plus its offset.
                 let received =
                     i128::from(latest.at_ms) + i128::from(latest.clock_offset_ms.unwrap_or(0));
@@ -664,6 +655,28 @@ impl Node {
         }
     }
 
+    /// Checks that `actor` may accept applications here (a village clerk) and that every
+    /// photo is an image within the limit; the photos with their hashes.
+    pub(crate) fn accepting(
+        &self,
+        actor: &Actor,
+        photos: Vec<Vec<u8>>,
+    ) -> Result<Vec<(String, Vec<u8>)>, NodeError> {
+        if actor.role != Role::Clerk || self.tier() != Tier::Village {
+            return Err(NodeError::Forbidden(Msg::new(
+                "只有村级受理员可以受理申请",
+                "only a village clerk accepts applications",
+            )));
+        }
+        photos
+            .into_iter()
+            .map(|bytes| {
+                let hash = self.store.check_blob(&bytes).map_err(|e| photo_error(&e))?;
+                Ok((hash, bytes))
+            })
+            .collect()
+    }
+
     /// Validates and files an application: receipt number, document, projections, photos, all
     /// in one commit. Returns once the case is on disk.
     pub async fn file_application(
@@ -672,17 +685,7 @@ impl Node {
         photos: Vec<Vec<u8>>,
         actor: &Actor,
     ) -> Result<Filed, NodeError> {
-        if actor.role != Role::Clerk || self.tier() != Tier::Village {
-            return Err(NodeError::Forbidden(Msg::new(
-                "只有村级受理员可以受理申请",
-                "only a village clerk accepts applications",
-            )));
-        }
-        let mut blobs = Vec::with_capacity(photos.len());
-        for bytes in photos {
-            let hash = self.store.check_blob(&bytes).map_err(|e| photo_error(&e))?;
-            blobs.push((hash, bytes));
-        }
+        let mut blobs = self.accepting(actor, photos)?;
         let fresh: Vec<&str> = blobs.iter().map(|(h, _)| h.as_str()).collect();
         let exists = |hash: &str| fresh.contains(&hash) || self.store.blob_exists(hash);
         let today = self.today();
@@ -698,16 +701,7 @@ impl Node {
         let date = today.format("%Y%m%d").to_string();
         let seq = self.store.reserve_receipt_seq(&date)?;
         let receipt_no = format!("{}-{date}-{seq:04}", self.config.node.division);
-        let event = Event {
-            id: uuid::Uuid::now_v7().to_string(),
-            at: self.stamp(),
-            node: self.config.node.id.clone(),
-            tier: self.tier(),
-            user: actor.username.clone(),
-            role: actor.role.as_str().into(),
-            kind: EventKind::Accepted,
-            payload: serde_json::json!({}),
-        };
+        let event = self.event_now(EventKind::Accepted, serde_json::json!({}), actor);
         let case = Case {
             id: uuid::Uuid::now_v7().to_string(),
             receipt_no,
@@ -760,19 +754,9 @@ impl Node {
         }
         let payload = event_payload(&kind, &payload)?;
         self.check_rating_rules(case_id, &kind, &payload)?;
-        let mut event = Event {
-            id: uuid::Uuid::now_v7().to_string(),
-            at: self.stamp(),
-            node: self.config.node.id.clone(),
-            tier: self.tier(),
-            user: actor.username.clone(),
-            role: actor.role.as_str().into(),
-            kind,
-            payload,
-        };
+        let mut event = self.event_now(kind, payload, actor);
         self.seal_decision(case_id, &mut event)?;
-        let actor_id = case_doc::node_actor(&self.config.node.id);
-        appended(self.store.append_event(case_id, event, actor_id).await)
+        appended(self.append(case_id, event).await)
     }
 
     /// What [`event_payload`] cannot see without the case and the node: a person's rating
@@ -895,18 +879,8 @@ impl Node {
                 ),
             )));
         }
-        let event = Event {
-            id: uuid::Uuid::now_v7().to_string(),
-            at: self.stamp(),
-            node: self.config.node.id.clone(),
-            tier: self.tier(),
-            user: "kiosk".into(),
-            role: "system".into(),
-            kind: EventKind::Rated,
-            payload,
-        };
-        let actor_id = case_doc::node_actor(&self.config.node.id);
-        appended(self.store.append_event(&case.id, event, actor_id).await)
+        let event = self.new_event("kiosk", "system", EventKind::Rated, payload);
+        appended(self.append(&case.id, event).await)
     }
 
     /// A case with its personal data in full (unmasked ID numbers), for staff who handle
@@ -960,38 +934,55 @@ impl Node {
             )));
         }
         let note: String = note.trim().chars().take(MAX_URGE_CHARS).collect();
-        let event = Event {
+        let event = self.event_now(EventKind::Urged, serde_json::json!({ "text": note }), actor);
+        appended(self.append(case_id, event).await)
+    }
+
+    /// A new event of this node, stamped now, recorded by `user` as `role`.
+    pub(crate) fn new_event(
+        &self,
+        user: &str,
+        role: &str,
+        kind: EventKind,
+        payload: serde_json::Value,
+    ) -> Event {
+        Event {
             id: uuid::Uuid::now_v7().to_string(),
             at: self.stamp(),
             node: self.config.node.id.clone(),
             tier: self.tier(),
-            user: actor.username.clone(),
-            role: actor.role.as_str().into(),
-            kind: EventKind::Urged,
-            payload: serde_json::json!({ "text": note }),
-        };
-        let actor_id = case_doc::node_actor(&self.config.node.id);
-        appended(self.store.append_event(case_id, event, actor_id).await)
+            user: user.to_string(),
+            role: role.to_string(),
+            kind,
+            payload,
+        }
     }
 
+    /// [`Node::new_event`] by a signed-in actor.
+    pub(crate) fn event_now(
+        &self,
+        kind: EventKind,
+        payload: serde_json::Value,
+        actor: &Actor,
+    ) -> Event {
+        self.new_event(&actor.username, actor.role.as_str(), kind, payload)
+    }
+
+    /// Appends `event` to a case as this node's Automerge actor.
+    async fn append(&self, case_id: &str, event: Event) -> Result<Case, StoreError> {
+        let actor_id = case_doc::node_actor(&self.config.node.id);
+        self.store.append_event(case_id, event, actor_id).await
+    }
+
+    /// Records an event the node itself makes (a notice sent), as user `system`.
     pub async fn record_system_event(
         &self,
         case_id: &str,
         kind: EventKind,
         payload: serde_json::Value,
     ) -> Result<(), StoreError> {
-        let event = Event {
-            id: uuid::Uuid::now_v7().to_string(),
-            at: self.stamp(),
-            node: self.config.node.id.clone(),
-            tier: self.tier(),
-            user: "system".into(),
-            role: "system".into(),
-            kind,
-            payload,
-        };
-        let actor_id = case_doc::node_actor(&self.config.node.id);
-        self.store.append_event(case_id, event, actor_id).await?;
+        let event = self.new_event("system", "system", kind, payload);
+        self.append(case_id, event).await?;
         Ok(())
     }
 
@@ -1032,19 +1023,20 @@ pub fn may_record(role: Role, kind: &EventKind) -> bool {
 
 /// A write on a case as the caller sees it: the case with its state, or why not.
 fn appended(result: Result<Case, StoreError>) -> Result<Filed, NodeError> {
-    match result {
-        Ok(case) => {
-            let state = case.state();
-            Ok(Filed { case, state })
-        }
-        Err(StoreError::NotFound(_)) => {
-            Err(NodeError::NotFound(Msg::new("案件不存在", "no such case")))
-        }
-        Err(StoreError::Refused(reason)) => Err(NodeError::Conflict(Msg::new(
+    let case = result.map_err(case_write_error)?;
+    let state = case.state();
+    Ok(Filed { case, state })
+}
+
+/// A refused write on a case as the caller sees it: no such case, or not legal now.
+pub(crate) fn case_write_error(e: StoreError) -> NodeError {
+    match e {
+        StoreError::NotFound(_) => NodeError::NotFound(Msg::new("案件不存在", "no such case")),
+        StoreError::Refused(reason) => NodeError::Conflict(Msg::new(
             format!("当前状态下不能办理此操作：{reason}"),
             format!("not allowed in the case's current state: {reason}"),
-        ))),
-        Err(e) => Err(e.into()),
+        )),
+        e => e.into(),
     }
 }
 

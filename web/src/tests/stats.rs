@@ -5,7 +5,7 @@ use axum::http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use super::{Session, node_state, ship, ship_backdated};
+use super::{Session, node_state, ship, ship_backdated, weekends_calendar};
 use crate::router;
 
 /// `(key, cases)` of a breakdown in the JSON.
@@ -194,18 +194,8 @@ async fn counts_by_item_village_town_month_and_status_with_charts_and_csv_tables
 #[tokio::test]
 async fn decided_cases_give_the_on_time_rate_step_days_and_satisfaction() {
     let (vdir, tdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    // Weekends only, so the test holds whatever day it runs on.
-    let years: Vec<String> = (2024..=2040).map(|y| y.to_string()).collect();
-    for dir in [&vdir, &tdir] {
-        std::fs::write(
-            dir.path().join("weekends.toml"),
-            format!("schema = 1\nyears = [{}]\n", years.join(", ")),
-        )
-        .unwrap();
-    }
-    let calendar = "[calendar]\npath = \"weekends.toml\"";
-    let village = node_state(&vdir, "village", calendar).await;
-    let town = node_state(&tdir, "town", calendar).await;
+    let village = node_state(&vdir, "village", &weekends_calendar(&vdir)).await;
+    let town = node_state(&tdir, "town", &weekends_calendar(&tdir)).await;
     let clerk = Session::new(&village, "clerk").await;
     let reviewer = Session::new(&town, "reviewer").await;
 

@@ -9,7 +9,7 @@ use super::tables::*;
 type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 
 /// All migrations; the store's schema version is their count.
-const MIGRATIONS: [Migration; 10] = [
+const MIGRATIONS: [Migration; 11] = [
     migration_001_initial_tables,
     migration_002_store_epoch,
     migration_003_sync_cursors,
@@ -20,7 +20,28 @@ const MIGRATIONS: [Migration; 10] = [
     migration_008_audit_docs,
     migration_009_health_docs,
     migration_010_user_docs,
+    migration_011_health_recent,
 ];
+
+/// The node table's projection of health reports, filled from the documents already held.
+fn migration_011_health_recent(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let docs = txn.open_table(HEALTH_DOCS)?;
+    let mut recent = txn.open_table(HEALTH_RECENT)?;
+    for entry in docs.iter()? {
+        let (k, v) = entry?;
+        let Ok(doc) = automerge::AutoCommit::load(v.value()) else {
+            continue;
+        };
+        let Ok((node, reports)) = crate::health::read(&doc) else {
+            continue;
+        };
+        let held = recent.get(node.as_str())?.map(|v| v.value().to_vec());
+        let merged = crate::health::merge_recent(held.as_deref(), &reports)
+            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", k.value())))?;
+        recent.insert(node.as_str(), merged.as_slice())?;
+    }
+    Ok(())
+}
 
 /// User directories (`crate::user_dir`); none exist before this.
 fn migration_010_user_docs(txn: &redb::WriteTransaction) -> Result<(), StoreError> {

@@ -504,32 +504,19 @@ impl Store {
         Ok(table.get(id)?.map(|v| v.value().to_vec()))
     }
 
-    /// Every node's newest health document held here: node id → its reports, oldest first.
+    /// Every node's newest health reports (at most [`crate::health::RECENT`], oldest first),
+    /// from the `health_recent-1` projection: no document is loaded.
     pub fn latest_health(
         &self,
     ) -> Result<BTreeMap<String, Vec<crate::health::HealthReport>>, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(HEALTH_DOCS)?;
-        // Keys sort by node, then day: the last key of each node is its newest day.
-        let mut newest: BTreeMap<String, String> = BTreeMap::new();
-        for entry in table.iter()? {
-            let (k, _) = entry?;
-            if let Some((node, _)) = crate::health::parse_id(k.value()) {
-                newest.insert(node.to_string(), k.value().to_string());
-            }
-        }
+        let table = txn.open_table(HEALTH_RECENT)?;
         let mut out = BTreeMap::new();
-        for (node, id) in newest {
-            let Some(bytes) = table.get(id.as_str())?.map(|v| v.value().to_vec()) else {
-                continue;
-            };
-            let doc = AutoCommit::load(&bytes).map_err(DocError::from)?;
-            match crate::health::read(&doc) {
-                Ok((_, reports)) => {
-                    out.insert(node, reports);
-                }
-                Err(e) => tracing::warn!(doc = %id, error = %e, "health document unreadable"),
-            }
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            let reports = serde_json::from_slice(v.value())
+                .map_err(|e| StoreError::Corrupt(format!("health_recent {}: {e}", k.value())))?;
+            out.insert(k.value().to_string(), reports);
         }
         Ok(out)
     }

@@ -272,6 +272,7 @@ struct Tables<'txn> {
     county_docs: Table<'txn, &'static str, &'static [u8]>,
     audit_docs: Table<'txn, &'static str, &'static [u8]>,
     health_docs: Table<'txn, &'static str, &'static [u8]>,
+    health_recent: Table<'txn, &'static str, &'static [u8]>,
     user_docs: Table<'txn, &'static str, &'static [u8]>,
     /// Newest stamp already written in this group.
     hlc: Option<Hlc>,
@@ -303,6 +304,7 @@ impl<'txn> Tables<'txn> {
             county_docs: txn.open_table(COUNTY_DOCS)?,
             audit_docs: txn.open_table(AUDIT_DOCS)?,
             health_docs: txn.open_table(HEALTH_DOCS)?,
+            health_recent: txn.open_table(HEALTH_RECENT)?,
             user_docs: txn.open_table(USER_DOCS)?,
             hlc: None,
             audit_head: None,
@@ -384,6 +386,19 @@ impl<'txn> Tables<'txn> {
             self.feed_scoped
                 .insert(format!("{p}{:020}", *feed_head).as_str(), doc_id)?;
         }
+        Ok(())
+    }
+
+    /// Folds `reports` of `node` into its row of `health_recent-1`.
+    fn put_health_recent(
+        &mut self,
+        node: &str,
+        reports: &[crate::health::HealthReport],
+    ) -> Result<(), StoreError> {
+        let held = self.health_recent.get(node)?.map(|v| v.value().to_vec());
+        let merged = crate::health::merge_recent(held.as_deref(), reports)
+            .map_err(|e| StoreError::Corrupt(format!("health_recent {node}: {e}")))?;
+        self.health_recent.insert(node, merged.as_slice())?;
         Ok(())
     }
 
@@ -516,6 +531,7 @@ fn apply(
                 .map(|v| v.value().to_vec());
             let bytes = crate::health::append(existing.as_deref(), report, actor.clone())?;
             t.health_docs.insert(doc_id.as_str(), bytes.as_slice())?;
+            t.put_health_recent(&report.node, std::slice::from_ref(report))?;
             t.bump_feed_under(doc_id, &[], feed_head)?;
             Ok((WriteOutcome::Done, false))
         }
@@ -886,7 +902,7 @@ fn apply_health_doc(
     let mut doc = load_or_new(t.health_docs.get(doc_id)?.map(|v| v.value().to_vec()))?;
     let heads_before = doc.get_heads();
     merge(&mut doc, doc_id, changes)?;
-    let (node, _) = crate::health::read(&doc)?;
+    let (node, reports) = crate::health::read(&doc)?;
     if node != peer {
         return Err(StoreError::Refused(format!(
             "{doc_id} holds reports of {node}, not of {peer}"
@@ -895,6 +911,7 @@ fn apply_health_doc(
     let changed = doc.get_heads() != heads_before;
     if changed {
         t.health_docs.insert(doc_id, doc.save().as_slice())?;
+        t.put_health_recent(&node, &reports)?;
         t.bump_feed_under(doc_id, &[], feed_head)?;
     }
     Ok((WriteOutcome::Done, changed))
