@@ -4,8 +4,9 @@
 #   scripts/bench.sh --quick   small sizes, a few minutes
 # Writes target/bench/results.jsonl (one JSON line per figure) and target/bench/results.md.
 # Figures so far: ingest (1 and 32 clients, group commit beside one commit per case);
-# sync-new, sync-idle, sync-1pct at the relay (`--only ingest|sync` runs one family); then the
-# same sync figures for automerge-repo and PouchDB (scripts/peers), and a table of ratios.
+# sync-new, sync-idle, sync-1pct at the relay; cold-start and queue (a town holding 100,000
+# cases; `--only ingest|sync|sync-edge|fan-in|cold-start|queue` runs one family); then the same sync
+# figures for automerge-repo and PouchDB (scripts/peers), and a table of ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p yiciban -p yiciban-tests --bin yiciban --bin yiciban-bench
@@ -25,7 +26,8 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-[ "$only" = "ingest" ] && exit 0
+# The peers only run the sync figures.
+case "$only" in ingest|sync-edge|fan-in|cold-start|queue) exit 0 ;; esac
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq && $sudo apt-get install -y -qq nodejs npm

@@ -734,7 +734,7 @@ pub async fn serve(
         tracing::info!("the county's working-day calendar changed: published");
     }
     // Kept for the life of the server: the endpoint's tasks run as long as it exists.
-    let _endpoint = node
+    let endpoint = node
         .start_sync()
         .map_err(|e| anyhow::anyhow!("cannot start replication: {e}"))?;
     // Villages and towns send their audit trail up; the county keeps the copies.
@@ -744,6 +744,14 @@ pub async fn serve(
         node.clone(),
         std::time::Duration::from_secs(node.config.health.every_secs),
     ));
+    // The review queue's index is rebuilt here, in the background, only when the calendar or
+    // the catalogue changed since it was computed (or the store was just migrated).
+    let queue_node = node.clone();
+    tokio::spawn(async move {
+        if let Err(e) = yiciban_core::queue::ensure_fresh(&queue_node).await {
+            tracing::warn!(error = %e, "review queue index not rebuilt; it is tried again on the next view");
+        }
+    });
     let notices = node.config.notice_settings();
     let outbox = notices.send.then(|| {
         tracing::info!(webhook = ?notices.webhook, "this node sends the SMS notices");
@@ -755,6 +763,12 @@ pub async fn serve(
     }
     if let Some(exporter) = exporter {
         exporter.abort();
+    }
+    // Tell the peers this node is leaving, so they drop the link now rather than at the
+    // idle timeout; give the close a moment to go out.
+    if let Some(endpoint) = endpoint {
+        endpoint.close(0u32.into(), b"node stopping");
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), endpoint.wait_idle()).await;
     }
     served?;
     Ok(())

@@ -29,6 +29,9 @@ pub enum FrameKind {
     Error = 6,
     /// One `yiciban/1` protocol message ([`crate::proto::Message`], versioned inside).
     Message = 7,
+    /// One `yiciban/1` message compressed as a single zstd frame that states its content
+    /// size ([`message_frame`] picks it when that saves bytes).
+    Zstd = 8,
 }
 
 impl FrameKind {
@@ -41,6 +44,7 @@ impl FrameKind {
             5 => Self::Ack,
             6 => Self::Error,
             7 => Self::Message,
+            8 => Self::Zstd,
             _ => return None,
         })
     }
@@ -63,6 +67,51 @@ pub enum FrameError {
     Empty,
     #[error("unknown frame kind {0}")]
     UnknownKind(u8),
+    #[error("a {0:?} frame does not carry a message")]
+    NotAMessage(FrameKind),
+    #[error("compressed message: {0}")]
+    Compressed(&'static str),
+}
+
+/// Message payloads from this length on are compressed when that saves bytes; shorter ones
+/// (acks, feed ends, small offers) are not worth the zstd frame header.
+pub const COMPRESS_FROM: usize = 200;
+/// zstd level: 3 is the library default, cheap enough for an old village PC.
+const ZSTD_LEVEL: i32 = 3;
+
+/// The frame for an encoded message: `Zstd` when that is smaller, else `Message`.
+pub fn message_frame(payload: Vec<u8>) -> Result<Frame, FrameError> {
+    if payload.len() >= COMPRESS_FROM
+        && let Ok(packed) = zstd::bulk::compress(&payload, ZSTD_LEVEL)
+        && packed.len() < payload.len()
+    {
+        return Frame::new(FrameKind::Zstd, packed);
+    }
+    Frame::new(FrameKind::Message, payload)
+}
+
+/// The encoded message a `Message` or `Zstd` frame carries. A compressed payload must state
+/// its size, which is checked against [`MAX_FRAME_LEN`] before anything is allocated.
+pub fn message_payload(frame: Frame) -> Result<Vec<u8>, FrameError> {
+    match frame.kind {
+        FrameKind::Message => Ok(frame.payload),
+        FrameKind::Zstd => {
+            let size = zstd::zstd_safe::get_frame_content_size(&frame.payload)
+                .map_err(|_| FrameError::Compressed("not a zstd frame"))?
+                .ok_or(FrameError::Compressed("content size not stated"))?;
+            let size = usize::try_from(size)
+                .ok()
+                .filter(|&s| s <= MAX_FRAME_LEN)
+                .ok_or(FrameError::Compressed("content larger than a frame"))?;
+            let out = zstd::bulk::decompress(&frame.payload, size)
+                .map_err(|_| FrameError::Compressed("corrupt zstd data"))?;
+            if out.len() != size {
+                return Err(FrameError::Compressed("content size does not match"));
+            }
+            Ok(out)
+        }
+        other => Err(FrameError::NotAMessage(other)),
+    }
 }
 
 impl Frame {
@@ -149,6 +198,67 @@ mod tests {
         assert_eq!(decode(&[0, 0, 0, 0]), Err(FrameError::Empty));
     }
 
+    #[test]
+    fn long_messages_travel_compressed_and_come_back_whole() {
+        let long: Vec<u8> = (0..5000u32).flat_map(|i| (i % 7).to_be_bytes()).collect();
+        let frame = message_frame(long.clone()).unwrap();
+        assert_eq!(frame.kind, FrameKind::Zstd);
+        assert!(frame.payload.len() < long.len() / 4);
+        assert_eq!(message_payload(frame).unwrap(), long);
+        let short = message_frame(vec![1, 2, 3]).unwrap();
+        assert_eq!(short.kind, FrameKind::Message);
+        assert_eq!(message_payload(short).unwrap(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn compressed_frames_that_lie_about_their_size_are_refused() {
+        let frame = message_frame(vec![0; 4096]).unwrap();
+        // Without a stated size.
+        let mut c = zstd::bulk::Compressor::new(3).unwrap();
+        c.include_contentsize(false).unwrap();
+        let unsized_ = Frame::new(FrameKind::Zstd, c.compress(&[0u8; 4096]).unwrap()).unwrap();
+        assert_eq!(
+            message_payload(unsized_),
+            Err(FrameError::Compressed("content size not stated"))
+        );
+        // Cut short.
+        let mut cut = frame.clone();
+        cut.payload.truncate(cut.payload.len() - 2);
+        assert!(message_payload(cut).is_err());
+        // Not a message at all.
+        let blob = Frame::new(FrameKind::BlobChunk, vec![1]).unwrap();
+        assert_eq!(
+            message_payload(blob),
+            Err(FrameError::NotAMessage(FrameKind::BlobChunk))
+        );
+    }
+
+    proptest! {
+        // Fuzz: no compressed payload makes the decompressor panic or allocate past the
+        // frame limit.
+        #[test]
+        fn zstd_payloads_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let frame = Frame::new(FrameKind::Zstd, bytes).unwrap();
+            if let Ok(out) = message_payload(frame) {
+                prop_assert!(out.len() <= MAX_FRAME_LEN);
+            }
+        }
+
+        // Fuzz: a valid zstd header with any body is refused cleanly.
+        #[test]
+        fn mangled_zstd_frames_never_panic(
+            data in proptest::collection::vec(any::<u8>(), 200..600),
+            at in 0usize..64,
+            byte in any::<u8>(),
+        ) {
+            let mut frame = message_frame(data.repeat(2)).unwrap();
+            if let Some(b) = frame.payload.get_mut(at) {
+                *b ^= byte;
+            }
+            let _ = message_payload(frame);
+        }
+    }
+
     proptest! {
         // The fuzz property: no input makes the decoder panic, and whatever it accepts
         // re-encodes to exactly the bytes it consumed.
@@ -160,7 +270,7 @@ mod tests {
         }
 
         #[test]
-        fn roundtrip(kind in 1u8..=7, payload in proptest::collection::vec(any::<u8>(), 0..512)) {
+        fn roundtrip(kind in 1u8..=8, payload in proptest::collection::vec(any::<u8>(), 0..512)) {
             let kind = FrameKind::from_byte(kind).unwrap();
             let frame = Frame::new(kind, payload).unwrap();
             let mut bytes = frame.encode();

@@ -117,7 +117,7 @@ fn a_new_document_costs_about_its_changes() {
     for pad in [0, 4_000] {
         let (change, wire) = new_document_cost(pad);
         eprintln!("one new document: {change} bytes of changes, {wire} bytes on the wire");
-        // Offer, Want, Changes, Ack, FeedEnd, then the echo offer back, its Ack and FeedEnd:
+        // Offer, WantMany, Docs, Ack, FeedEnd, then the echo offer back, its Ack and FeedEnd:
         // a fixed overhead of about 200 bytes, independent of the change and the store.
         assert!(wire >= change && wire < change + 300, "{wire} for {change}");
     }

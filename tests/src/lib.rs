@@ -9,6 +9,8 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod cluster;
+pub mod coldstart;
+pub mod fanin;
 pub mod relay;
 pub mod workload;
 

@@ -313,22 +313,26 @@ pub async fn add_event(
 #[derive(Debug, Deserialize)]
 pub struct QueueParams {
     limit: Option<usize>,
+    offset: Option<usize>,
 }
 
-/// `GET /api/v1/queue`: open cases whose baton is at this node's tier, oldest accepted first.
+/// `GET /api/v1/queue?limit=&offset=`: open cases whose baton is at this node's tier, the most
+/// pressing deadline first; `limit` (1–500, default 100) of them from `offset` (default 0),
+/// with the `total` the queue holds.
 pub async fn queue(
     State(state): State<AppState>,
     auth: Auth,
     Query(p): Query<QueueParams>,
 ) -> ApiResult {
     auth.require(Action::ViewCases)?;
-    let mut items = views::queue(&state.node)?;
-    let total = items.len();
-    items.truncate(p.limit.unwrap_or(100).clamp(1, 500));
+    let offset = p.offset.unwrap_or(0);
+    let limit = p.limit.unwrap_or(100).clamp(1, 500);
+    let (items, total) = views::queue(&state.node, offset, limit).await?;
     Ok(Json(json!({
         "tier": state.node.tier(),
         "items": items,
         "count": items.len(),
+        "offset": offset,
         "total": total,
     }))
     .into_response())

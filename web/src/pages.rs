@@ -607,8 +607,11 @@ pub async fn cases(
     })
 }
 
-/// Rows the queue page shows at most.
+/// Rows the supervision and follow-up pages show at most.
 const QUEUE_ROWS: usize = 200;
+
+/// Rows per page of the review queue.
+const QUEUE_PAGE_ROWS: usize = 50;
 
 #[derive(Template)]
 #[template(path = "queue.html")]
@@ -616,24 +619,54 @@ struct QueueTpl {
     chrome: Chrome,
     tier_zh: String,
     rows: Vec<CaseRow>,
-    total: usize,
+    total: u64,
+    /// This page (from 1) of `pages`, and the positions (from 1) of its first and last rows.
+    page: usize,
+    pages: usize,
+    first: usize,
+    last: usize,
+    prev: Option<usize>,
+    next: Option<usize>,
 }
 
-/// `GET /queue`: the cases waiting for this node's tier, oldest accepted first.
-pub async fn queue(State(state): State<AppState>, auth: Auth) -> PageResult {
+#[derive(Debug, Deserialize)]
+pub struct QueueParams {
+    page: Option<usize>,
+}
+
+/// `GET /queue?page=N`: the cases waiting for this node's tier, the most pressing deadline
+/// first, [`QUEUE_PAGE_ROWS`] a page.
+pub async fn queue(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(p): Query<QueueParams>,
+) -> PageResult {
     auth.require(Action::ViewCases)?;
-    let items = views::queue(&state.node)?;
-    let total = items.len();
-    let rows = items
-        .into_iter()
-        .take(QUEUE_ROWS)
-        .map(|t| timed_row(&state, t))
-        .collect();
+    let want = p.page.unwrap_or(1).max(1);
+    let at = |n: usize| (n - 1).saturating_mul(QUEUE_PAGE_ROWS);
+    let (mut items, total) = views::queue(&state.node, at(want), QUEUE_PAGE_ROWS).await?;
+    let pages = usize::try_from(total)
+        .unwrap_or(usize::MAX)
+        .div_ceil(QUEUE_PAGE_ROWS)
+        .max(1);
+    // Past the end: the last page.
+    let n = want.min(pages);
+    if n != want {
+        items = views::queue(&state.node, at(n), QUEUE_PAGE_ROWS).await?.0;
+    }
+    let offset = at(n);
+    let rows: Vec<CaseRow> = items.into_iter().map(|t| timed_row(&state, t)).collect();
     page(&QueueTpl {
         chrome: Chrome::new(&state, Some(&auth), "待办队列"),
         tier_zh: views::tier_zh(state.node.tier()),
+        first: offset + 1,
+        last: offset + rows.len(),
         rows,
         total,
+        page: n,
+        pages,
+        prev: (n > 1).then(|| n - 1),
+        next: (n < pages).then(|| n + 1),
     })
 }
 

@@ -1703,3 +1703,59 @@ async fn the_county_urges_a_late_case_and_the_town_sees_it() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn the_queue_comes_in_pages_of_fifty_with_its_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let village = node_state(&dir, "village", "").await;
+    let clerk = Session::new(&village, "clerk").await;
+    // 即办件 wait at the village to be handed out: 53 in its queue, oldest first (undated).
+    let mut filed = Vec::new();
+    for _ in 0..53 {
+        filed.push(clerk.file("YB001").await.0);
+    }
+    let (status, page) = clerk.get("/queue").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("待办 53 件"), "the count of the whole queue");
+    assert_eq!(page.matches("<tr class=\"status-").count(), 50);
+    assert!(page.contains("第 1–50 件（共 53 件），第 1/2 页"), "{page}");
+    assert!(page.contains("href=\"/queue?page=2\""));
+    assert!(page.contains(&format!("/cases/{}", filed[49])));
+    assert!(!page.contains(&format!("/cases/{}", filed[50])));
+    for path in ["/queue?page=2", "/queue?page=9"] {
+        let (_, page) = clerk.get(path).await;
+        assert_eq!(page.matches("<tr class=\"status-").count(), 3, "{path}");
+        assert!(
+            page.contains("第 51–53 件（共 53 件），第 2/2 页"),
+            "{path}"
+        );
+        assert!(page.contains("href=\"/queue?page=1\""));
+        assert!(page.contains(&format!("/cases/{}", filed[52])));
+    }
+
+    let (_, q) = clerk.get_json("/api/v1/queue?limit=5&offset=50").await;
+    let ids: Vec<&str> = q["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        filed[50..].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        (q["total"].as_u64(), q["count"].as_u64()),
+        (Some(53), Some(3))
+    );
+    // Handed out and picked up: it leaves the queue.
+    for kind in ["issued", "picked_up"] {
+        let (status, body) = clerk
+            .event(&filed[0], serde_json::json!({"kind": kind}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (_, q) = clerk.get_json("/api/v1/queue?limit=1").await;
+    assert_eq!(q["total"], 52);
+    assert_eq!(q["items"][0]["id"], filed[1].as_str());
+}

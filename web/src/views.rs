@@ -151,16 +151,10 @@ pub fn step_zh(node: &Node, item_code: &str, step: &str) -> String {
     .to_string()
 }
 
-/// Statuses whose cases still hold a baton somewhere.
-const OPEN: [Status; 4] = [
-    Status::UnderReview,
-    Status::SupplementRequested,
-    Status::ReadyToIssue,
-    Status::Issued,
-];
-/// Cases read per open status when building the queue (newest first from the status index, so
-/// a node with more open cases than this in one status would lose its oldest ones: far above
-/// what a town or county holds open).
+use yiciban_core::queue::OPEN;
+
+/// Cases read per open status for supervision and follow-ups (newest first from the status
+/// index, so a node with more open cases than this in one status would lose its oldest ones).
 const QUEUE_SCAN: usize = 20_000;
 
 /// Open cases, read from the projections only.
@@ -177,23 +171,22 @@ fn open_cases(node: &Node) -> Result<Vec<CaseSummary>, StoreError> {
     Ok(out)
 }
 
-/// The review queue: open cases whose baton is at this node's tier, the most pressing
-/// deadline first (the step's or the case's, whichever is earlier), then oldest accepted.
-pub fn queue(node: &Node) -> Result<Vec<TimedCase>, StoreError> {
-    let here = node.tier();
-    let mut out: Vec<TimedCase> = open_cases(node)?
+/// Cases `offset..offset + limit` of the review queue and how many it holds: open cases whose
+/// baton is at this node's tier, the most pressing deadline first (the step's or the case's,
+/// whichever is earlier), then oldest accepted. Read from the queue index
+/// (`yiciban_core::queue`): one page of keys and summaries, never every open case.
+pub async fn queue(
+    node: &Node,
+    offset: usize,
+    limit: usize,
+) -> Result<(Vec<TimedCase>, u64), StoreError> {
+    let page = yiciban_core::queue::page(node, offset, limit).await?;
+    let rows = page
+        .rows
         .into_iter()
-        .filter(|s| s.tier == Some(here))
         .map(|s| TimedCase::of(node, s))
         .collect();
-    out.sort_by(|a, b| {
-        (a.urgency(), &a.summary.receipt_no, &a.summary.id).cmp(&(
-            b.urgency(),
-            &b.summary.receipt_no,
-            &b.summary.id,
-        ))
-    });
-    Ok(out)
+    Ok((rows, page.total))
 }
 
 /// Supervision (电子监察): every open case this node holds that is late (red) or has at most

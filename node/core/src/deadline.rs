@@ -162,16 +162,17 @@ pub fn legal_time(
     }
 }
 
-fn count(
+/// The case's due dates (promised, statutory); `today` only matters while the clock stands
+/// (an open supplement pause).
+fn dues(
     state: &Marks,
     limits: &Limits,
     calendar: &Calendar,
     today: NaiveDate,
     offset: FixedOffset,
     accepted: Hlc,
-) -> Result<LegalTime, CalendarError> {
+) -> Result<(NaiveDate, NaiveDate), CalendarError> {
     let date = |at: Hlc| local_date(at, offset);
-    let paused = state.paused;
     // Where the count starts and how many working days of pauses it skips.
     let (start, skipped) = match limits.supplement_clock {
         SupplementClock::Pause => {
@@ -191,6 +192,36 @@ fn count(
     let due = calendar.add_working_days(start, limits.promised_days.saturating_add(skipped))?;
     let statutory_due =
         calendar.add_working_days(start, limits.statutory_days.saturating_add(skipped))?;
+    Ok((due, statutory_due))
+}
+
+/// The last day of the current route step's limit, if it has one.
+fn step_due(
+    state: &Marks,
+    limits: &Limits,
+    calendar: &Calendar,
+    offset: FixedOffset,
+) -> Result<Option<NaiveDate>, CalendarError> {
+    if let (Some(index), Some(since)) = (state.step_index, state.step_since)
+        && let Some(days) = limits.step_days.get(index)
+    {
+        return calendar
+            .add_working_days(local_date(since, offset), *days)
+            .map(Some);
+    }
+    Ok(None)
+}
+
+fn count(
+    state: &Marks,
+    limits: &Limits,
+    calendar: &Calendar,
+    today: NaiveDate,
+    offset: FixedOffset,
+    accepted: Hlc,
+) -> Result<LegalTime, CalendarError> {
+    let paused = state.paused;
+    let (due, statutory_due) = dues(state, limits, calendar, today, offset, accepted)?;
     let mut time = LegalTime {
         due: Some(due),
         statutory_due: Some(statutory_due),
@@ -198,18 +229,40 @@ fn count(
         ..LegalTime::default()
     };
     if let Some(decided) = state.decided_at {
-        time.on_time = Some(date(decided) <= due);
+        time.on_time = Some(local_date(decided, offset) <= due);
     } else if state.open && !paused {
         time.warning = mark(calendar, today, due)?;
     }
-    if let (Some(index), Some(since)) = (state.step_index, state.step_since)
-        && let Some(days) = limits.step_days.get(index)
-    {
-        let step_due = calendar.add_working_days(date(since), *days)?;
+    if let Some(step_due) = step_due(state, limits, calendar, offset)? {
         time.step_due = Some(step_due);
         time.step_warning = mark(calendar, today, step_due)?;
     }
     Ok(time)
+}
+
+/// Whether `today` moves the case's due dates: the clock stands on an open supplement pause.
+pub fn waits_on_today(state: &Marks) -> bool {
+    state.pauses.iter().any(|p| p.to.is_none())
+}
+
+/// The date that presses first on a case, as the review queue sorts it: the current step's
+/// due date or the case's, whichever is earlier; `None` without limits or acceptance, or when
+/// the calendar does not cover a date counted. Equal to `min(step_due, due)` of
+/// [`legal_time`] on any day its marks count without error; `today` only matters when
+/// [`waits_on_today`].
+pub fn pressing_date(
+    state: &Marks,
+    limits: Option<&Limits>,
+    calendar: &Calendar,
+    today: NaiveDate,
+    offset: FixedOffset,
+) -> Option<NaiveDate> {
+    let (Some(limits), Some(accepted)) = (limits, state.accepted_at) else {
+        return None;
+    };
+    let (due, _) = dues(state, limits, calendar, today, offset, accepted).ok()?;
+    let step = step_due(state, limits, calendar, offset).ok()?;
+    Some(step.map_or(due, |s| s.min(due)))
 }
 
 fn mark(calendar: &Calendar, today: NaiveDate, due: NaiveDate) -> Result<Warning, CalendarError> {

@@ -159,6 +159,9 @@ pub const KEEP_DAYS: u64 = 7;
 pub async fn run_reporter(node: Arc<crate::node::Node>, every: Duration) {
     let mut pruned_on = String::new();
     loop {
+        // The first report waits one interval: at start the links are not up yet, and a
+        // restart with nothing changed should resync nothing but the handshake.
+        tokio::time::sleep(every).await;
         let report = node.health_report();
         if let Err(e) = node.store.record_health(&report).await {
             tracing::warn!(error = %e, "health report not recorded");
@@ -177,7 +180,6 @@ pub async fn run_reporter(node: Arc<crate::node::Node>, every: Duration) {
                 Err(e) => tracing::warn!(error = %e, "old health reports not dropped"),
             }
         }
-        tokio::time::sleep(every).await;
     }
 }
 

@@ -42,6 +42,7 @@ pub mod idcard;
 pub mod message;
 pub mod node;
 pub mod notice;
+pub mod queue;
 pub mod rating;
 pub mod scope;
 pub mod seal;

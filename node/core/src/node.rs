@@ -154,7 +154,7 @@ impl Node {
         } else {
             None
         };
-        Ok(Arc::new(Self {
+        let node = Arc::new(Self {
             calendar: std::sync::Mutex::default(),
             config,
             catalog,
@@ -166,7 +166,10 @@ impl Node {
             links: Arc::default(),
             county_ca,
             signer: std::sync::Mutex::default(),
-        }))
+        });
+        // The writer keys the review queue (`crate::queue`) with this node's clock.
+        crate::queue::current_clock(&node);
+        Ok(node)
     }
 
     /// Whether this node holds a certificate from the county.

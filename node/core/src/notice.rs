@@ -284,8 +284,13 @@ pub async fn run_outbox(node: Arc<Node>, cfg: NoticeSection) {
 }
 
 /// One pass over the feed from the cursor. `Ok(false)`: a notice was refused (back off).
+///
+/// The `notice_sent` marks of a pass are recorded together after its sends (the writer
+/// commits them as one group): a pass of 256 new cases costs one commit, not 256 that would
+/// queue ahead of the cases arriving by sync. A crash between a send and its mark resends
+/// that notice with the same `Idempotency-Key`, as it did with one commit per mark.
 async fn round(
-    node: &Node,
+    node: &Arc<Node>,
     client: &reqwest::Client,
     cfg: &NoticeSection,
     sweep: bool,
@@ -306,6 +311,7 @@ async fn round(
     // The cursor stops before the first case with a notice the gateway refused.
     let mut cursor = last;
     let mut all_sent = true;
+    let mut marks = tokio::task::JoinSet::new();
     for entry in &entries {
         if crate::county_doc::is_county_doc(&entry.doc_id) {
             continue;
@@ -317,8 +323,11 @@ async fn round(
             match send(client, cfg, &notice).await {
                 Ok(via) => {
                     let payload = serde_json::json!({ "notice": notice.id, "via": via });
-                    node.record_system_event(&case.id, EventKind::NoticeSent, payload)
-                        .await?;
+                    let (node, case_id) = (node.clone(), case.id.clone());
+                    marks.spawn(async move {
+                        node.record_system_event(&case_id, EventKind::NoticeSent, payload)
+                            .await
+                    });
                     tracing::info!(notice = %notice.id, via, "notice sent");
                 }
                 Err(e) => {
@@ -331,6 +340,11 @@ async fn round(
                 }
             }
         }
+    }
+    // Every mark is durable before the cursor passes its case.
+    while let Some(recorded) = marks.join_next().await {
+        recorded
+            .map_err(|e| crate::store::StoreError::Corrupt(format!("notice mark task: {e}")))??;
     }
     if cursor > since {
         store.save_cursor(CURSOR, epoch, cursor).await?;

@@ -11,11 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use thiserror::Error;
-use yiciban_sync::frame::{self, Frame, FrameKind};
+use yiciban_sync::frame;
 use yiciban_sync::proto::{self, Cursor, Message};
 use yiciban_sync::session::{Effect, NodeInfo, Output, ProtoError, Session};
 use yiciban_transport::tls::{TlsError, connection_identity};
 
+use crate::case_doc::Case;
 use crate::catalog::Tier;
 use crate::scope::{Scope, ScopedStore};
 use crate::store::{Store, StoreError};
@@ -96,6 +97,11 @@ pub struct LinkSnapshot {
     /// At the county: the last entry of this peer's audit trail received over this link
     /// (`crate::audit_doc`).
     pub audit_held: Option<u64>,
+    /// The current session: ms from its start (just after the QUIC handshake) until the
+    /// peer's feed was first pulled and durably applied, and the stream bytes both ways by
+    /// then. What the benchmarks read (`sync-new`, `sync-idle`, `sync-1pct`).
+    pub catch_up_ms: Option<u64>,
+    pub catch_up_bytes: Option<u64>,
 }
 
 /// A handshake this node refused: who (the node id the presented certificate claims, else
@@ -235,6 +241,14 @@ pub struct SyncContext {
     /// This node's own scope: a peer's changes outside it are refused.
     pub scope: Scope,
     pub links: Arc<Links>,
+}
+
+/// Whether a document is a case (not a county-wide, health, directory or audit document).
+fn is_case_doc(doc_id: &str) -> bool {
+    !crate::county_doc::is_county_doc(doc_id)
+        && !crate::health::is_health_doc(doc_id)
+        && !crate::user_dir::is_user_dir_doc(doc_id)
+        && !crate::audit_doc::is_audit_doc(doc_id)
 }
 
 fn unix_ms() -> u64 {
@@ -472,6 +486,8 @@ pub async fn run_connection(
         s.peer_role = Some(peer.role.clone());
         s.peer_division = Some(peer.division.clone());
         s.connected = true;
+        s.catch_up_ms = None;
+        s.catch_up_bytes = None;
     });
     let (mut send, mut recv) = if initiator {
         conn.open_bi().await?
@@ -508,26 +524,49 @@ pub async fn run_connection(
         send: session.start(now_ms()),
         effects: Vec::new(),
     };
-    shell.perform(&mut session, &mut send, first).await?;
+    let mut session_bytes = shell.perform(&mut session, &mut send, first).await?;
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut tick = tokio::time::interval(TICK);
+    let mut written = store.watch_writes();
     loop {
         tokio::select! {
             read = recv.read(&mut chunk) => {
                 let n = read?.ok_or(EngineError::Closed)?;
                 ctx.links.update(link, |s| s.bytes_received += n as u64);
+                session_bytes += n as u64;
                 buf.extend_from_slice(&chunk[..n]);
-                while let Some((frame, used)) = frame::decode(&buf)? {
-                    buf.drain(..used);
-                    let msg = proto::decode(&frame.payload).map_err(ProtoError::from)?;
+                // Every whole frame read so far is handled before any effect runs, so the
+                // changes of many documents are merged in one group commit.
+                let mut out = Output::default();
+                let mut used_total = 0;
+                while let Some((frame, used)) = frame::decode(&buf[used_total..])? {
+                    used_total += used;
+                    let payload = frame::message_payload(frame)?;
+                    let msg = proto::decode(&payload).map_err(ProtoError::from)?;
                     if let Message::Hello(hello) = &msg
                         && hello.node_id != peer.node_id
                     {
                         return Err(EngineError::IdentityMismatch { said: hello.node_id.clone(), certified: peer.node_id });
                     }
-                    let out = session.handle(&view, now_ms(), msg)?;
-                    shell.perform(&mut session, &mut send, out).await?;
+                    let more = session.handle(&view, now_ms(), msg)?;
+                    out.send.extend(more.send);
+                    out.effects.extend(more.effects);
+                }
+                buf.drain(..used_total);
+                session_bytes += shell.perform(&mut session, &mut send, out).await?;
+                if session.is_caught_up() {
+                    let (ms, bytes) = (now_ms(), session_bytes);
+                    ctx.links.update(link, |s| {
+                        s.catch_up_ms.get_or_insert(ms);
+                        s.catch_up_bytes.get_or_insert(bytes);
+                    });
+                }
+            }
+            changed = written.changed() => {
+                if changed.is_ok() {
+                    let out = session.tick(&view, now_ms())?;
+                    session_bytes += shell.perform(&mut session, &mut send, out).await?;
                 }
             }
             _ = tick.tick() => {
@@ -535,7 +574,7 @@ pub async fn run_connection(
                     return Err(EngineError::Stalled);
                 }
                 let out = session.tick(&view, now_ms())?;
-                shell.perform(&mut session, &mut send, out).await?;
+                session_bytes += shell.perform(&mut session, &mut send, out).await?;
                 let position = session.peer_position();
                 let caught_up = session.is_caught_up();
                 ctx.links.update(link, |s| {
@@ -550,10 +589,16 @@ pub async fn run_connection(
     }
 }
 
-async fn write(send: &mut quinn::SendStream, msg: &Message) -> Result<usize, EngineError> {
-    let bytes = Frame::new(FrameKind::Message, proto::encode(msg))?.encode();
-    send.write_all(&bytes).await?;
-    Ok(bytes.len())
+/// Frames (compressing where it pays) and writes a run of messages in one stream write.
+async fn write_all(send: &mut quinn::SendStream, msgs: &[Message]) -> Result<u64, EngineError> {
+    let mut bytes = Vec::new();
+    for msg in msgs {
+        bytes.extend_from_slice(&frame::message_frame(proto::encode(msg))?.encode());
+    }
+    if !bytes.is_empty() {
+        send.write_all(&bytes).await?;
+    }
+    Ok(bytes.len() as u64)
 }
 
 struct Shell<'a> {
@@ -572,29 +617,102 @@ struct Shell<'a> {
 }
 
 impl Shell<'_> {
-    /// Sends the messages and performs the effects of `out`, and of whatever they lead to.
+    /// Sends the messages and performs the effects of `out`, and of whatever they lead to;
+    /// returns the bytes written.
     async fn perform(
         &mut self,
         session: &mut Session,
         send: &mut quinn::SendStream,
         out: Output,
-    ) -> Result<(), EngineError> {
+    ) -> Result<u64, EngineError> {
         let mut queue = VecDeque::from([out]);
+        let mut total = 0u64;
         while let Some(out) = queue.pop_front() {
-            let mut sent = 0u64;
-            for msg in &out.send {
-                sent += write(send, msg).await? as u64;
-            }
+            let sent = write_all(send, &out.send).await?;
             if sent > 0 {
                 self.links.update(&self.link, |s| s.bytes_sent += sent);
             }
-            for effect in out.effects {
-                if let Some(more) = self.effect(session, effect).await? {
+            total += sent;
+            let mut effects = out.effects.into_iter().peekable();
+            while let Some(effect) = effects.next() {
+                // A run of case merges goes to the writer at once: one group commit.
+                if matches!(&effect, Effect::Apply { doc_id, .. } if is_case_doc(doc_id))
+                    && let Effect::Apply { doc_id, changes } = effect
+                {
+                    let mut run = vec![(doc_id, changes)];
+                    while let Some(Effect::Apply { doc_id, .. }) = effects.peek()
+                        && is_case_doc(doc_id)
+                    {
+                        if let Some(Effect::Apply { doc_id, changes }) = effects.next() {
+                            run.push((doc_id, changes));
+                        }
+                    }
+                    queue.push_back(self.apply_cases(session, run).await?);
+                } else if let Some(more) = self.effect(session, effect).await? {
                     queue.push_back(more);
                 }
             }
         }
-        Ok(())
+        Ok(total)
+    }
+
+    /// Merges the changes of many cases concurrently (the writer commits them as one group),
+    /// asks for the photos they reference that are not held, and tells the session once.
+    async fn apply_cases(
+        &mut self,
+        session: &mut Session,
+        run: Vec<(String, Vec<Vec<u8>>)>,
+    ) -> Result<Output, EngineError> {
+        let store = self.view.store;
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, (doc_id, changes)) in run.iter().cloned().enumerate() {
+            let (store, peer, scopes) = (store.clone(), self.peer.clone(), self.scopes.clone());
+            tasks.spawn(async move {
+                let result = store
+                    .apply_changes_from(&peer, &doc_id, changes, scopes)
+                    .await;
+                (i, result)
+            });
+        }
+        let mut results: Vec<Option<Result<Case, StoreError>>> = run.iter().map(|_| None).collect();
+        while let Some(joined) = tasks.join_next().await {
+            let (i, result) = joined.map_err(|e| EngineError::Dial(format!("merge task: {e}")))?;
+            if let Some(slot) = results.get_mut(i) {
+                *slot = Some(result);
+            }
+        }
+        let mut out = Output::default();
+        for ((doc_id, _), result) in run.iter().zip(results) {
+            match result {
+                Some(Ok(case)) => {
+                    // Photos travel after the documents: ask for the ones not held.
+                    for hash in case.materials.iter().filter_map(|m| m.blob.as_deref()) {
+                        let Ok(raw) =
+                            <[u8; 32]>::try_from(hex::decode(hash).unwrap_or_default().as_slice())
+                        else {
+                            continue;
+                        };
+                        if store.blob_exists(hash) {
+                            continue;
+                        }
+                        let held = self.blobs.get(&raw).map_or(0, |b| b.len() as u64);
+                        let more = session.want_blob(raw, held)?;
+                        out.send.extend(more.send);
+                        out.effects.extend(more.effects);
+                    }
+                }
+                // The session asks again a bounded number of times, then ends: a refused
+                // document never blocks the cursor silently.
+                Some(Err(e)) => {
+                    tracing::warn!(peer = %self.peer, doc = %doc_id, error = %e, "changes refused");
+                }
+                None => {}
+            }
+        }
+        let applied = session.applied_all(&self.view, run.iter().map(|(d, _)| d.as_str()))?;
+        out.send.extend(applied.send);
+        out.effects.extend(applied.effects);
+        Ok(out)
     }
 
     async fn effect(
@@ -649,39 +767,8 @@ impl Shell<'_> {
                 Ok(Some(session.applied(&self.view, &doc_id)?))
             }
             Effect::Apply { doc_id, changes } => {
-                let store = self.view.store;
-                let mut out = Output::default();
-                match store
-                    .apply_changes_from(&self.peer, &doc_id, changes, self.scopes.clone())
-                    .await
-                {
-                    Ok(case) => {
-                        // Photos travel after the documents: ask for the ones not held.
-                        for hash in case.materials.iter().filter_map(|m| m.blob.as_deref()) {
-                            let Ok(raw) = <[u8; 32]>::try_from(
-                                hex::decode(hash).unwrap_or_default().as_slice(),
-                            ) else {
-                                continue;
-                            };
-                            if store.blob_exists(hash) {
-                                continue;
-                            }
-                            let held = self.blobs.get(&raw).map_or(0, |b| b.len() as u64);
-                            let more = session.want_blob(raw, held)?;
-                            out.send.extend(more.send);
-                            out.effects.extend(more.effects);
-                        }
-                    }
-                    // The session asks again a bounded number of times, then ends: a refused
-                    // document never blocks the cursor silently.
-                    Err(e) => {
-                        tracing::warn!(peer = %self.peer, doc = %doc_id, error = %e, "changes refused");
-                    }
-                }
-                let applied = session.applied(&self.view, &doc_id)?;
-                out.send.extend(applied.send);
-                out.effects.extend(applied.effects);
-                Ok(Some(out))
+                let run = vec![(doc_id, changes)];
+                Ok(Some(self.apply_cases(session, run).await?))
             }
             Effect::SaveCursor { cursor, .. } => {
                 self.view

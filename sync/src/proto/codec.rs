@@ -52,9 +52,14 @@ pub fn encode(msg: &Message) -> Vec<u8> {
                 }
             }
         }
-        Message::Offer { after, entries } => {
+        Message::Offer {
+            after,
+            upto,
+            entries,
+        } => {
             w.push(2);
             put_u64(&mut w, *after);
+            put_u64(&mut w, *upto);
             put_len(&mut w, entries.len());
             for e in entries {
                 put_str(&mut w, &e.doc_id);
@@ -125,6 +130,25 @@ fn encode_rest(w: &mut Vec<u8>, msg: &Message) {
             w.push(10);
             w.extend_from_slice(hash);
         }
+        Message::WantMany { wants } => {
+            w.push(11);
+            put_len(w, wants.len());
+            for e in wants {
+                put_str(w, &e.doc_id);
+                put_heads(w, &e.have);
+            }
+        }
+        Message::Docs { docs } => {
+            w.push(12);
+            put_len(w, docs.len());
+            for d in docs {
+                put_str(w, &d.doc_id);
+                put_len(w, d.changes.len());
+                for c in &d.changes {
+                    put_bytes(w, c);
+                }
+            }
+        }
         Message::Hello(_) | Message::Offer { .. } | Message::FeedEnd { .. } => {}
         Message::Digest { .. } => {}
     }
@@ -189,6 +213,7 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
 
 fn decode_offer(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
     let after = r.u64()?;
+    let upto = r.u64()?;
     // Smallest entry: empty id (4), seq (8), no heads (4).
     let n = r.count("offer batch", MAX_BATCH, 16)?;
     let mut entries = Vec::with_capacity(n);
@@ -199,7 +224,11 @@ fn decode_offer(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
             heads: r.heads()?,
         });
     }
-    Ok(Message::Offer { after, entries })
+    Ok(Message::Offer {
+        after,
+        upto,
+        entries,
+    })
 }
 
 fn decode_digest(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
@@ -247,8 +276,39 @@ fn decode_rest(r: &mut Reader<'_>, tag: u8) -> Result<Message, DecodeError> {
             bytes: r.bytes("blob chunk", MAX_BLOB_CHUNK)?,
         },
         10 => Message::BlobMissing { hash: r.hash()? },
+        11 => {
+            // Smallest entry: empty id (4), no heads (4).
+            let n = r.count("want batch", MAX_BATCH, 8)?;
+            let mut wants = Vec::with_capacity(n);
+            for _ in 0..n {
+                wants.push(WantEntry {
+                    doc_id: r.string("doc id")?,
+                    have: r.heads()?,
+                });
+            }
+            Message::WantMany { wants }
+        }
+        12 => decode_docs(r)?,
         tag => return Err(DecodeError::UnknownTag(tag)),
     })
+}
+
+fn decode_docs(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
+    // Smallest entry: empty id (4), no changes (4).
+    let n = r.count("docs batch", MAX_BATCH, 8)?;
+    let mut docs = Vec::with_capacity(n);
+    let mut total = 0usize;
+    for _ in 0..n {
+        let doc_id = r.string("doc id")?;
+        let m = r.count("changes", MAX_CHANGES.saturating_sub(total), 4)?;
+        total += m;
+        let mut changes = Vec::with_capacity(m);
+        for _ in 0..m {
+            changes.push(r.bytes("change", crate::frame::MAX_FRAME_LEN)?);
+        }
+        docs.push(DocChanges { doc_id, changes });
+    }
+    Ok(Message::Docs { docs })
 }
 
 struct Reader<'a> {

@@ -14,8 +14,11 @@
 //!    `(doc_id, heads)`. That costs O(documents), but only on fallback; a range-based set
 //!    reconciliation (fingerprints of key ranges) can replace `Digest` without touching the
 //!    rest of the protocol.
-//! 3. The puller answers an entry whose heads it lacks with `Want { have }`, gets `Changes`,
-//!    and once they are durable acknowledges the feed position with `Ack`.
+//! 3. The puller answers the entries of a batch whose heads it lacks with one `WantMany`
+//!    (`doc_id, have` each), gets `Docs` (the changes of many documents in one message; for a
+//!    document the puller does not hold at all, its saved compact form), and once they are
+//!    durable acknowledges the feed position with `Ack`. A document whose applied changes
+//!    fell short is asked for again alone, with `Want`, answered by `Changes`.
 //! 4. Blobs follow the documents: `BlobWant { offset }` and `BlobChunk`s of at most
 //!    [`MAX_BLOB_CHUNK`] bytes, resumable from any offset.
 
@@ -77,14 +80,32 @@ pub struct DigestEntry {
     pub heads: Vec<ChangeHash>,
 }
 
+/// One document of a `WantMany`: send me what a holder of `have` lacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WantEntry {
+    pub doc_id: String,
+    pub have: Vec<ChangeHash>,
+}
+
+/// One document of a `Docs` message: its changes, or its saved form (an Automerge saved
+/// document is a valid input wherever changes are: the receiver loads it incrementally).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocChanges {
+    pub doc_id: String,
+    pub changes: Vec<Vec<u8>>,
+}
+
 /// A `yiciban/1` message. The tag bytes are wire format: never reuse one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// Tag 1.
     Hello(Hello),
-    /// Tag 2: every feed entry in `(after, last entry's seq]`, in order.
+    /// Tag 2: the feed entries in `(after, upto]`, in order, except those the receiver is
+    /// known to hold already (it offered the same heads in this session); `entries` may be
+    /// empty when it holds them all.
     Offer {
         after: FeedSeq,
+        upto: FeedSeq,
         entries: Vec<OfferEntry>,
     },
     /// Tag 3: the feed has been offered up to `head_seq`, its head when this was sent.
@@ -118,6 +139,11 @@ pub enum Message {
     },
     /// Tag 10: the sender does not hold the whole blob.
     BlobMissing { hash: BlobHash },
+    /// Tag 11: `Want` for many documents at once (at most [`MAX_BATCH`]).
+    WantMany { wants: Vec<WantEntry> },
+    /// Tag 12: the answer to a `WantMany`, split so no message passes [`MAX_CHANGES_BYTES`]
+    /// (a single larger document travels alone).
+    Docs { docs: Vec<DocChanges> },
 }
 
 impl Message {

@@ -27,8 +27,13 @@ fn message() -> impl Strategy<Value = Message> {
                 since: s,
             })
         }),
-        (any::<u64>(), vec(offer, 0..5))
-            .prop_map(|(after, entries)| Message::Offer { after, entries }),
+        (any::<u64>(), any::<u64>(), vec(offer, 0..5)).prop_map(|(after, upto, entries)| {
+            Message::Offer {
+                after,
+                upto,
+                entries,
+            }
+        }),
         any::<u64>().prop_map(|head_seq| Message::FeedEnd { head_seq }),
         (any::<u64>(), any::<u64>(), vec(digest, 0..5)).prop_map(|(after, upto, entries)| {
             Message::Digest {
@@ -51,6 +56,17 @@ fn message() -> impl Strategy<Value = Message> {
             }
         ),
         hash().prop_map(|hash| Message::BlobMissing { hash }),
+        vec(
+            (id(), vec(hash(), 0..3)).prop_map(|(doc_id, have)| WantEntry { doc_id, have }),
+            0..5
+        )
+        .prop_map(|wants| Message::WantMany { wants }),
+        vec(
+            (id(), vec(vec(any::<u8>(), 0..40), 0..3))
+                .prop_map(|(doc_id, changes)| DocChanges { doc_id, changes }),
+            0..5
+        )
+        .prop_map(|docs| Message::Docs { docs }),
     ]
 }
 
@@ -81,11 +97,14 @@ proptest! {
 
 #[test]
 fn hostile_counts_are_refused_before_allocation() {
-    // An offer claiming u32::MAX entries, and one claiming the limit with no bytes behind it.
-    let mut huge = vec![WIRE_VERSION, 2, 0, 0, 0, 0, 0, 0, 0, 0];
+    // An offer (tag, after, upto) claiming u32::MAX entries, and one claiming the limit with
+    // no bytes behind it.
+    let mut huge = vec![WIRE_VERSION, 2];
+    huge.extend_from_slice(&[0; 16]);
     huge.extend_from_slice(&u32::MAX.to_be_bytes());
     assert!(matches!(decode(&huge), Err(DecodeError::TooLong { .. })));
-    let mut short = vec![WIRE_VERSION, 2, 0, 0, 0, 0, 0, 0, 0, 0];
+    let mut short = vec![WIRE_VERSION, 2];
+    short.extend_from_slice(&[0; 16]);
     short.extend_from_slice(&(MAX_BATCH as u32).to_be_bytes());
     assert_eq!(decode(&short), Err(DecodeError::Truncated));
     let mut chunk = vec![WIRE_VERSION, 9];

@@ -168,7 +168,11 @@ impl Session {
             return Err(ProtoError::BeforeHello);
         }
         match msg {
-            Message::Offer { after, entries } => self.on_offer(store, after, entries, &mut out)?,
+            Message::Offer {
+                after,
+                upto,
+                entries,
+            } => self.on_offer(store, after, upto, entries, &mut out)?,
             Message::Digest {
                 after,
                 upto,
@@ -176,7 +180,13 @@ impl Session {
             } => self.on_digest(store, after, upto, entries, &mut out)?,
             Message::FeedEnd { head_seq } => self.on_feed_end(head_seq, &mut out)?,
             Message::Changes { doc_id, changes } => self.pull.on_changes(doc_id, changes, &mut out),
+            Message::Docs { docs } => {
+                for d in docs {
+                    self.pull.on_changes(d.doc_id, d.changes, &mut out);
+                }
+            }
             Message::Want { doc_id, have } => push::answer_want(store, doc_id, &have, &mut out)?,
+            Message::WantMany { wants } => push::answer_wants(store, wants, &mut out)?,
             Message::Ack { seq } => self.on_ack(store, seq, &mut out)?,
             Message::BlobWant { hash, offset } => blobs::serve(store, hash, offset, &mut out)?,
             Message::BlobChunk {
@@ -207,13 +217,29 @@ impl Session {
         Ok(out)
     }
 
+    /// [`Session::applied`] for several documents at once: one cursor move (one
+    /// `SaveCursor`, one `Ack`) for the lot, so a batch costs the shell one cursor write.
+    pub fn applied_all<'a>(
+        &mut self,
+        store: &impl ReplicaStore,
+        doc_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Output, ProtoError> {
+        let mut out = Output::default();
+        for doc_id in doc_ids {
+            self.pull.on_applied(store, doc_id, &mut out)?;
+        }
+        self.advance_cursor(&mut out);
+        self.pump_blobs(&mut out);
+        Ok(out)
+    }
+
     /// Offers whatever the local feed gained since the last call (local writes, changes
     /// applied from other peers). Cheap when nothing changed: one `feed_head` read.
     pub fn tick(&mut self, store: &impl ReplicaStore, now_ms: u64) -> Result<Output, ProtoError> {
         let _ = now_ms;
         let mut out = Output::default();
         if let Some(push) = &mut self.push {
-            push.fill(store, &mut out)?;
+            push.fill(store, &self.pull.peer_holds, &mut out)?;
         }
         Ok(out)
     }
@@ -267,7 +293,13 @@ impl Session {
             node_id: hello.node_id,
             epoch: hello.store_epoch,
         });
-        let push = push::Push::start(store, self.local.store_epoch, hello.since, out)?;
+        let push = push::Push::start(
+            store,
+            self.local.store_epoch,
+            hello.since,
+            &self.pull.peer_holds,
+            out,
+        )?;
         self.push = Some(push);
         Ok(())
     }
@@ -280,7 +312,7 @@ impl Session {
     ) -> Result<(), ProtoError> {
         if let Some(push) = &mut self.push {
             push.on_ack(seq)?;
-            push.fill(store, out)?;
+            push.fill(store, &self.pull.peer_holds, out)?;
         }
         Ok(())
     }

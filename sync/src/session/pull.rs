@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 
 use super::{Effect, Output, ProtoError, Session, store_err};
-use crate::proto::{Cursor, DigestEntry, Message, OfferEntry};
+use crate::proto::{Cursor, DigestEntry, Message, OfferEntry, WantEntry};
 use crate::store::{ChangeHash, FeedSeq, ReplicaStore};
 
 /// Most feed entries awaiting their changes; a pusher keeps within it by its window.
@@ -33,8 +33,39 @@ struct Pending {
     rewants: u8,
 }
 
+/// Most documents whose peer-held heads a session remembers (about 100 bytes each).
+const MAX_PEER_HOLDS: usize = 200_000;
+
+/// What the peer holds, as it said in this session's offers and digests: the heads it
+/// offered per document. The pusher skips a feed entry whose heads are exactly these, so a
+/// batch a peer sent does not come back to it as offers (the echo).
+#[derive(Debug, Default)]
+pub(super) struct PeerHolds(std::collections::HashMap<String, Vec<ChangeHash>>);
+
+impl PeerHolds {
+    fn note(&mut self, doc_id: &str, heads: &[ChangeHash]) {
+        if self.0.len() >= MAX_PEER_HOLDS && !self.0.contains_key(doc_id) {
+            return;
+        }
+        let mut heads = heads.to_vec();
+        heads.sort_unstable();
+        self.0.insert(doc_id.to_string(), heads);
+    }
+
+    /// Whether the peer said it holds exactly `heads` of `doc_id`.
+    pub(super) fn holds(&self, doc_id: &str, heads: &[ChangeHash]) -> bool {
+        self.0.get(doc_id).is_some_and(|held| {
+            let mut heads = heads.to_vec();
+            heads.sort_unstable();
+            *held == heads
+        })
+    }
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Pull {
+    /// The heads the peer offered, per document.
+    pub(super) peer_holds: PeerHolds,
     /// The end of the last accepted batch: the peer's feed has been offered up to here.
     frontier: Option<FeedSeq>,
     pending: VecDeque<Pending>,
@@ -92,15 +123,17 @@ impl Pull {
         Ok(())
     }
 
-    /// Settles or wants one entry; one `Want` per document at a time.
+    /// Settles or wants one entry; one want per document at a time, gathered in `wants` (the
+    /// caller sends them as one `WantMany`).
     fn add(
         &mut self,
         store: &impl ReplicaStore,
         doc_id: String,
         heads: Vec<ChangeHash>,
         floor: FeedSeq,
-        out: &mut Output,
+        wants: &mut Vec<WantEntry>,
     ) -> Result<(), ProtoError> {
+        self.peer_holds.note(&doc_id, &heads);
         let state = if store.has_heads(&doc_id, &heads).map_err(store_err)? {
             State::Settled
         } else if self
@@ -111,7 +144,10 @@ impl Pull {
             // Its outstanding Want or Apply is checked against these heads when applied.
             State::Wanted
         } else {
-            out.send.push(want(store, &doc_id)?);
+            wants.push(WantEntry {
+                have: have_of(store, &doc_id)?,
+                doc_id: doc_id.clone(),
+            });
             State::Wanted
         };
         self.pending.push_back(Pending {
@@ -140,15 +176,25 @@ impl Pull {
     }
 }
 
-fn want(store: &impl ReplicaStore, doc_id: &str) -> Result<Message, ProtoError> {
-    let have = store
+fn have_of(store: &impl ReplicaStore, doc_id: &str) -> Result<Vec<ChangeHash>, ProtoError> {
+    Ok(store
         .doc_heads(doc_id)
         .map_err(store_err)?
-        .unwrap_or_default();
+        .unwrap_or_default())
+}
+
+fn want(store: &impl ReplicaStore, doc_id: &str) -> Result<Message, ProtoError> {
     Ok(Message::Want {
         doc_id: doc_id.to_string(),
-        have,
+        have: have_of(store, doc_id)?,
     })
+}
+
+/// One `WantMany` for the wants a batch gathered, if any.
+fn send_wants(wants: Vec<WantEntry>, out: &mut Output) {
+    if !wants.is_empty() {
+        out.send.push(Message::WantMany { wants });
+    }
 }
 
 impl Session {
@@ -191,6 +237,7 @@ impl Session {
         &mut self,
         store: &impl ReplicaStore,
         after: FeedSeq,
+        upto: FeedSeq,
         entries: Vec<OfferEntry>,
         out: &mut Output,
     ) -> Result<(), ProtoError> {
@@ -201,14 +248,19 @@ impl Session {
             }
             prev = e.seq;
         }
-        if entries.is_empty() {
+        if prev > upto {
+            return Err(ProtoError::BadBatch("offer entry beyond the batch's end"));
+        }
+        if upto == after {
             return Err(ProtoError::BadBatch("empty offer"));
         }
-        self.accept_batch(after, prev)?;
+        self.accept_batch(after, upto)?;
+        let mut wants = Vec::new();
         for e in entries {
             let floor = e.seq - 1; // e.seq > after >= 0, checked above
-            self.pull.add(store, e.doc_id, e.heads, floor, out)?;
+            self.pull.add(store, e.doc_id, e.heads, floor, &mut wants)?;
         }
+        send_wants(wants, out);
         self.advance_cursor(out);
         Ok(())
     }
@@ -222,10 +274,12 @@ impl Session {
         out: &mut Output,
     ) -> Result<(), ProtoError> {
         self.accept_batch(after, upto)?;
+        let mut wants = Vec::new();
         for e in entries {
             // A digest entry has no sequence of its own: it holds the cursor at the batch start.
-            self.pull.add(store, e.doc_id, e.heads, after, out)?;
+            self.pull.add(store, e.doc_id, e.heads, after, &mut wants)?;
         }
+        send_wants(wants, out);
         self.advance_cursor(out);
         Ok(())
     }

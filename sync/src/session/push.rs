@@ -2,8 +2,11 @@
 
 use std::collections::VecDeque;
 
+use super::pull::PeerHolds;
 use super::{BATCH_ENTRIES, MAX_INFLIGHT_BATCHES, Output, ProtoError, store_err};
-use crate::proto::{Cursor, DigestEntry, MAX_CHANGES, MAX_CHANGES_BYTES, Message, OfferEntry};
+use crate::proto::{
+    Cursor, DigestEntry, DocChanges, MAX_CHANGES, MAX_CHANGES_BYTES, Message, OfferEntry, WantEntry,
+};
 use crate::store::{ChangeHash, FeedSeq, ReplicaStore};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +36,7 @@ impl Push {
         store: &impl ReplicaStore,
         local_epoch: u64,
         since: Option<Cursor>,
+        peer_holds: &PeerHolds,
         out: &mut Output,
     ) -> Result<Self, ProtoError> {
         let head = store.feed_head().map_err(store_err)?;
@@ -47,7 +51,7 @@ impl Push {
             inflight: VecDeque::new(),
             end_sent: None,
         };
-        push.fill(store, out)?;
+        push.fill(store, peer_holds, out)?;
         Ok(push)
     }
 
@@ -79,6 +83,7 @@ impl Push {
     pub(super) fn fill(
         &mut self,
         store: &impl ReplicaStore,
+        peer_holds: &PeerHolds,
         out: &mut Output,
     ) -> Result<(), ProtoError> {
         while self.inflight.len() < MAX_INFLIGHT_BATCHES {
@@ -100,6 +105,10 @@ impl Push {
             let mut offers = Vec::with_capacity(feed.len());
             for e in feed {
                 let heads = heads_of(store, &e.doc_id)?;
+                if self.mode == Mode::Offer && peer_holds.holds(&e.doc_id, &heads) {
+                    // The echo of what the peer itself sent this session: nothing to offer.
+                    continue;
+                }
                 offers.push(OfferEntry {
                     doc_id: e.doc_id,
                     seq: e.seq,
@@ -109,6 +118,7 @@ impl Push {
             out.send.push(match self.mode {
                 Mode::Offer => Message::Offer {
                     after,
+                    upto: last,
                     entries: offers,
                 },
                 Mode::Digest => Message::Digest {
@@ -168,5 +178,50 @@ pub(super) fn answer_want(
         doc_id,
         changes: part,
     });
+    Ok(())
+}
+
+/// Answers a `WantMany` with `Docs` messages, each within [`MAX_CHANGES_BYTES`] and
+/// [`MAX_CHANGES`] (a single larger document travels alone). Documents the store does not
+/// hold (or does not show this peer) are left out; the peer's cursor waits for them.
+pub(super) fn answer_wants(
+    store: &impl ReplicaStore,
+    wants: Vec<WantEntry>,
+    out: &mut Output,
+) -> Result<(), ProtoError> {
+    let mut docs: Vec<DocChanges> = Vec::new();
+    let (mut bytes, mut count) = (0usize, 0usize);
+    for w in wants {
+        if store.doc_heads(&w.doc_id).map_err(store_err)?.is_none() {
+            continue;
+        }
+        let changes = store.changes_after(&w.doc_id, &w.have).map_err(store_err)?;
+        if changes.is_empty() {
+            continue;
+        }
+        let size: usize = changes.iter().map(Vec::len).sum();
+        if changes.len() > MAX_CHANGES || size > MAX_CHANGES_BYTES {
+            // Too big for one batch: alone, split the way `Want` answers are.
+            answer_want(store, w.doc_id, &w.have, out)?;
+            continue;
+        }
+        if !docs.is_empty()
+            && (bytes + size > MAX_CHANGES_BYTES || count + changes.len() > MAX_CHANGES)
+        {
+            out.send.push(Message::Docs {
+                docs: std::mem::take(&mut docs),
+            });
+            (bytes, count) = (0, 0);
+        }
+        bytes += size;
+        count += changes.len();
+        docs.push(DocChanges {
+            doc_id: w.doc_id,
+            changes,
+        });
+    }
+    if !docs.is_empty() {
+        out.send.push(Message::Docs { docs });
+    }
     Ok(())
 }

@@ -30,8 +30,12 @@ fn offer(store: &MemStore, after: u64) -> Message {
             doc_id: e.doc_id,
             seq: e.seq,
         })
-        .collect();
-    Message::Offer { after, entries }
+        .collect::<Vec<_>>();
+    Message::Offer {
+        after,
+        upto: entries.last().map_or(after, |e| e.seq),
+        entries,
+    }
 }
 
 fn has_cursor_save(out: &Output) -> bool {
@@ -66,7 +70,11 @@ fn held_heads_are_not_wanted_and_move_the_cursor() {
     let mut s = Session::new(info("a", 1), None);
     s.handle(&mine, 0, hello("b", 2, None)).unwrap();
     let out = s.handle(&mine, 0, offer(&peer, 0)).unwrap();
-    assert!(!out.send.iter().any(|m| matches!(m, Message::Want { .. })));
+    assert!(
+        !out.send
+            .iter()
+            .any(|m| matches!(m, Message::Want { .. } | Message::WantMany { .. }))
+    );
     assert!(has_cursor_save(&out));
     assert_eq!(s.cursor(), Some(Cursor { epoch: 2, seq: 1 }));
 }
@@ -79,15 +87,21 @@ fn cursor_waits_for_applied_so_a_crash_only_costs_a_reoffer() {
     let mut s = Session::new(info("a", 1), None);
     s.handle(&mine, 0, hello("b", 2, None)).unwrap();
     let out = s.handle(&mine, 0, offer(&peer, 0)).unwrap();
-    assert!(matches!(out.send.as_slice(), [Message::Want { .. }]));
+    let [Message::WantMany { wants }] = out.send.as_slice() else {
+        panic!("expected one WantMany, got {:?}", out.send);
+    };
+    assert_eq!(wants.len(), 1);
+    assert!(wants[0].have.is_empty());
     let changes = peer.changes_after("d", &[]).unwrap();
     let out = s
         .handle(
             &mine,
             0,
-            Message::Changes {
-                doc_id: "d".into(),
-                changes: changes.clone(),
+            Message::Docs {
+                docs: vec![crate::proto::DocChanges {
+                    doc_id: "d".into(),
+                    changes: changes.clone(),
+                }],
             },
         )
         .unwrap();
@@ -216,4 +230,87 @@ fn large_documents_are_split_over_several_changes_messages() {
     for m in &out.send {
         assert!(crate::proto::encode(m).len() < crate::frame::MAX_FRAME_LEN);
     }
+}
+
+#[test]
+fn want_many_is_answered_in_docs_batches_within_the_limit() {
+    let mut store = MemStore::new(1);
+    // Three 3 MiB documents, a 10 MiB one and a small one: the big one goes alone as
+    // `Changes`, the others share `Docs` messages of at most MAX_CHANGES_BYTES each.
+    for (i, len) in [3usize, 3, 3, 0].iter().enumerate() {
+        store.apply(&format!("d{i}"), &[vec![i as u8; len * 1024 * 1024 + 1]]);
+    }
+    store.apply(
+        "huge",
+        &[vec![9; 5 * 1024 * 1024], vec![8; 5 * 1024 * 1024]],
+    );
+    let mut s = Session::new(info("a", 1), None);
+    s.handle(&store, 0, hello("b", 2, None)).unwrap();
+    let wants = ["d0", "d1", "huge", "d2", "d3", "missing"]
+        .iter()
+        .map(|d| crate::proto::WantEntry {
+            doc_id: d.to_string(),
+            have: vec![],
+        })
+        .collect();
+    let out = s.handle(&store, 0, Message::WantMany { wants }).unwrap();
+    let mut got = Vec::new();
+    for m in &out.send {
+        assert!(crate::proto::encode(m).len() < crate::frame::MAX_FRAME_LEN);
+        match m {
+            Message::Docs { docs } => {
+                let bytes: usize = docs
+                    .iter()
+                    .flat_map(|d| d.changes.iter().map(Vec::len))
+                    .sum();
+                assert!(bytes <= crate::proto::MAX_CHANGES_BYTES, "{bytes}");
+                got.extend(docs.iter().map(|d| d.doc_id.clone()));
+            }
+            Message::Changes { doc_id, .. } => got.push(doc_id.clone()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    got.sort();
+    got.dedup();
+    assert_eq!(got, ["d0", "d1", "d2", "d3", "huge"]);
+    assert!(
+        out.send
+            .iter()
+            .filter(|m| matches!(m, Message::Docs { .. }))
+            .count()
+            >= 2
+    );
+}
+
+#[test]
+fn what_the_peer_just_sent_is_not_offered_back() {
+    // b offers two documents; a applies them. a's feed now holds both (its own copies), but
+    // b said it holds exactly those heads: a's next offer covers the range with no entries.
+    let mut peer = MemStore::new(2);
+    let mut mine = MemStore::new(1);
+    peer.apply("d1", &[b"one".to_vec()]);
+    peer.apply("d2", &[b"two".to_vec()]);
+    let mut s = Session::new(info("a", 1), None);
+    s.handle(&mine, 0, hello("b", 2, Some(Cursor { epoch: 1, seq: 0 })))
+        .unwrap();
+    s.handle(&mine, 0, offer(&peer, 0)).unwrap();
+    for d in ["d1", "d2"] {
+        let changes = peer.changes_after(d, &[]).unwrap();
+        mine.apply(d, &changes);
+    }
+    s.applied_all(&mine, ["d1", "d2"]).unwrap();
+    // A local change to d2 after that is offered; d1 is not.
+    mine.apply("d2", &[b"local".to_vec()]);
+    let out = s.tick(&mine, 0).unwrap();
+    let offered: Vec<&str> = out
+        .send
+        .iter()
+        .filter_map(|m| match m {
+            Message::Offer { entries, .. } => Some(entries),
+            _ => None,
+        })
+        .flatten()
+        .map(|e| e.doc_id.as_str())
+        .collect();
+    assert_eq!(offered, ["d2"]);
 }

@@ -24,7 +24,7 @@ struct Args {
     quick: bool,
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Run one family of figures only: `ingest` or `sync`.
+    /// Run one family of figures only: `ingest`, `sync`, `sync-edge`, `fan-in`, `cold-start` or `queue`.
     #[arg(long)]
     only: Option<String>,
     #[arg(long, default_value = "target/bench/results.jsonl")]
@@ -37,6 +37,12 @@ struct Args {
     dump_workload: Option<usize>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Fan-in: the worker processes that host the simulated villages.
+    #[arg(long, default_value_t = 4)]
+    fan_in_workers: usize,
+    /// Internal: host the fan-in villages that FILE names (`yiciban_tests::fanin::worker`).
+    #[arg(long, hide = true, value_name = "FILE")]
+    fan_in_worker: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -129,21 +135,31 @@ async fn ingest(group_commit: bool, clients: usize, cases: usize, seed: u64) -> 
     })
 }
 
-/// Sync figures at one size: `sync-new` (N cases filed while the county was down, then
-/// the link comes up: time until the county holds them all, bytes at the relay), `sync-idle`
-/// (the village restarts with nothing changed: bytes both ways, including the QUIC and TLS
-/// handshake) and `sync-1pct` (1% of cases get a comment while the link is dark: time and
-/// bytes after it heals). Between the figures the link is left to settle (see [`settle`]);
-/// what crosses meanwhile — the county's `notice_sent` marks on the new cases, the village's
-/// audit segments and health reports — is `sync-new.settle.bytes`.
+/// Sync figures at one size, each on a fresh session (the village process restarted while
+/// the county runs), timed by the county from the session's start (just after the QUIC
+/// handshake) until it has pulled and durably applied the village's feed (its link's
+/// `catch_up_ms`):
+/// - `sync-new`: N cases filed while the county was down;
+/// - `sync-idle`: nothing changed;
+/// - `sync-1pct`: 1% of the cases got a comment while the link was dark.
+///
+/// Bytes: `wire` is everything at the relay (QUIC, TLS handshake and all) until the link is
+/// quiet; `stream` is the session's own bytes both ways by the catch-up (after the handshake).
+/// Between figures the link settles (see [`settle`]); what crosses meanwhile — the county's
+/// `notice_sent` marks on the new cases, audit segments — is `sync-new.settle.bytes`.
 #[derive(Debug, Clone, Copy)]
 struct SyncRun {
     new_secs: f64,
+    new_wall_secs: f64,
     new_bytes: u64,
+    new_stream: u64,
     settle_bytes: u64,
+    idle_secs: f64,
     idle_bytes: u64,
+    idle_wire: u64,
     pct_secs: f64,
     pct_bytes: u64,
+    pct_stream: u64,
 }
 
 async fn wait_for(what: &str, limit: Duration, mut ok: impl AsyncFnMut() -> bool) -> Result<()> {
@@ -152,7 +168,7 @@ async fn wait_for(what: &str, limit: Duration, mut ok: impl AsyncFnMut() -> bool
         if start.elapsed() > limit {
             bail!("{what}: not within {limit:?}");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(())
 }
@@ -175,16 +191,76 @@ async fn settle(relay: &yiciban_tests::relay::Relay) -> Result<u64> {
     }
 }
 
-async fn sync_run(cases: usize, seed: u64) -> Result<SyncRun> {
+/// The county's view of its link to the village (`/api/v1/health`).
+async fn county_link(admin: &Api) -> serde_json::Value {
+    let (_, health) = admin.get("/api/v1/health").await.unwrap_or_default();
+    health["links"]
+        .as_array()
+        .and_then(|links| {
+            links
+                .iter()
+                .find(|l| l["name"] == yiciban_tests::cluster::VILLAGE_ID)
+                .cloned()
+        })
+        .unwrap_or_default()
+}
+
+/// Stops the village gracefully and waits until the county has seen it leave.
+async fn stop_village(mut village: NodeProcess, admin: &Api) -> Result<()> {
+    village.terminate()?;
+    drop(village);
+    wait_for(
+        "the county sees the village leave",
+        Duration::from_secs(60),
+        async || county_link(admin).await["connected"] != true,
+    )
+    .await
+}
+
+/// Waits for the current session's catch-up at the county: (seconds, stream bytes).
+async fn catch_up(admin: &Api, what: &str) -> Result<(f64, u64)> {
+    let mut got = (0.0, 0);
+    let mut last = serde_json::Value::Null;
+    let waited = wait_for(what, Duration::from_secs(600), async || {
+        let link = county_link(admin).await;
+        last = link.clone();
+        match (link["connected"].as_bool(), link["catch_up_ms"].as_u64()) {
+            (Some(true), Some(ms)) => {
+                got = (
+                    ms as f64 / 1000.0,
+                    link["catch_up_bytes"].as_u64().unwrap_or(0),
+                );
+                true
+            }
+            _ => false,
+        }
+    })
+    .await;
+    waited.with_context(|| format!("the county's link to the village: {last}"))?;
+    Ok(got)
+}
+
+/// With `new_only`, stops after `sync-new` (the EDGE figure).
+async fn sync_run(
+    cases: usize,
+    seed: u64,
+    shape: yiciban_tests::relay::Shape,
+    new_only: bool,
+) -> Result<SyncRun> {
     use yiciban_tests::cluster::{
         COUNTY_ID, VILLAGE_ID, add_user, enroll, folder, free_udp_port, init_county, node_toml,
         token,
     };
-    use yiciban_tests::relay::{Relay, Shape};
-    let root = tempfile::tempdir()?;
+    use yiciban_tests::relay::Relay;
+    let mut root = tempfile::tempdir()?;
+    // YICIBAN_BENCH_KEEP=1 keeps the nodes' folders (configs, stores, logs) for diagnosis.
+    if std::env::var_os("YICIBAN_BENCH_KEEP").is_some() {
+        root.disable_cleanup(true);
+        eprintln!("sync run folders kept in {}", root.path().display());
+    }
     let base = free_base_port()?;
     let quic = free_udp_port()?;
-    let relay = Relay::start(quic, Shape::CLEAN, seed)?;
+    let relay = Relay::start(quic, shape, seed)?;
     let county_cfg = folder(
         root.path(),
         "county",
@@ -211,7 +287,7 @@ async fn sync_run(cases: usize, seed: u64) -> Result<SyncRun> {
     drop(county);
 
     // File while the county is down.
-    let village = NodeProcess::serve(&village_cfg, base + 2)?;
+    let mut village = NodeProcess::serve(&village_cfg, base + 2)?;
     let cat = Catalog::parse(
         yiciban_core::DEMO_CATALOG,
         std::path::Path::new("catalog.toml"),
@@ -239,38 +315,55 @@ async fn sync_run(cases: usize, seed: u64) -> Result<SyncRun> {
     for t in tasks {
         ids.extend(t.await??);
     }
-    let before = relay.traffic().bytes();
-    let start = Instant::now();
+    village.terminate()?;
+    drop(village);
+
+    // New: the county is up, the village comes back with N cases it never sent.
     let _county = NodeProcess::serve(&county_cfg, base)?;
     let admin = Api::login(&format!("http://127.0.0.1:{base}"), "admin", DEMO_PASSWORD).await?;
+    let before = relay.traffic().bytes();
+    let start = Instant::now();
+    let village = NodeProcess::serve(&village_cfg, base + 2)?;
     wait_for("sync-new", Duration::from_secs(600), async || {
         admin.case_count().await.unwrap_or(0) >= cases as u64
     })
     .await?;
-    let new_secs = start.elapsed().as_secs_f64();
+    let new_wall_secs = start.elapsed().as_secs_f64();
+    let (new_secs, new_stream) = catch_up(&admin, "sync-new catch-up").await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let new_bytes = relay.traffic().bytes() - before;
+    if new_only {
+        return Ok(SyncRun {
+            new_secs,
+            new_wall_secs,
+            new_bytes,
+            new_stream,
+            settle_bytes: 0,
+            idle_secs: 0.0,
+            idle_bytes: 0,
+            idle_wire: 0,
+            pct_secs: 0.0,
+            pct_bytes: 0,
+            pct_stream: 0,
+        });
+    }
     let settle_bytes = settle(&relay).await?;
 
     // Idle: the village restarts with nothing changed.
-    let mut village = village;
-    village.kill9()?;
-    drop(village);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop_village(village, &admin).await?;
+    settle(&relay).await?;
     let before = relay.traffic().bytes();
     let village = NodeProcess::serve(&village_cfg, base + 2)?;
-    let clerk = Api::login(&village.base_url, "clerk", DEMO_PASSWORD).await?;
-    wait_for("sync-idle", Duration::from_secs(60), async || {
-        let (_, h) = clerk.get("/api/v1/health").await.unwrap_or_default();
-        h["links"][0]["last_sync_ms"].is_u64()
-    })
-    .await?;
+    let (idle_secs, idle_bytes) = catch_up(&admin, "sync-idle").await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_bytes = relay.traffic().bytes() - before;
+    let idle_wire = relay.traffic().bytes() - before;
     settle(&relay).await?;
 
-    // 1%: comments recorded while the link is dark, then it heals.
+    // 1%: comments recorded while the link is dark, then the village comes back.
+    stop_village(village, &admin).await?;
     relay.set_blackout(true);
+    let mut village = NodeProcess::serve(&village_cfg, base + 2)?;
+    let clerk = Api::login(&village.base_url, "clerk", DEMO_PASSWORD).await?;
     let touched: Vec<&String> = ids.iter().step_by(100).collect();
     for id in &touched {
         let (status, reply) = clerk
@@ -283,44 +376,78 @@ async fn sync_run(cases: usize, seed: u64) -> Result<SyncRun> {
             bail!("comment: {status} {reply}");
         }
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = relay.traffic().bytes();
-    let start = Instant::now();
+    village.terminate()?;
+    drop(village);
     relay.set_blackout(false);
-    let last = touched.last().map(|s| s.to_string()).unwrap_or_default();
-    wait_for("sync-1pct", Duration::from_secs(300), async || {
-        let (_, body) = admin
-            .get(&format!("/api/v1/applications/{last}"))
-            .await
-            .unwrap_or_default();
-        body["events"].as_array().is_some_and(|e| e.len() >= 2)
-    })
-    .await?;
+    let before = relay.traffic().bytes();
+    let _village = NodeProcess::serve(&village_cfg, base + 2)?;
+    let (pct_secs, pct_stream) = catch_up(&admin, "sync-1pct").await?;
     for id in &touched {
-        wait_for(
-            "sync-1pct (every case)",
-            Duration::from_secs(300),
-            async || {
-                let (_, body) = admin
-                    .get(&format!("/api/v1/applications/{id}"))
-                    .await
-                    .unwrap_or_default();
-                body["events"].as_array().is_some_and(|e| e.len() >= 2)
-            },
-        )
-        .await?;
+        let (_, body) = admin.get(&format!("/api/v1/applications/{id}")).await?;
+        if body["events"].as_array().is_none_or(|e| e.len() < 2) {
+            bail!("sync-1pct: case {id} lacks its comment at the county after the catch-up");
+        }
     }
-    let pct_secs = start.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pct_bytes = relay.traffic().bytes() - before;
     Ok(SyncRun {
         new_secs,
+        new_wall_secs,
         new_bytes,
+        new_stream,
         settle_bytes,
+        idle_secs,
         idle_bytes,
+        idle_wire,
         pct_secs,
         pct_bytes,
+        pct_stream,
     })
+}
+
+/// `sync-edge`: 1,000 new cases (200 with `--quick`) over the emulated EDGE link (240 kbit/s
+/// each way, 420 ms one way, 1% loss): wall time from the village's exec until the county
+/// holds them all, divided by what the link allows, `bytes × 8 ÷ bandwidth + 3 RTT` (bytes
+/// both ways at the relay, handshake included). Target: at most 1.3.
+async fn edge_figure(args: &Args, out: &mut std::fs::File, table: &mut String) -> Result<()> {
+    let shape = yiciban_tests::relay::Shape::edge();
+    let n = if args.quick { 200 } else { 1000 };
+    let rate = shape.rate_bps.unwrap_or(1) as f64;
+    let rtt = 2.0 * shape.delay.as_secs_f64();
+    let mut runs = Vec::new();
+    for run in 0..args.runs {
+        let r = sync_run(n, run as u64 + 1, shape, true).await?;
+        let floor = r.new_bytes as f64 * 8.0 / rate + 3.0 * rtt;
+        eprintln!(
+            "sync-edge cases={n} run {}: {:.2} s, {} bytes, floor {floor:.2} s, ratio {:.2}",
+            run + 1,
+            r.new_wall_secs,
+            r.new_bytes,
+            r.new_wall_secs / floor
+        );
+        runs.push((r.new_wall_secs, r.new_bytes as f64, r.new_wall_secs / floor));
+    }
+    type Pick = fn(&(f64, f64, f64)) -> f64;
+    let figures: [(&str, &str, Pick); 3] = [
+        ("sync-edge.secs", "s", |r| r.0),
+        ("sync-edge.bytes", "bytes", |r| r.1),
+        ("sync-edge.ratio", "x", |r| r.2),
+    ];
+    for (id, unit, pick) in figures {
+        let mut values: Vec<f64> = runs.iter().map(pick).collect();
+        let (median, min, max) = stats(&mut values);
+        let line = json!({
+            "id": id,
+            "parameters": { "cases": n, "runs": args.runs, "link": "EDGE: 240 kbit/s, 840 ms RTT, 1% loss" },
+            "median": median, "min": min, "max": max, "unit": unit,
+            "target": if id == "sync-edge.ratio" { Some(1.3) } else { None },
+        });
+        writeln!(out, "{line}")?;
+        table.push_str(&format!(
+            "| {id} | {n} cases, EDGE relay | {median:.2} | {min:.2} | {max:.2} | {unit} |\n"
+        ));
+    }
+    Ok(())
 }
 
 fn stats(values: &mut [f64]) -> (f64, f64, f64) {
@@ -335,6 +462,9 @@ fn stats(values: &mut [f64]) -> (f64, f64, f64) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(spec) = &args.fan_in_worker {
+        return yiciban_tests::fanin::worker(spec).await;
+    }
     if let Some(n) = args.dump_workload {
         let cat = Catalog::parse(
             yiciban_core::DEMO_CATALOG,
@@ -411,7 +541,7 @@ async fn main() -> Result<()> {
     for &n in sizes {
         let mut runs = Vec::new();
         for run in 0..args.runs {
-            let r = sync_run(n, run as u64 + 1).await?;
+            let r = sync_run(n, run as u64 + 1, yiciban_tests::relay::Shape::CLEAN, false).await?;
             eprintln!("sync cases={n} run {}: {r:?}", run + 1);
             runs.push(r);
         }
@@ -421,15 +551,26 @@ async fn main() -> Result<()> {
                 "s",
                 (|r: &SyncRun| r.new_secs) as fn(&SyncRun) -> f64,
             ),
+            ("sync-new.wall.secs", "s", |r: &SyncRun| r.new_wall_secs),
             ("sync-new.bytes", "bytes", |r: &SyncRun| r.new_bytes as f64),
+            ("sync-new.stream.bytes", "bytes", |r: &SyncRun| {
+                r.new_stream as f64
+            }),
             ("sync-new.settle.bytes", "bytes", |r: &SyncRun| {
                 r.settle_bytes as f64
             }),
+            ("sync-idle.secs", "s", |r: &SyncRun| r.idle_secs),
             ("sync-idle.bytes", "bytes", |r: &SyncRun| {
                 r.idle_bytes as f64
             }),
+            ("sync-idle.wire.bytes", "bytes", |r: &SyncRun| {
+                r.idle_wire as f64
+            }),
             ("sync-1pct.secs", "s", |r: &SyncRun| r.pct_secs),
             ("sync-1pct.bytes", "bytes", |r: &SyncRun| r.pct_bytes as f64),
+            ("sync-1pct.stream.bytes", "bytes", |r: &SyncRun| {
+                r.pct_stream as f64
+            }),
         ] {
             let mut values: Vec<f64> = runs.iter().map(pick).collect();
             let (median, min, max) = stats(&mut values);
@@ -441,6 +582,11 @@ async fn main() -> Result<()> {
             writeln!(out, "{line}")?;
             table.push_str(&format!("| {id} | {n} cases, loopback relay | {median:.2} | {min:.2} | {max:.2} | {unit} |\n"));
         }
+    }
+    fan_in_figures(&args, &mut out, &mut table).await?;
+    town_figures(&args, &mut out, &mut table).await?;
+    if args.only.as_deref().is_none_or(|o| o == "sync-edge") {
+        edge_figure(&args, &mut out, &mut table).await?;
     }
     if let (Some(g), Some(b)) = (
         medians.get(&("group-commit", 32)),
@@ -461,5 +607,151 @@ async fn main() -> Result<()> {
         args.out.display(),
         args.table.display()
     );
+    Ok(())
+}
+
+/// `fan-in`: one county, many simulated villages (several per worker process, each with its
+/// own store, certificate and QUIC connection) each pushing new cases at once
+/// (`yiciban_tests::fanin`): wall time until the county counts them all, and per village the
+/// time until the county holds its cases (p50, p99). Target: 500 × 20 within 30 s.
+async fn fan_in_figures(args: &Args, out: &mut std::fs::File, table: &mut String) -> Result<()> {
+    use yiciban_tests::fanin::{FanInConfig, FanInRun, run_with};
+    if args.only.as_deref().is_some_and(|o| o != "fan-in") {
+        return Ok(());
+    }
+    let (villages, cases) = if args.quick { (50, 20) } else { (500, 20) };
+    let mut runs = Vec::new();
+    for run in 0..args.runs {
+        let seed = run as u64 + 1;
+        let mut cfg = FanInConfig::new(villages, cases, seed)?;
+        cfg.workers = args.fan_in_workers;
+        let stem = format!("target/bench/fan-in-{villages}x{cases}-{seed}");
+        cfg.keep_logs = Some(PathBuf::from(stem));
+        let r = run_with(&cfg).await?;
+        eprintln!("fan-in {villages}x{cases} run {}: {r:?}", run + 1);
+        runs.push(r);
+    }
+    for (id, pick) in [
+        (
+            "fan-in.wall.secs",
+            (|r: &FanInRun| r.wall_secs) as fn(&FanInRun) -> f64,
+        ),
+        ("fan-in.village.p50.secs", |r: &FanInRun| r.p50_village_secs),
+        ("fan-in.village.p99.secs", |r: &FanInRun| r.p99_village_secs),
+    ] {
+        let mut values: Vec<f64> = runs.iter().map(pick).collect();
+        let (median, min, max) = stats(&mut values);
+        let line = json!({
+            "id": id,
+            "parameters": {
+                "villages": villages, "cases_per_village": cases,
+                "workers": args.fan_in_workers, "runs": args.runs, "link": "loopback",
+            },
+            "median": median, "min": min, "max": max, "unit": "s", "target": 30.0,
+        });
+        writeln!(out, "{line}")?;
+        table.push_str(&format!(
+            "| {id} | {villages} villages × {cases} cases, {} workers, loopback | {median:.2} | {min:.2} | {max:.2} | s (target: all within 30) |\n",
+            args.fan_in_workers
+        ));
+    }
+    Ok(())
+}
+
+/// `cold-start` and `queue` (`yiciban_tests::coldstart`): a town node holding N cases, all
+/// waiting for its review (`--quick` 10,000, else 100,000; filled once per size and seed and
+/// cached under `target/bench/cache/`). Each run serves a fresh copy of that store (synced,
+/// then dropped from the page cache so the node reads it from disk): the time
+/// from exec to the first HTTP 200 (`GET /login`, polled every 2 ms), resident memory 1 s
+/// after that and after the first queue page, then the queue page's round-trip time over 200
+/// GETs by a logged-in reviewer (after 5 unmeasured) with the server's mean from `/metrics`.
+/// Targets: under 0.5 s and 80 MB; p99 under 30 ms.
+async fn town_figures(args: &Args, out: &mut std::fs::File, table: &mut String) -> Result<()> {
+    use yiciban_tests::coldstart::{
+        queue_page, queue_times, reviewer, rss_mb, start_town, town_folder, town_store,
+    };
+    let cold = args.only.as_deref().is_none_or(|o| o == "cold-start");
+    let queue = args.only.as_deref().is_none_or(|o| o == "queue");
+    if !cold && !queue {
+        return Ok(());
+    }
+    let n = if args.quick { 10_000 } else { 100_000 };
+    let fill = town_store(n, args.seed).await?;
+    eprintln!(
+        "town store: {n} cases, {:.1} MB, {}",
+        fill.bytes as f64 / 1e6,
+        if fill.cached {
+            "from the cache".to_string()
+        } else {
+            format!("filled in {:.1} s", fill.secs)
+        }
+    );
+    let mut rows: Vec<[f64; 6]> = Vec::new();
+    for run in 0..args.runs {
+        let dir = tempfile::tempdir()?;
+        let port = free_base_port()?;
+        let config = town_folder(dir.path(), &fill.path, port, true)?;
+        let town = start_town(&config, port)?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss_start = rss_mb(town.pid())?;
+        let api = reviewer(&town.base_url).await?;
+        let shown = queue_page(&api).await?;
+        if shown != n {
+            eprintln!("warning: the queue page says {shown} cases wait, not {n}");
+        }
+        let rss_queue = rss_mb(town.pid())?;
+        let (p50, p99, server) = if queue {
+            let (times, server) = queue_times(&api, 5, 200).await?;
+            (
+                percentile(&times, 0.50),
+                percentile(&times, 0.99),
+                server.unwrap_or(f64::NAN),
+            )
+        } else {
+            (f64::NAN, f64::NAN, f64::NAN)
+        };
+        eprintln!(
+            "town {n} run {}: start {:.3} s, rss {rss_start:.1} MB, after queue {rss_queue:.1} MB, queue p50 {p50:.2} ms p99 {p99:.2} ms (server mean {server:.2} ms)",
+            run + 1,
+            town.start_secs
+        );
+        let start_secs = town.start_secs;
+        drop(town);
+        let _ = std::fs::copy(
+            dir.path().join("node.log"),
+            format!("target/bench/town-{n}-{}.log", run + 1),
+        );
+        rows.push([start_secs, rss_start, rss_queue, p50, p99, server]);
+    }
+    let figures: &[(&str, usize, &str, Option<f64>, bool)] = &[
+        ("cold-start.secs", 0, "s", Some(0.5), cold),
+        ("cold-start.rss.start.mb", 1, "MB", Some(80.0), cold),
+        ("cold-start.rss.queue.mb", 2, "MB", Some(80.0), cold),
+        ("queue.p50.ms", 3, "ms", None, queue),
+        ("queue.p99.ms", 4, "ms", Some(30.0), queue),
+        ("queue.server.mean.ms", 5, "ms", None, queue),
+    ];
+    for &(id, col, unit, target, wanted) in figures {
+        if !wanted {
+            continue;
+        }
+        let mut values: Vec<f64> = rows.iter().map(|r| r[col]).collect();
+        let (median, min, max) = stats(&mut values);
+        let line = json!({
+            "id": id,
+            "parameters": {
+                "cases": n, "runs": args.runs, "role": "town", "queue_requests": 200,
+                "store_mb": fill.bytes as f64 / 1e6, "fill_secs": fill.secs, "fill_cached": fill.cached,
+                "store_page_cache": "dropped before exec",
+            },
+            "median": median, "min": min, "max": max, "unit": unit, "target": target,
+        });
+        writeln!(out, "{line}")?;
+        let target = target.map_or(String::new(), |t| format!(" (target < {t})"));
+        let p = if unit == "s" { 3 } else { 2 };
+        table.push_str(&format!(
+            "| {id} | town, {n} cases in its queue | {median:.p$} | {min:.p$} | {max:.p$} | {unit}{target} |\n"
+        ));
+    }
     Ok(())
 }

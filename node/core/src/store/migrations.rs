@@ -9,7 +9,7 @@ use super::tables::*;
 type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 
 /// All migrations; the store's schema version is their count.
-const MIGRATIONS: [Migration; 11] = [
+const MIGRATIONS: [Migration; 12] = [
     migration_001_initial_tables,
     migration_002_store_epoch,
     migration_003_sync_cursors,
@@ -21,7 +21,18 @@ const MIGRATIONS: [Migration; 11] = [
     migration_009_health_docs,
     migration_010_user_docs,
     migration_011_health_recent,
+    migration_012_case_queue,
 ];
+
+/// The review queue's index (`crate::queue`). Its keys need the calendar and the catalogue,
+/// which a migration does not have: it starts empty with no `queue_clock`, and the node
+/// fills it from the summaries on its first look at the queue (`queue::ensure_fresh`).
+fn migration_012_case_queue(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(CASE_QUEUE)?;
+    txn.open_table(CASE_QUEUE_POS)?;
+    txn.open_table(META)?.remove(super::QUEUE_CLOCK_KEY)?;
+    Ok(())
+}
 
 /// The node table's projection of health reports, filled from the documents already held.
 fn migration_011_health_recent(txn: &redb::WriteTransaction) -> Result<(), StoreError> {

@@ -40,6 +40,13 @@ const AUDIT_HEAD_KEY: &str = "audit_head";
 /// node's segment documents for the county (`crate::audit_doc`).
 const AUDIT_EXPORTED_KEY: &str = "audit_exported";
 
+/// `meta-1` key of the fingerprint of the queue clock every key of `case_queue-1` was computed
+/// with (`crate::queue`); absent: the index must be rebuilt before it is read.
+const QUEUE_CLOCK_KEY: &str = "queue_clock";
+
+/// The queue clock the writer computes `case_queue-1` keys with, set by the node.
+type SharedClock = Arc<std::sync::RwLock<Option<Arc<crate::queue::Clock>>>>;
+
 /// The user an audit entry names for what an operator did on the node's command line.
 pub const CONSOLE_USER: &str = "(console)";
 
@@ -137,6 +144,11 @@ pub struct Store {
     blob_max_bytes: usize,
     /// The node id audit entries carry ([`Store::for_node`]).
     node_id: Arc<str>,
+    /// Bumped after every committed write, so sync links offer new feed entries at once
+    /// ([`Store::watch_writes`]) instead of at their next tick.
+    written: Arc<tokio::sync::watch::Sender<()>>,
+    /// The review queue's clock, shared with the writer ([`Store::set_queue_clock`]).
+    queue_clock: SharedClock,
 }
 
 impl Store {
@@ -156,14 +168,23 @@ impl Store {
         migrations::run(&db)?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
-        writer::spawn(db.clone(), rx, group_commit_max.max(1))?;
+        let queue_clock = SharedClock::default();
+        writer::spawn(db.clone(), rx, group_commit_max.max(1), queue_clock.clone())?;
         Ok(Self {
             db,
             writer: tx,
             receipts: Arc::new(Mutex::new(HashMap::new())),
             blob_max_bytes,
             node_id: Arc::from(""),
+            written: Arc::new(tokio::sync::watch::Sender::new(())),
+            queue_clock,
         })
+    }
+
+    /// A receiver that sees a change after every committed write (coalesced: a burst of
+    /// commits may wake it once).
+    pub fn watch_writes(&self) -> tokio::sync::watch::Receiver<()> {
+        self.written.subscribe()
     }
 
     /// The store of node `id`: its audit entries carry that id.
@@ -186,7 +207,11 @@ impl Store {
             .send(WriteRequest { op, audit, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let outcome = rx.await.map_err(|_| StoreError::Closed)?;
+        if outcome.is_ok() {
+            self.written.send_replace(());
+        }
+        outcome
     }
 
     /// Reserves the next receipt sequence number of `date` (`YYYYMMDD`). The number becomes
@@ -883,10 +908,104 @@ impl Store {
         let mut out = Vec::new();
         for status in Status::ALL {
             let prefix = format!("{}{SEP}", status.as_str());
-            let n = prefix_range(&table, &prefix)?.len() as u64;
+            let mut n = 0u64;
+            for entry in table.range(prefix.as_str()..)? {
+                if !entry?.0.value().starts_with(prefix.as_str()) {
+                    break;
+                }
+                n += 1;
+            }
             out.push((status, n));
         }
         Ok(out)
+    }
+
+    /// Hands the writer the clock it computes review queue keys with (`crate::queue`).
+    pub fn set_queue_clock(&self, clock: Arc<crate::queue::Clock>) {
+        *self.queue_clock.write().unwrap_or_else(|e| e.into_inner()) = Some(clock);
+    }
+
+    /// The clock set by [`Store::set_queue_clock`], if any.
+    pub fn queue_clock(&self) -> Option<Arc<crate::queue::Clock>> {
+        self.queue_clock
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The fingerprint of the clock `case_queue-1` was computed with; `None`: to rebuild.
+    pub fn queue_fingerprint(&self) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta
+            .get(QUEUE_CLOCK_KEY)?
+            .map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+    }
+
+    /// Recomputes `case_queue-1` with the writer's clock unless it is fresh; returns the
+    /// number of cases in the queue. Reads every summary: for a new calendar or catalogue.
+    pub async fn rebuild_queue(&self) -> Result<u64, StoreError> {
+        match self.write(WriteOp::RebuildQueue, None).await? {
+            WriteOutcome::Count(n) => Ok(n),
+            _ => Err(StoreError::Corrupt("writer returned no count".into())),
+        }
+    }
+
+    /// Cases in this node's review queue (no scan: the table's length).
+    pub fn queue_len(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(CASE_QUEUE)?.len()?)
+    }
+
+    /// The queue's cases waiting on a supplement (class `l`), whose place depends on today.
+    pub fn queue_live(&self) -> Result<Vec<CaseSummary>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let queue = txn.open_table(CASE_QUEUE)?;
+        let summaries = txn.open_table(CASE_SUMMARIES)?;
+        let mut out = Vec::new();
+        for key in prefix_range(&queue, &format!("l{SEP}"))? {
+            let id = key.rsplit(SEP).next().unwrap_or_default();
+            if let Some(s) = load_summary(&summaries, id)? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Places `skip..skip + n` of the queue apart from the live ones: dated (class `d`) in key
+    /// order, then undated (`u`). The skipped keys are stepped over, not parsed.
+    pub fn queue_stored(
+        &self,
+        skip: usize,
+        n: usize,
+    ) -> Result<Vec<crate::queue::Place>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let queue = txn.open_table(CASE_QUEUE)?;
+        let mut out = Vec::with_capacity(n.min(4096));
+        let mut skip = skip;
+        for range in [queue.range("d".."e")?, queue.range("u"..)?] {
+            for entry in range {
+                if out.len() >= n {
+                    return Ok(out);
+                }
+                let (k, _) = entry?;
+                if skip > 0 {
+                    skip -= 1;
+                    continue;
+                }
+                let place = crate::queue::Place::parse(k.value())
+                    .ok_or_else(|| StoreError::Corrupt(format!("queue key {:?}", k.value())))?;
+                out.push(place);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The summaries of `ids`, in order (`None` for a case not held).
+    pub fn summaries(&self, ids: &[&str]) -> Result<Vec<Option<CaseSummary>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CASE_SUMMARIES)?;
+        ids.iter().map(|id| load_summary(&table, id)).collect()
     }
 
     /// Lists case summaries, newest first. Reads projections only, never documents.
@@ -1297,6 +1416,11 @@ impl yiciban_sync::store::ReplicaStore for Store {
         let Some(bytes) = self.doc_bytes(doc_id)? else {
             return Err(StoreError::NotFound(doc_id.to_string()));
         };
+        if have.is_empty() {
+            // A peer that holds nothing of it gets the saved, compacted document as it is
+            // stored (about half the bytes of its changes, and nothing to load here).
+            return Ok(vec![bytes]);
+        }
         let mut doc = AutoCommit::load(&bytes).map_err(DocError::from)?;
         let have: Vec<automerge::ChangeHash> =
             have.iter().map(|h| automerge::ChangeHash(*h)).collect();

@@ -17,6 +17,13 @@ pub const CASE_BY_RECEIPT: TableDefinition<&str, &str> = TableDefinition::new("c
 pub const CASE_BY_NAME: TableDefinition<&str, ()> = TableDefinition::new("case_by_name-1");
 /// `last 4 of the ID number \x1f id` → ().
 pub const CASE_BY_ID_TAIL: TableDefinition<&str, ()> = TableDefinition::new("case_by_id_tail-1");
+/// Queue key → (): the open cases whose baton is at this node's tier, in the review queue's
+/// order (`crate::queue`: `{class}{date} \x1f accepted_at \x1f receipt_no \x1f id`, class `d`
+/// dated, `u` undated, `l` waiting on a supplement). Its keys were computed with the clock
+/// whose fingerprint `meta-1.queue_clock` holds; an empty or missing one means rebuild.
+pub const CASE_QUEUE: TableDefinition<&str, ()> = TableDefinition::new("case_queue-1");
+/// Case id → its key in `case_queue-1`, so the old key goes whatever clock computed it.
+pub const CASE_QUEUE_POS: TableDefinition<&str, &str> = TableDefinition::new("case_queue_pos-1");
 /// Receipt date `YYYYMMDD` → highest sequence number used that day.
 pub const RECEIPT_SEQ: TableDefinition<&str, u64> = TableDefinition::new("receipt_seq-1");
 /// SHA-256 hex → blob bytes (photos of materials).

@@ -189,7 +189,21 @@ async fn change_feed_keeps_one_entry_per_document() {
     assert!(store.feed_since(3, 10).unwrap().is_empty());
     let heads = store.doc_heads("c1").unwrap().unwrap();
     assert!(store.changes_after("c1", &heads).unwrap().is_empty());
-    assert_eq!(store.changes_after("c1", &[]).unwrap().len(), 2);
+    // A peer holding nothing gets the saved document: one item that loads to the same heads.
+    let saved = store.changes_after("c1", &[]).unwrap();
+    assert_eq!(saved.len(), 1);
+    assert_eq!(
+        AutoCommit::load(&saved[0]).unwrap().get_heads().len(),
+        heads.len()
+    );
+    let first: Vec<[u8; 32]> = AutoCommit::load(&saved[0])
+        .unwrap()
+        .get_changes(&[])
+        .iter()
+        .take(1)
+        .map(|c| c.hash().0)
+        .collect();
+    assert_eq!(store.changes_after("c1", &first).unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -496,7 +510,15 @@ async fn the_audit_trail_is_exported_in_segments_and_only_the_county_takes_it() 
         assert_eq!(view.doc_heads(&id).unwrap(), None);
         assert!(view.changes_after(&id, &[]).unwrap().is_empty());
     }
-    let changes = all.changes_after(&id, &[]).unwrap();
+    // A peer holding nothing of the segment is sent its saved form.
+    let saved = all.changes_after(&id, &[]).unwrap();
+    assert_eq!(saved, vec![village.audit_doc_bytes(&id).unwrap().unwrap()]);
+    let changes: Vec<Vec<u8>> = AutoCommit::load(&saved[0])
+        .unwrap()
+        .get_changes(&[])
+        .into_iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect();
     assert_eq!(changes.len(), 2, "one change per export");
 
     // Refused: at a town, from another peer, the county's own id; nothing written.
@@ -518,7 +540,7 @@ async fn the_audit_trail_is_exported_in_segments_and_only_the_county_takes_it() 
     assert_eq!(county.verify_audit_replica("v").unwrap(), None);
     assert_eq!(town.audit_doc_bytes(&id).unwrap(), None);
 
-    // The first change alone, then both: the county's copy follows and verifies.
+    // The first change alone, then the saved segment: the county's copy follows, verifies.
     assert_eq!(
         county
             .apply_audit_changes("v", true, &id, changes[..1].to_vec())
@@ -528,7 +550,7 @@ async fn the_audit_trail_is_exported_in_segments_and_only_the_county_takes_it() 
     );
     assert_eq!(
         county
-            .apply_audit_changes("v", true, &id, changes.clone())
+            .apply_audit_changes("v", true, &id, saved.clone())
             .await
             .unwrap(),
         2
@@ -557,6 +579,11 @@ async fn the_audit_trail_is_exported_in_segments_and_only_the_county_takes_it() 
             .apply_audit_changes("v", true, &id, forged_changes)
             .await;
         assert!(result.is_err(), "forged by {actor}: {result:?}");
+        // The same forgery as a saved document is refused too.
+        let result = county
+            .apply_audit_changes("v", true, &id, vec![forged.save()])
+            .await;
+        assert!(result.is_err(), "forged by {actor}, saved: {result:?}");
     }
     assert!(county.verify_audit_replica("v").unwrap().unwrap().is_ok());
 }

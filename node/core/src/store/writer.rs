@@ -22,6 +22,7 @@ use crate::audit_doc;
 use crate::case_doc::{self, Case, Divisions, DocError};
 use crate::event::Event;
 use crate::hlc::Hlc;
+use crate::queue::Clock;
 use crate::scope::Scope;
 use crate::summary::{CaseSummary, IndexKeys};
 use crate::users::User;
@@ -140,6 +141,10 @@ pub(super) enum WriteOp {
     /// Changes nothing: the request's audit record is the whole write (a full view of
     /// personal data).
     Audit,
+    /// Recomputes every key of `case_queue-1` from the summaries with the writer's queue
+    /// clock and records its fingerprint; nothing when the index is already fresh or the
+    /// writer has no clock. Not audited: it derives, it changes no case.
+    RebuildQueue,
     /// Several ops in one transaction, all or none, each with its own audit entry (the
     /// sub-cases of a 一件事 bundle, filed or handed out together).
     All(Vec<(WriteOp, AuditRecord)>),
@@ -169,6 +174,7 @@ pub(super) fn spawn(
     db: Arc<Database>,
     mut rx: mpsc::Receiver<WriteRequest>,
     group_max: usize,
+    queue_clock: super::SharedClock,
 ) -> Result<(), StoreError> {
     let mut feed_head = {
         let txn = redb::ReadableDatabase::begin_read(&*db)?;
@@ -186,12 +192,23 @@ pub(super) fn spawn(
                         Err(_) => break,
                     }
                 }
+                let clock = queue_clock
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                GROUP_CLOCK.with(|c| *c.borrow_mut() = clock);
                 commit_group(&db, group, &mut feed_head);
             }
             tracing::debug!("store writer stopped: every sender is gone");
         })
         .map_err(|e| StoreError::Refused(format!("cannot start the store writer: {e}")))?;
     Ok(())
+}
+
+thread_local! {
+    /// The queue clock (`crate::queue`) of the group being committed on the writer thread,
+    /// read once per group from the store's shared one.
+    static GROUP_CLOCK: std::cell::RefCell<Option<Arc<Clock>>> = const { std::cell::RefCell::new(None) };
 }
 
 fn commit_group(db: &Database, group: Vec<WriteRequest>, feed_head: &mut u64) {
@@ -274,6 +291,12 @@ struct Tables<'txn> {
     health_docs: Table<'txn, &'static str, &'static [u8]>,
     health_recent: Table<'txn, &'static str, &'static [u8]>,
     user_docs: Table<'txn, &'static str, &'static [u8]>,
+    queue: Table<'txn, &'static str, ()>,
+    queue_pos: Table<'txn, &'static str, &'static str>,
+    /// The clock queue keys are computed with in this group (none outside a node).
+    queue_clock: Option<Arc<Clock>>,
+    /// Whether `meta-1.queue_clock` was checked against `queue_clock` in this group.
+    queue_checked: bool,
     /// Newest stamp already written in this group.
     hlc: Option<Hlc>,
     /// The audit chain's head (`seq`, hash) as of this transaction, once read.
@@ -306,6 +329,10 @@ impl<'txn> Tables<'txn> {
             health_docs: txn.open_table(HEALTH_DOCS)?,
             health_recent: txn.open_table(HEALTH_RECENT)?,
             user_docs: txn.open_table(USER_DOCS)?,
+            queue: txn.open_table(CASE_QUEUE)?,
+            queue_pos: txn.open_table(CASE_QUEUE_POS)?,
+            queue_clock: GROUP_CLOCK.with(|c| c.borrow().clone()),
+            queue_checked: false,
             hlc: None,
             audit_head: None,
         })
@@ -352,7 +379,78 @@ impl<'txn> Tables<'txn> {
         self.by_tail.insert(k.by_id_tail.as_str(), ())?;
         let json = serde_json::to_vec(new).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.summaries.insert(new.id.as_str(), json.as_slice())?;
+        self.put_queue(new)
+    }
+
+    /// Moves the case's row in `case_queue-1` (`crate::queue`) to the key the group's clock
+    /// gives it. Written with another clock than the one the index records, or with none,
+    /// the index is marked for a rebuild.
+    fn put_queue(&mut self, s: &CaseSummary) -> Result<(), StoreError> {
+        if !self.queue_checked {
+            self.queue_checked = true;
+            let fresh = match (&self.queue_clock, self.meta.get(super::QUEUE_CLOCK_KEY)?) {
+                (Some(clock), Some(held)) => held.value() == clock.fingerprint().as_bytes(),
+                _ => false,
+            };
+            if !fresh {
+                self.meta.remove(super::QUEUE_CLOCK_KEY)?;
+            }
+        }
+        let key = self.queue_clock.as_ref().and_then(|c| c.key(s));
+        let old = self
+            .queue_pos
+            .get(s.id.as_str())?
+            .map(|v| v.value().to_string());
+        if old == key {
+            return Ok(());
+        }
+        if let Some(old) = old {
+            self.queue.remove(old.as_str())?;
+        }
+        match key {
+            Some(key) => {
+                self.queue.insert(key.as_str(), ())?;
+                self.queue_pos.insert(s.id.as_str(), key.as_str())?;
+            }
+            None => {
+                self.queue_pos.remove(s.id.as_str())?;
+            }
+        }
         Ok(())
+    }
+
+    /// [`WriteOp::RebuildQueue`]: every key again, from the summaries; returns how many
+    /// cases the queue holds.
+    fn rebuild_queue(&mut self) -> Result<u64, StoreError> {
+        let Some(clock) = self.queue_clock.clone() else {
+            return Ok(0);
+        };
+        let held = self
+            .meta
+            .get(super::QUEUE_CLOCK_KEY)?
+            .map(|v| v.value().to_vec());
+        if held.as_deref() == Some(clock.fingerprint().as_bytes()) {
+            return Ok(redb::ReadableTableMetadata::len(&self.queue)?);
+        }
+        self.queue.retain(|_, _| false)?;
+        self.queue_pos.retain(|_, _| false)?;
+        let mut keys = Vec::new();
+        for entry in self.summaries.iter()? {
+            let (k, v) = entry?;
+            let s: CaseSummary = serde_json::from_slice(v.value())
+                .map_err(|e| StoreError::Corrupt(format!("summary of {}: {e}", k.value())))?;
+            if let Some(key) = clock.key(&s) {
+                keys.push((s.id, key));
+            }
+        }
+        for (id, key) in &keys {
+            self.queue.insert(key.as_str(), ())?;
+            self.queue_pos.insert(id.as_str(), key.as_str())?;
+        }
+        self.meta
+            .insert(super::QUEUE_CLOCK_KEY, clock.fingerprint().as_bytes())?;
+        self.queue_checked = true;
+        Ok(keys.len() as u64)
     }
 
     /// Gives the document a new feed position, in the county-wide feed and in its village's
@@ -638,6 +736,7 @@ fn apply(
             Ok((WriteOutcome::Done, true))
         }
         WriteOp::Audit => Ok((WriteOutcome::Done, true)),
+        WriteOp::RebuildQueue => Ok((WriteOutcome::Count(t.rebuild_queue()?), false)),
         WriteOp::All(ops) => {
             let mut outcomes = Vec::with_capacity(ops.len());
             for (op, record) in ops {
@@ -661,33 +760,21 @@ fn load_or_new(bytes: Option<Vec<u8>>) -> Result<AutoCommit, StoreError> {
     }
 }
 
-/// A peer's changes, parsed; one malformed change refuses them all.
-fn parse_changes(changes: &[Vec<u8>]) -> Result<Vec<automerge::Change>, StoreError> {
-    changes
-        .iter()
-        .map(|c| automerge::Change::from_bytes(c.clone()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| StoreError::Refused(format!("malformed change: {e}")))
-}
-
-/// Applies parsed changes to `doc`; refused when they depend on changes not held.
-fn apply_parsed(
-    doc: &mut AutoCommit,
-    doc_id: &str,
-    parsed: Vec<automerge::Change>,
-) -> Result<(), StoreError> {
-    doc.apply_changes(parsed).map_err(DocError::from)?;
+/// Merges what a peer sent into `doc`: each item is a change or a saved document (what a
+/// peer that held nothing was sent, `ReplicaStore::changes_after`), both loaded
+/// incrementally. Refused when an item is malformed or the result depends on changes not
+/// held; the caller's transaction then writes nothing.
+fn merge(doc: &mut AutoCommit, doc_id: &str, changes: &[Vec<u8>]) -> Result<(), StoreError> {
+    for item in changes {
+        doc.load_incremental(item)
+            .map_err(|e| StoreError::Refused(format!("malformed change of {doc_id}: {e}")))?;
+    }
     if !doc.get_missing_deps(&[]).is_empty() {
         return Err(StoreError::Refused(format!(
             "changes of {doc_id} depend on changes not held"
         )));
     }
     Ok(())
-}
-
-/// [`parse_changes`] then [`apply_parsed`].
-fn merge(doc: &mut AutoCommit, doc_id: &str, changes: &[Vec<u8>]) -> Result<(), StoreError> {
-    apply_parsed(doc, doc_id, parse_changes(changes)?)
 }
 
 /// Merges changes into a county-wide document, which must then hold a valid calendar; it goes
@@ -829,14 +916,17 @@ fn apply_audit_doc(
         None => (AutoCommit::new(), Vec::new()),
     };
     let heads_before = doc.get_heads();
-    let parsed = parse_changes(changes)?;
+    merge(&mut doc, doc_id, changes)?;
     let actor = case_doc::node_actor(node);
-    if parsed.iter().any(|c| c.actor_id() != &actor) {
+    if doc
+        .get_changes(&heads_before)
+        .iter()
+        .any(|c| c.actor_id() != &actor)
+    {
         return Err(StoreError::Refused(format!(
             "{doc_id}: a change not written by {node}"
         )));
     }
-    apply_parsed(&mut doc, doc_id, parsed)?;
     let seg = audit_doc::read(&doc)?;
     if seg.node != node || seg.segment != segment {
         return Err(StoreError::Refused(format!(
