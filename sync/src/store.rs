@@ -39,7 +39,8 @@ pub trait ReplicaStore {
     /// The heads of a document, or `None` when the store does not hold it.
     fn doc_heads(&self, doc_id: &str) -> Result<Option<Vec<ChangeHash>>, Self::Error>;
 
-    /// The changes of a document that a peer holding `have` heads lacks.
+    /// The changes of a document that a peer holding `have` heads lacks; none when the store
+    /// does not hold the document.
     fn changes_after(&self, doc_id: &str, have: &[ChangeHash])
     -> Result<Vec<Vec<u8>>, Self::Error>;
 

@@ -21,7 +21,7 @@ use crate::catalog::Tier;
 use crate::scope::{Scope, ScopedStore};
 use crate::store::{Store, StoreError};
 
-/// How often the engine offers what the local feed gained.
+/// How often a link checks for a stall and refreshes its row in the link table.
 const TICK: Duration = Duration::from_millis(100);
 /// Bytes read from the stream at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -528,7 +528,7 @@ pub async fn run_connection(
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut tick = tokio::time::interval(TICK);
-    let mut written = store.watch_writes();
+    let mut feed_moved = store.watch_feed();
     loop {
         tokio::select! {
             read = recv.read(&mut chunk) => {
@@ -563,7 +563,7 @@ pub async fn run_connection(
                     });
                 }
             }
-            changed = written.changed() => {
+            changed = feed_moved.changed() => {
                 if changed.is_ok() {
                     let out = session.tick(&view, now_ms())?;
                     session_bytes += shell.perform(&mut session, &mut send, out).await?;
@@ -573,8 +573,6 @@ pub async fn run_connection(
                 if session.is_stalled(now_ms()) {
                     return Err(EngineError::Stalled);
                 }
-                let out = session.tick(&view, now_ms())?;
-                session_bytes += shell.perform(&mut session, &mut send, out).await?;
                 let position = session.peer_position();
                 let caught_up = session.is_caught_up();
                 ctx.links.update(link, |s| {
@@ -664,8 +662,9 @@ impl Shell<'_> {
         run: Vec<(String, Vec<Vec<u8>>)>,
     ) -> Result<Output, EngineError> {
         let store = self.view.store;
+        let ids: Vec<String> = run.iter().map(|(d, _)| d.clone()).collect();
         let mut tasks = tokio::task::JoinSet::new();
-        for (i, (doc_id, changes)) in run.iter().cloned().enumerate() {
+        for (i, (doc_id, changes)) in run.into_iter().enumerate() {
             let (store, peer, scopes) = (store.clone(), self.peer.clone(), self.scopes.clone());
             tasks.spawn(async move {
                 let result = store
@@ -674,7 +673,7 @@ impl Shell<'_> {
                 (i, result)
             });
         }
-        let mut results: Vec<Option<Result<Case, StoreError>>> = run.iter().map(|_| None).collect();
+        let mut results: Vec<Option<Result<Case, StoreError>>> = ids.iter().map(|_| None).collect();
         while let Some(joined) = tasks.join_next().await {
             let (i, result) = joined.map_err(|e| EngineError::Dial(format!("merge task: {e}")))?;
             if let Some(slot) = results.get_mut(i) {
@@ -682,7 +681,7 @@ impl Shell<'_> {
             }
         }
         let mut out = Output::default();
-        for ((doc_id, _), result) in run.iter().zip(results) {
+        for (doc_id, result) in ids.iter().zip(results) {
             match result {
                 Some(Ok(case)) => {
                     // Photos travel after the documents: ask for the ones not held.
@@ -709,7 +708,7 @@ impl Shell<'_> {
                 None => {}
             }
         }
-        let applied = session.applied_all(&self.view, run.iter().map(|(d, _)| d.as_str()))?;
+        let applied = session.applied_all(&self.view, ids.iter().map(String::as_str))?;
         out.send.extend(applied.send);
         out.effects.extend(applied.effects);
         Ok(out)

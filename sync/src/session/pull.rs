@@ -103,7 +103,10 @@ impl Pull {
     ) -> Result<(), ProtoError> {
         let mut rewant = false;
         for p in self.pending.iter_mut() {
-            if p.doc_id != doc_id || p.state != State::Applying {
+            // `Wanted` entries of this document were offered after its changes arrived (the
+            // shell handles every frame it has read before it applies anything); they rode on
+            // this apply, with no want of their own, so they are checked here too.
+            if p.doc_id != doc_id || p.state == State::Settled {
                 continue;
             }
             // Check the store itself: the changes may have answered an older offer.

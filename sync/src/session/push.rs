@@ -182,8 +182,9 @@ pub(super) fn answer_want(
 }
 
 /// Answers a `WantMany` with `Docs` messages, each within [`MAX_CHANGES_BYTES`] and
-/// [`MAX_CHANGES`] (a single larger document travels alone). Documents the store does not
-/// hold (or does not show this peer) are left out; the peer's cursor waits for them.
+/// [`MAX_CHANGES`] (a single larger document travels alone), one entry per held document.
+/// Documents the store does not hold (or does not show this peer) are left out; the peer's
+/// cursor waits for them.
 pub(super) fn answer_wants(
     store: &impl ReplicaStore,
     wants: Vec<WantEntry>,
@@ -195,10 +196,10 @@ pub(super) fn answer_wants(
         if store.doc_heads(&w.doc_id).map_err(store_err)?.is_none() {
             continue;
         }
+        // A held document is always answered, even with no changes (the peer may name a
+        // change not here yet): the puller then checks its store and asks again, instead of
+        // waiting for an answer that never comes.
         let changes = store.changes_after(&w.doc_id, &w.have).map_err(store_err)?;
-        if changes.is_empty() {
-            continue;
-        }
         let size: usize = changes.iter().map(Vec::len).sum();
         if changes.len() > MAX_CHANGES || size > MAX_CHANGES_BYTES {
             // Too big for one batch: alone, split the way `Want` answers are.

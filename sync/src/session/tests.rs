@@ -314,3 +314,70 @@ fn what_the_peer_just_sent_is_not_offered_back() {
         .collect();
     assert_eq!(offered, ["d2"]);
 }
+
+#[test]
+fn a_held_document_is_answered_even_when_nothing_is_new() {
+    // The peer may name a change this side does not hold yet: its want must still get an
+    // answer (here an empty one), or the peer's entry waits for ever and its cursor with it.
+    let mut store = MemStore::new(1);
+    store.apply("d", &[b"x".to_vec()]);
+    let heads = store.doc_heads("d").unwrap().unwrap();
+    let mut s = Session::new(info("a", 1), None);
+    s.handle(&store, 0, hello("b", 2, None)).unwrap();
+    let wants = vec![
+        crate::proto::WantEntry {
+            doc_id: "d".into(),
+            have: heads,
+        },
+        crate::proto::WantEntry {
+            doc_id: "not-held".into(),
+            have: vec![],
+        },
+    ];
+    let out = s.handle(&store, 0, Message::WantMany { wants }).unwrap();
+    let [Message::Docs { docs }] = out.send.as_slice() else {
+        panic!("expected one Docs, got {:?}", out.send);
+    };
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0].doc_id, "d");
+    assert!(docs[0].changes.is_empty());
+}
+
+#[test]
+fn an_offer_that_arrives_while_its_document_is_applying_is_not_orphaned() {
+    // Docs for d arrive, then (in the same read, before the shell applies) a newer offer
+    // of d. Once the apply is done the newer entry must be settled or wanted again, never
+    // left waiting for an answer nobody will send.
+    let mut peer = MemStore::new(2);
+    let mut mine = MemStore::new(1);
+    peer.apply("d", &[b"one".to_vec()]);
+    let mut s = Session::new(info("a", 1), None);
+    s.handle(&mine, 0, hello("b", 2, None)).unwrap();
+    s.handle(&mine, 0, offer(&peer, 0)).unwrap();
+    let first = peer.changes_after("d", &[]).unwrap();
+    let out = s
+        .handle(
+            &mine,
+            0,
+            Message::Docs {
+                docs: vec![crate::proto::DocChanges {
+                    doc_id: "d".into(),
+                    changes: first.clone(),
+                }],
+            },
+        )
+        .unwrap();
+    assert!(matches!(out.effects.as_slice(), [Effect::Apply { .. }]));
+    // The peer's d moves on and is offered again before the apply is done.
+    peer.apply("d", &[b"two".to_vec()]);
+    s.handle(&mine, 0, offer(&peer, 1)).unwrap();
+    mine.apply("d", &first);
+    let out = s.applied(&mine, "d").unwrap();
+    assert!(
+        out.send
+            .iter()
+            .any(|m| matches!(m, Message::Want { doc_id, .. } if doc_id == "d")),
+        "the newer offer of d must be wanted again: {:?}",
+        out.send
+    );
+}

@@ -144,9 +144,9 @@ pub struct Store {
     blob_max_bytes: usize,
     /// The node id audit entries carry ([`Store::for_node`]).
     node_id: Arc<str>,
-    /// Bumped after every committed write, so sync links offer new feed entries at once
-    /// ([`Store::watch_writes`]) instead of at their next tick.
-    written: Arc<tokio::sync::watch::Sender<()>>,
+    /// Bumped by the writer after every commit that added feed entries, so sync links offer
+    /// them at once ([`Store::watch_feed`]).
+    feed_moved: Arc<tokio::sync::watch::Sender<()>>,
     /// The review queue's clock, shared with the writer ([`Store::set_queue_clock`]).
     queue_clock: SharedClock,
 }
@@ -169,22 +169,29 @@ impl Store {
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
         let queue_clock = SharedClock::default();
-        writer::spawn(db.clone(), rx, group_commit_max.max(1), queue_clock.clone())?;
+        let feed_moved = Arc::new(tokio::sync::watch::Sender::new(()));
+        writer::spawn(
+            db.clone(),
+            rx,
+            group_commit_max.max(1),
+            queue_clock.clone(),
+            feed_moved.clone(),
+        )?;
         Ok(Self {
             db,
             writer: tx,
             receipts: Arc::new(Mutex::new(HashMap::new())),
             blob_max_bytes,
             node_id: Arc::from(""),
-            written: Arc::new(tokio::sync::watch::Sender::new(())),
+            feed_moved,
             queue_clock,
         })
     }
 
-    /// A receiver that sees a change after every committed write (coalesced: a burst of
-    /// commits may wake it once).
-    pub fn watch_writes(&self) -> tokio::sync::watch::Receiver<()> {
-        self.written.subscribe()
+    /// A receiver that sees a change after every commit that added feed entries
+    /// (coalesced: a burst of commits may wake it once).
+    pub fn watch_feed(&self) -> tokio::sync::watch::Receiver<()> {
+        self.feed_moved.subscribe()
     }
 
     /// The store of node `id`: its audit entries carry that id.
@@ -197,6 +204,18 @@ impl Store {
         AuditRecord::new(&self.node_id, user, action, case_id, detail)
     }
 
+    /// [`Store::write`] of an op whose outcome is a count.
+    async fn write_count(
+        &self,
+        op: WriteOp,
+        audit: Option<AuditRecord>,
+    ) -> Result<u64, StoreError> {
+        match self.write(op, audit).await? {
+            WriteOutcome::Count(n) => Ok(n),
+            _ => Err(StoreError::Corrupt("writer returned no count".into())),
+        }
+    }
+
     async fn write(
         &self,
         op: WriteOp,
@@ -207,11 +226,7 @@ impl Store {
             .send(WriteRequest { op, audit, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
-        let outcome = rx.await.map_err(|_| StoreError::Closed)?;
-        if outcome.is_ok() {
-            self.written.send_replace(());
-        }
-        outcome
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Reserves the next receipt sequence number of `date` (`YYYYMMDD`). The number becomes
@@ -442,10 +457,7 @@ impl Store {
             actor: case_doc::node_actor(&self.node_id),
             max,
         };
-        match self.write(op, None).await? {
-            WriteOutcome::Count(n) => Ok(n),
-            _ => Err(StoreError::Corrupt("writer returned no count".into())),
-        }
+        self.write_count(op, None).await
     }
 
     /// Merges changes of an audit segment sent by `peer` (`crate::audit_doc`); refused unless
@@ -471,10 +483,7 @@ impl Store {
             at_county,
             own: self.node_id.to_string(),
         };
-        match self.write(op, Some(audit)).await? {
-            WriteOutcome::Count(n) => Ok(n),
-            _ => Err(StoreError::Corrupt("writer returned no count".into())),
-        }
+        self.write_count(op, Some(audit)).await
     }
 
     /// Appends this node's `report` to its health document of the day (`crate::health`).
@@ -499,10 +508,7 @@ impl Store {
         let op = WriteOp::PruneHealth {
             keep_from: keep_from.to_string(),
         };
-        match self.write(op, None).await? {
-            WriteOutcome::Count(n) => Ok(n),
-            _ => Err(StoreError::Corrupt("writer returned no count".into())),
-        }
+        self.write_count(op, None).await
     }
 
     /// Merges changes of `peer`'s health document (at the county only).
@@ -945,10 +951,7 @@ impl Store {
     /// Recomputes `case_queue-1` with the writer's clock unless it is fresh; returns the
     /// number of cases in the queue. Reads every summary: for a new calendar or catalogue.
     pub async fn rebuild_queue(&self) -> Result<u64, StoreError> {
-        match self.write(WriteOp::RebuildQueue, None).await? {
-            WriteOutcome::Count(n) => Ok(n),
-            _ => Err(StoreError::Corrupt("writer returned no count".into())),
-        }
+        self.write_count(WriteOp::RebuildQueue, None).await
     }
 
     /// Cases in this node's review queue (no scan: the table's length).
@@ -1414,7 +1417,7 @@ impl yiciban_sync::store::ReplicaStore for Store {
 
     fn changes_after(&self, doc_id: &str, have: &[[u8; 32]]) -> Result<Vec<Vec<u8>>, StoreError> {
         let Some(bytes) = self.doc_bytes(doc_id)? else {
-            return Err(StoreError::NotFound(doc_id.to_string()));
+            return Ok(Vec::new());
         };
         if have.is_empty() {
             // A peer that holds nothing of it gets the saved, compacted document as it is

@@ -175,6 +175,7 @@ pub(super) fn spawn(
     mut rx: mpsc::Receiver<WriteRequest>,
     group_max: usize,
     queue_clock: super::SharedClock,
+    feed_moved: Arc<tokio::sync::watch::Sender<()>>,
 ) -> Result<(), StoreError> {
     let mut feed_head = {
         let txn = redb::ReadableDatabase::begin_read(&*db)?;
@@ -197,7 +198,12 @@ pub(super) fn spawn(
                     .unwrap_or_else(|e| e.into_inner())
                     .clone();
                 GROUP_CLOCK.with(|c| *c.borrow_mut() = clock);
+                let before = feed_head;
                 commit_group(&db, group, &mut feed_head);
+                // Only a committed feed entry wakes the sync links (`Store::watch_feed`).
+                if feed_head != before {
+                    feed_moved.send_replace(());
+                }
             }
             tracing::debug!("store writer stopped: every sender is gone");
         })
