@@ -312,7 +312,7 @@ fn build_batch(
             let mut doc = case_doc::build(&case, case_doc::node_actor(&case.node))?;
             let summary = CaseSummary::of(&case, &state);
             Ok(Built {
-                doc: doc.save(),
+                doc: doc.save_nocompress(),
                 summary,
                 receipt: (p.date.clone(), p.seq),
                 case,

@@ -206,7 +206,7 @@ pub fn append(
         doc.insert(&list, len + i, ScalarValue::Bytes(bytes.clone()))?;
     }
     doc.commit();
-    Ok(doc.save())
+    Ok(doc.save_nocompress())
 }
 
 /// Checks one segment of `node`: every entry decodes, matches its hash, is entry

@@ -255,7 +255,7 @@ impl Node {
             docs.push(
                 case_doc::build(case, actor_id.clone())
                     .map_err(StoreError::from)?
-                    .save(),
+                    .save_nocompress(),
             );
         }
         let states: Vec<CaseState> = cases.iter().map(|(c, _)| c.state()).collect();

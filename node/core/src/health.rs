@@ -148,7 +148,7 @@ pub fn append(
     }
     doc.insert(&list, len, json)?;
     doc.commit();
-    Ok(doc.save())
+    Ok(doc.save_nocompress())
 }
 
 /// Days of health documents a node keeps (the county: of every node).

@@ -725,7 +725,7 @@ impl Node {
             .map_err(StoreError::from)?;
         let summary = CaseSummary::of(&case, &state);
         self.store
-            .put_new_case(&case, doc.save(), summary, (date, seq), blobs)
+            .put_new_case(&case, doc.save_nocompress(), summary, (date, seq), blobs)
             .await?;
         tracing::info!(receipt = %case.receipt_no, item = %case.item_code, id_number = %crate::idcard::mask(&case.applicant.id_number), "application accepted");
         Ok(Filed { case, state })

@@ -149,7 +149,7 @@ pub fn put_user(
     };
     doc.put(&map, user.username.as_str(), json)?;
     doc.commit();
-    Ok(doc.save())
+    Ok(doc.save_nocompress())
 }
 
 #[cfg(test)]

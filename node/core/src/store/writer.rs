@@ -600,7 +600,8 @@ fn apply(
             if let Some(s) = state.superseded.iter().find(|s| s.event_id == event.id) {
                 return Err(StoreError::Refused(s.reason.clone()));
             }
-            t.docs.insert(case_id.as_str(), doc.save().as_slice())?;
+            t.docs
+                .insert(case_id.as_str(), doc.save_nocompress().as_slice())?;
             t.put_projections(Some(&old_summary), &CaseSummary::of(&case, &state))?;
             t.bump_feed(case_id, &case.division, feed_head)?;
             t.raise_hlc(event.at)?;
@@ -808,7 +809,8 @@ fn apply_county_doc(
     crate::county_doc::read_calendar(&doc)?;
     let changed = doc.get_heads() != heads_before;
     if changed {
-        t.county_docs.insert(doc_id, doc.save().as_slice())?;
+        t.county_docs
+            .insert(doc_id, doc.save_nocompress().as_slice())?;
         t.bump_feed_under(doc_id, &[Scope::county_wide_prefix()], feed_head)?;
     }
     Ok((WriteOutcome::Done, changed))
@@ -967,7 +969,8 @@ fn apply_audit_doc(
     }
     let changed = doc.get_heads() != heads_before;
     if changed {
-        t.audit_docs.insert(doc_id, doc.save().as_slice())?;
+        t.audit_docs
+            .insert(doc_id, doc.save_nocompress().as_slice())?;
         t.bump_feed_under(doc_id, &[], feed_head)?;
     }
     Ok((WriteOutcome::Count(seg.last_seq()), changed))
@@ -1006,7 +1009,8 @@ fn apply_health_doc(
     }
     let changed = doc.get_heads() != heads_before;
     if changed {
-        t.health_docs.insert(doc_id, doc.save().as_slice())?;
+        t.health_docs
+            .insert(doc_id, doc.save_nocompress().as_slice())?;
         t.put_health_recent(&node, &reports)?;
         t.bump_feed_under(doc_id, &[], feed_head)?;
     }
@@ -1049,7 +1053,8 @@ fn apply_user_dir(
             let json = serde_json::to_vec(user).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             t.users.insert(user.username.as_str(), json.as_slice())?;
         }
-        t.user_docs.insert(doc_id, doc.save().as_slice())?;
+        t.user_docs
+            .insert(doc_id, doc.save_nocompress().as_slice())?;
         // The global feed only: the county holds it already, nobody else may.
         t.bump_feed_under(doc_id, &[], feed_head)?;
     }
@@ -1093,7 +1098,7 @@ fn apply_changes(
         )));
     }
     let state = case.state();
-    t.docs.insert(doc_id, doc.save().as_slice())?;
+    t.docs.insert(doc_id, doc.save_nocompress().as_slice())?;
     t.put_projections(old_summary.as_ref(), &CaseSummary::of(&case, &state))?;
     t.bump_feed(doc_id, &case.division, feed_head)?;
     t.scope_blobs(
