@@ -9,7 +9,7 @@ use super::tables::*;
 type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 
 /// All migrations; the store's schema version is their count.
-const MIGRATIONS: [Migration; 12] = [
+const MIGRATIONS: [Migration; 13] = [
     migration_001_initial_tables,
     migration_002_store_epoch,
     migration_003_sync_cursors,
@@ -22,7 +22,15 @@ const MIGRATIONS: [Migration; 12] = [
     migration_010_user_docs,
     migration_011_health_recent,
     migration_012_case_queue,
+    migration_013_doc_heads,
 ];
+
+/// Documents' heads (`doc_heads-1`). Starts empty: a document without a row is loaded, and
+/// gets its row the next time the writer changes it.
+fn migration_013_doc_heads(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(DOC_HEADS)?;
+    Ok(())
+}
 
 /// The review queue's index (`crate::queue`). Its keys need the calendar and the catalogue,
 /// which a migration does not have: it starts empty with no `queue_clock`, and the node

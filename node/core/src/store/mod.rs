@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use automerge::AutoCommit;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -281,8 +281,14 @@ impl Store {
             Some(&case.id),
             &format!("receipt {}, item {}", case.receipt_no, case.item_code),
         );
+        // The heads go to `doc_heads-1`, so sync offers the case without loading it; worked
+        // out here, on the caller's task, not on the writer thread.
+        let heads = automerge::Automerge::load(&new.doc)
+            .ok()
+            .map(|d| d.get_heads());
         let op = WriteOp::PutCase {
             id: case.id.clone(),
+            heads,
             doc: new.doc,
             summary: Box::new(new.summary),
             receipt: new.receipt,
@@ -400,12 +406,17 @@ impl Store {
             Some(doc_id),
             &format!("{} changes", changes.len()),
         );
+        // The merge itself runs here, on the caller's task, so the merges of a batch use
+        // both cores; the writer only checks the stored document did not move meanwhile.
+        // A merge that fails here is refused here, with nothing written.
+        let prepared = writer::prepare_case(self.case_doc_bytes(doc_id)?, doc_id, &changes)?;
         match self
             .write(
                 WriteOp::ApplyChanges {
                     doc_id: doc_id.to_string(),
                     changes,
                     scopes,
+                    prepared: Some(Box::new(prepared)),
                 },
                 Some(audit),
             )
@@ -690,18 +701,53 @@ impl Store {
     }
 
     /// Any document's saved bytes: a case, a county-wide document or an audit segment.
-    fn doc_bytes(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    /// The table that holds document `id`, by the form of its id.
+    fn doc_table(id: &str) -> TableDefinition<'static, &'static str, &'static [u8]> {
         if crate::county_doc::is_county_doc(id) {
-            self.county_doc_bytes(id)
+            COUNTY_DOCS
         } else if crate::audit_doc::is_audit_doc(id) {
-            self.audit_doc_bytes(id)
+            AUDIT_DOCS
         } else if crate::health::is_health_doc(id) {
-            self.health_doc_bytes(id)
+            HEALTH_DOCS
         } else if crate::user_dir::is_user_dir_doc(id) {
-            self.user_doc_bytes(id)
+            USER_DOCS
         } else {
-            self.case_doc_bytes(id)
+            CASE_DOCS
         }
+    }
+
+    fn doc_bytes(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(Self::doc_table(id))?;
+        Ok(table.get(id)?.map(|v| v.value().to_vec()))
+    }
+
+    /// A document's current heads from `doc_heads-1`, or by loading it where that has no row
+    /// (`None`: the document is not held).
+    fn heads(&self, id: &str) -> Result<Option<Vec<[u8; 32]>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        if let Some(row) = txn.open_table(DOC_HEADS)?.get(id)? {
+            let bytes = row.value();
+            if bytes.len() % 32 == 0 {
+                return Ok(Some(
+                    bytes
+                        .chunks_exact(32)
+                        .map(|c| {
+                            let mut h = [0u8; 32];
+                            h.copy_from_slice(c);
+                            h
+                        })
+                        .collect(),
+                ));
+            }
+            tracing::warn!(doc = id, len = bytes.len(), "doc_heads row of a bad length");
+        }
+        let table = txn.open_table(Self::doc_table(id))?;
+        let Some(bytes) = table.get(id)? else {
+            return Ok(None);
+        };
+        let doc = automerge::Automerge::load(bytes.value()).map_err(DocError::from)?;
+        Ok(Some(doc.get_heads().into_iter().map(|h| h.0).collect()))
     }
 
     /// The feed a scoped peer reads after `since`: its own rows and the county-wide ones,
@@ -1192,9 +1238,12 @@ impl Store {
     pub fn waiting(&self, scope: &Scope, after: u64, cap: usize) -> Result<(u64, u64), StoreError> {
         let entries = self.scope_feed_since(scope, after, cap)?;
         let mut bytes = 0u64;
+        let txn = self.db.begin_read()?;
         for e in &entries {
-            if let Some(v) = self.doc_bytes(&e.doc_id)? {
-                bytes += v.len() as u64;
+            // The length only: no copy of the document.
+            let table = txn.open_table(Self::doc_table(&e.doc_id))?;
+            if let Some(v) = table.get(e.doc_id.as_str())? {
+                bytes += v.value().len() as u64;
             }
         }
         Ok((entries.len() as u64, bytes))
@@ -1408,11 +1457,7 @@ impl yiciban_sync::store::ReplicaStore for Store {
     }
 
     fn doc_heads(&self, doc_id: &str) -> Result<Option<Vec<[u8; 32]>>, StoreError> {
-        let Some(bytes) = self.doc_bytes(doc_id)? else {
-            return Ok(None);
-        };
-        let mut doc = AutoCommit::load(&bytes).map_err(DocError::from)?;
-        Ok(Some(doc.get_heads().into_iter().map(|h| h.0).collect()))
+        self.heads(doc_id)
     }
 
     fn changes_after(&self, doc_id: &str, have: &[[u8; 32]]) -> Result<Vec<Vec<u8>>, StoreError> {
@@ -1436,6 +1481,12 @@ impl yiciban_sync::store::ReplicaStore for Store {
 
     // A document that moved past `heads` no longer lists them, so look each change up.
     fn has_heads(&self, doc_id: &str, heads: &[[u8; 32]]) -> Result<bool, StoreError> {
+        // Most often the heads asked about are the current ones: no load needed.
+        match self.heads(doc_id)? {
+            None => return Ok(heads.is_empty()),
+            Some(current) if heads.iter().all(|h| current.contains(h)) => return Ok(true),
+            Some(_) => {}
+        }
         let Some(bytes) = self.doc_bytes(doc_id)? else {
             return Ok(heads.is_empty());
         };

@@ -633,3 +633,97 @@ async fn health_documents_of_old_days_are_dropped_with_their_feed_entries() {
     assert_eq!(left, ids[1..]);
     assert!(store.health_doc_bytes(&ids[0]).unwrap().is_none());
 }
+
+/// The heads `doc_heads-1` hands out, checked against the document itself.
+fn loaded_heads(store: &Store, id: &str) -> Vec<[u8; 32]> {
+    let bytes = store.case_doc_bytes(id).unwrap().unwrap();
+    let doc = automerge::Automerge::load(&bytes).unwrap();
+    doc.get_heads().into_iter().map(|h| h.0).collect()
+}
+
+#[tokio::test]
+async fn doc_heads_rows_follow_every_write_of_a_case() {
+    use yiciban_sync::store::ReplicaStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let case = put(&store, "c1", 1).await;
+    let row = |s: &Store| {
+        let txn = s.db.begin_read().unwrap();
+        let t = txn.open_table(DOC_HEADS).unwrap();
+        t.get("c1").unwrap().map(|v| v.value().to_vec())
+    };
+    // Filed: the row holds the heads the document has.
+    assert_eq!(row(&store).map(|r| r.len()), Some(32));
+    assert_eq!(
+        store.doc_heads("c1").unwrap().unwrap(),
+        loaded_heads(&store, "c1")
+    );
+    // An event moves them, and the row with them.
+    comment_on(&store, &case).await;
+    assert_eq!(
+        store.doc_heads("c1").unwrap().unwrap(),
+        loaded_heads(&store, "c1")
+    );
+    assert!(store.has_heads("c1", &loaded_heads(&store, "c1")).unwrap());
+    // An older head is still held (found by loading, not in the row).
+    let first = automerge::Automerge::load(&store.case_doc_bytes("c1").unwrap().unwrap())
+        .unwrap()
+        .get_changes(&[])
+        .first()
+        .map(|c| c.hash().0)
+        .unwrap();
+    assert!(!store.doc_heads("c1").unwrap().unwrap().contains(&first));
+    assert!(store.has_heads("c1", &[first]).unwrap());
+    assert!(!store.has_heads("c1", &[[7u8; 32]]).unwrap());
+    // Without a row (a store from before migration 013), the document is loaded.
+    let txn = store.db.begin_write().unwrap();
+    txn.open_table(DOC_HEADS).unwrap().remove("c1").unwrap();
+    txn.commit().unwrap();
+    assert_eq!(
+        store.doc_heads("c1").unwrap().unwrap(),
+        loaded_heads(&store, "c1")
+    );
+    assert_eq!(store.doc_heads("nope").unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_merge_prepared_on_a_document_that_moved_is_merged_again() {
+    use yiciban_sync::store::ReplicaStore;
+    let here = tempfile::tempdir().unwrap();
+    let there = tempfile::tempdir().unwrap();
+    let (a, b) = (open(&here), open(&there));
+    let case = put(&a, "c1", 1).await;
+    let all = a.changes_after("c1", &[]).unwrap();
+    b.apply_changes("c1", all).await.unwrap();
+    // Prepared on the first state of c1 at b; then b gets a comment of its own.
+    let first = comment_on(&a, &case).await;
+    let have = b.doc_heads("c1").unwrap().unwrap();
+    let later = a.changes_after("c1", &have).unwrap();
+    let stale = writer::prepare_case(b.case_doc_bytes("c1").unwrap(), "c1", &later).unwrap();
+    let mut own = case.events[0].clone();
+    own.id = "own".into();
+    own.at.counter += 5;
+    own.kind = crate::event::EventKind::Comment;
+    b.append_event("c1", own, case_doc::node_actor("b"))
+        .await
+        .unwrap();
+    let got = b
+        .write(
+            WriteOp::ApplyChanges {
+                doc_id: "c1".into(),
+                changes: later,
+                scopes: Vec::new(),
+                prepared: Some(Box::new(stale)),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    // Both comments are kept: the stale merge would have dropped b's own.
+    let WriteOutcome::Case(got) = got else {
+        panic!("no case back")
+    };
+    assert_eq!(got.events.len(), first.events.len() + 1);
+    assert_eq!(b.case("c1").unwrap().unwrap().events.len(), 3);
+    assert_eq!(b.doc_heads("c1").unwrap().unwrap(), loaded_heads(&b, "c1"));
+}

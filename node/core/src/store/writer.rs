@@ -31,6 +31,8 @@ use crate::users::User;
 pub(super) enum WriteOp {
     PutCase {
         id: String,
+        /// The document's heads, if the caller could load it (`doc_heads-1`).
+        heads: Option<Vec<automerge::ChangeHash>>,
         doc: Vec<u8>,
         summary: Box<CaseSummary>,
         /// Receipt date and sequence to record.
@@ -113,6 +115,8 @@ pub(super) enum WriteOp {
         changes: Vec<Vec<u8>>,
         /// Every scope the merged case must fall in (the sending peer's, this node's).
         scopes: Vec<Scope>,
+        /// The merge worked out by the caller, used if the stored document is unchanged.
+        prepared: Option<Box<PreparedCase>>,
     },
     /// Stores a new enrolment token (refused if the id exists).
     PutToken {
@@ -286,6 +290,7 @@ struct Tables<'txn> {
     users: Table<'txn, &'static str, &'static [u8]>,
     feed: Table<'txn, u64, &'static str>,
     feed_pos: Table<'txn, &'static str, u64>,
+    doc_heads: Table<'txn, &'static str, &'static [u8]>,
     feed_scoped: Table<'txn, &'static str, &'static str>,
     blob_scope: Table<'txn, &'static str, ()>,
     tokens: Table<'txn, &'static str, &'static [u8]>,
@@ -324,6 +329,7 @@ impl<'txn> Tables<'txn> {
             users: txn.open_table(USERS)?,
             feed: txn.open_table(FEED)?,
             feed_pos: txn.open_table(FEED_POS)?,
+            doc_heads: txn.open_table(DOC_HEADS)?,
             feed_scoped: txn.open_table(FEED_SCOPED)?,
             blob_scope: txn.open_table(BLOB_SCOPE)?,
             tokens: txn.open_table(ENROL_TOKENS)?,
@@ -465,18 +471,31 @@ impl<'txn> Tables<'txn> {
         &mut self,
         doc_id: &str,
         division: &Divisions,
+        heads: Option<&[automerge::ChangeHash]>,
         feed_head: &mut u64,
     ) -> Result<(), StoreError> {
-        self.bump_feed_under(doc_id, &Scope::prefixes_of(division), feed_head)
+        self.bump_feed_under(doc_id, &Scope::prefixes_of(division), heads, feed_head)
     }
 
-    /// Moves `doc_id` to the head of the feed and of the scoped feeds under `prefixes`.
+    /// Moves `doc_id` to the head of the feed and of the scoped feeds under `prefixes`, and
+    /// records its new `heads` in `doc_heads-1` (`None`: not known here, the row goes, so a
+    /// reader loads the document).
     fn bump_feed_under(
         &mut self,
         doc_id: &str,
         prefixes: &[String],
+        heads: Option<&[automerge::ChangeHash]>,
         feed_head: &mut u64,
     ) -> Result<(), StoreError> {
+        match heads {
+            Some(heads) => {
+                let bytes: Vec<u8> = heads.iter().flat_map(|h| h.0).collect();
+                self.doc_heads.insert(doc_id, bytes.as_slice())?;
+            }
+            None => {
+                self.doc_heads.remove(doc_id)?;
+            }
+        }
         if let Some(old) = self.feed_pos.get(doc_id)?.map(|v| v.value()) {
             self.feed.remove(old)?;
             for p in prefixes {
@@ -546,6 +565,7 @@ fn apply(
     match op {
         WriteOp::PutCase {
             id,
+            heads,
             doc,
             summary,
             receipt,
@@ -574,7 +594,7 @@ fn apply(
                 t.blobs.insert(hash.as_str(), bytes.as_slice())?;
             }
             t.put_projections(None, summary)?;
-            t.bump_feed(id, division, feed_head)?;
+            t.bump_feed(id, division, heads.as_deref(), feed_head)?;
             t.scope_blobs(division, blob_refs.iter().map(String::as_str))?;
             t.raise_hlc(*at)?;
             Ok((WriteOutcome::Done, true))
@@ -603,7 +623,7 @@ fn apply(
             t.docs
                 .insert(case_id.as_str(), doc.save_nocompress().as_slice())?;
             t.put_projections(Some(&old_summary), &CaseSummary::of(&case, &state))?;
-            t.bump_feed(case_id, &case.division, feed_head)?;
+            t.bump_feed(case_id, &case.division, Some(&doc.get_heads()), feed_head)?;
             t.raise_hlc(event.at)?;
             Ok((WriteOutcome::Case(Box::new(case)), true))
         }
@@ -611,7 +631,8 @@ fn apply(
             doc_id,
             changes,
             scopes,
-        } => apply_changes(t, doc_id, changes, scopes, feed_head),
+            prepared,
+        } => apply_changes(t, doc_id, changes, scopes, prepared.as_deref(), feed_head),
         WriteOp::ApplyCountyDoc {
             doc_id,
             changes,
@@ -637,7 +658,7 @@ fn apply(
             let bytes = crate::health::append(existing.as_deref(), report, actor.clone())?;
             t.health_docs.insert(doc_id.as_str(), bytes.as_slice())?;
             t.put_health_recent(&report.node, std::slice::from_ref(report))?;
-            t.bump_feed_under(doc_id, &[], feed_head)?;
+            t.bump_feed_under(doc_id, &[], None, feed_head)?;
             Ok((WriteOutcome::Done, false))
         }
         WriteOp::PruneHealth { keep_from } => {
@@ -652,6 +673,7 @@ fn apply(
             }
             for id in &old {
                 t.health_docs.remove(id.as_str())?;
+                t.doc_heads.remove(id.as_str())?;
                 if let Some(pos) = t.feed_pos.remove(id.as_str())?.map(|v| v.value()) {
                     t.feed.remove(pos)?;
                 }
@@ -684,7 +706,7 @@ fn apply(
             t.user_docs.insert(id.as_str(), bytes.as_slice())?;
             let scope = Scope::of(*role, division);
             let prefixes: Vec<String> = scope.key_prefix().into_iter().collect();
-            t.bump_feed_under(&id, &prefixes, feed_head)?;
+            t.bump_feed_under(&id, &prefixes, None, feed_head)?;
             Ok((WriteOutcome::Done, true))
         }
         WriteOp::ApplyUserDir {
@@ -811,7 +833,12 @@ fn apply_county_doc(
     if changed {
         t.county_docs
             .insert(doc_id, doc.save_nocompress().as_slice())?;
-        t.bump_feed_under(doc_id, &[Scope::county_wide_prefix()], feed_head)?;
+        t.bump_feed_under(
+            doc_id,
+            &[Scope::county_wide_prefix()],
+            Some(&doc.get_heads()),
+            feed_head,
+        )?;
     }
     Ok((WriteOutcome::Done, changed))
 }
@@ -865,7 +892,7 @@ fn export_audit(
         let bytes = audit_doc::append(existing.as_deref(), node, segment, &entries, actor.clone())?;
         t.audit_docs.insert(id.as_str(), bytes.as_slice())?;
         // The global feed only: the county reads it, no village or town does.
-        t.bump_feed_under(&id, &[], feed_head)?;
+        t.bump_feed_under(&id, &[], None, feed_head)?;
         next = upto + 1;
     }
     t.meta
@@ -971,7 +998,7 @@ fn apply_audit_doc(
     if changed {
         t.audit_docs
             .insert(doc_id, doc.save_nocompress().as_slice())?;
-        t.bump_feed_under(doc_id, &[], feed_head)?;
+        t.bump_feed_under(doc_id, &[], Some(&doc.get_heads()), feed_head)?;
     }
     Ok((WriteOutcome::Count(seg.last_seq()), changed))
 }
@@ -1012,7 +1039,7 @@ fn apply_health_doc(
         t.health_docs
             .insert(doc_id, doc.save_nocompress().as_slice())?;
         t.put_health_recent(&node, &reports)?;
-        t.bump_feed_under(doc_id, &[], feed_head)?;
+        t.bump_feed_under(doc_id, &[], Some(&doc.get_heads()), feed_head)?;
     }
     Ok((WriteOutcome::Done, changed))
 }
@@ -1056,21 +1083,35 @@ fn apply_user_dir(
         t.user_docs
             .insert(doc_id, doc.save_nocompress().as_slice())?;
         // The global feed only: the county holds it already, nobody else may.
-        t.bump_feed_under(doc_id, &[], feed_head)?;
+        t.bump_feed_under(doc_id, &[], Some(&doc.get_heads()), feed_head)?;
     }
     Ok((WriteOutcome::Done, changed))
 }
 
 /// Merges a peer's changes into a case document. The result must still be a readable case
 /// with the same id and every dependency present; otherwise nothing is written.
-fn apply_changes(
-    t: &mut Tables<'_>,
+/// A case merge worked out away from the writer thread ([`prepare_case`]): what the writer
+/// stores if the document is still the one it was merged onto.
+#[derive(Debug)]
+pub(crate) struct PreparedCase {
+    /// The stored bytes the changes were merged onto (`None`: the case was not held).
+    base: Option<Vec<u8>>,
+    /// The merged document, saved.
+    bytes: Vec<u8>,
+    heads: Vec<automerge::ChangeHash>,
+    changed: bool,
+    old_summary: Option<CaseSummary>,
+    case: Case,
+}
+
+/// Merges `changes` of case `doc_id` onto its stored bytes `existing`: the CPU part of a case
+/// merge, which needs no table. Refused if the result is not a complete, readable case
+/// document with that id.
+pub(crate) fn prepare_case(
+    existing: Option<Vec<u8>>,
     doc_id: &str,
     changes: &[Vec<u8>],
-    scopes: &[Scope],
-    feed_head: &mut u64,
-) -> Result<(WriteOutcome, bool), StoreError> {
-    let existing = t.docs.get(doc_id)?.map(|v| v.value().to_vec());
+) -> Result<PreparedCase, StoreError> {
     let mut doc = match &existing {
         Some(bytes) => AutoCommit::load(bytes).map_err(DocError::from)?,
         None => AutoCommit::new(),
@@ -1091,6 +1132,37 @@ fn apply_changes(
             case.id
         )));
     }
+    let heads = doc.get_heads();
+    Ok(PreparedCase {
+        base: existing,
+        bytes: doc.save_nocompress(),
+        changed: heads != heads_before,
+        heads,
+        old_summary,
+        case,
+    })
+}
+
+/// Stores a case merge: the one `prepared` off the writer thread if the stored document has
+/// not changed since, else merged again here.
+fn apply_changes(
+    t: &mut Tables<'_>,
+    doc_id: &str,
+    changes: &[Vec<u8>],
+    scopes: &[Scope],
+    prepared: Option<&PreparedCase>,
+    feed_head: &mut u64,
+) -> Result<(WriteOutcome, bool), StoreError> {
+    let existing = t.docs.get(doc_id)?.map(|v| v.value().to_vec());
+    let merged_here;
+    let p = match prepared {
+        Some(p) if p.base == existing => p,
+        _ => {
+            merged_here = prepare_case(existing, doc_id, changes)?;
+            &merged_here
+        }
+    };
+    let case = p.case.clone();
     if let Some(scope) = scopes.iter().find(|s| !s.contains(&case.division)) {
         return Err(StoreError::Refused(format!(
             "case {doc_id} of village {} is outside the scope {scope:?}",
@@ -1098,9 +1170,9 @@ fn apply_changes(
         )));
     }
     let state = case.state();
-    t.docs.insert(doc_id, doc.save_nocompress().as_slice())?;
-    t.put_projections(old_summary.as_ref(), &CaseSummary::of(&case, &state))?;
-    t.bump_feed(doc_id, &case.division, feed_head)?;
+    t.docs.insert(doc_id, p.bytes.as_slice())?;
+    t.put_projections(p.old_summary.as_ref(), &CaseSummary::of(&case, &state))?;
+    t.bump_feed(doc_id, &case.division, Some(&p.heads), feed_head)?;
     t.scope_blobs(
         &case.division,
         case.materials.iter().filter_map(|m| m.blob.as_deref()),
@@ -1108,6 +1180,5 @@ fn apply_changes(
     if let Some(at) = case.events.iter().map(|e| e.at).max() {
         t.raise_hlc(at)?;
     }
-    let changed = doc.get_heads() != heads_before;
-    Ok((WriteOutcome::Case(Box::new(case)), changed))
+    Ok((WriteOutcome::Case(Box::new(case)), p.changed))
 }
