@@ -215,7 +215,8 @@ impl Node {
 
     /// Every link with what waits to go over it: the documents of the peer's scope that
     /// changed after the position the peer holds, and their stored size (an upper bound on
-    /// the bytes, since only the changes the peer lacks travel).
+    /// the bytes, since only the changes the peer lacks travel; estimated beyond
+    /// [`crate::store::WAITING_SIZED`] documents).
     pub fn link_report(&self) -> Vec<LinkReport> {
         self.links
             .snapshot()

@@ -37,6 +37,9 @@ struct Args {
     dump_workload: Option<usize>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// The sync figures at these sizes only (comma-separated), e.g. to profile one of them.
+    #[arg(long, value_delimiter = ',')]
+    sync_sizes: Option<Vec<usize>>,
     /// Fan-in: the worker processes that host the simulated villages.
     #[arg(long, default_value_t = 4)]
     fan_in_workers: usize,
@@ -151,6 +154,10 @@ async fn ingest(group_commit: bool, clients: usize, cases: usize, seed: u64) -> 
 struct SyncRun {
     new_secs: f64,
     new_wall_secs: f64,
+    /// Bytes each way (village → county, county → village) at the moment the county held
+    /// every case.
+    new_done_up: u64,
+    new_done_down: u64,
     new_bytes: u64,
     new_stream: u64,
     settle_bytes: u64,
@@ -321,7 +328,8 @@ async fn sync_run(
     // New: the county is up, the village comes back with N cases it never sent.
     let _county = NodeProcess::serve(&county_cfg, base)?;
     let admin = Api::login(&format!("http://127.0.0.1:{base}"), "admin", DEMO_PASSWORD).await?;
-    let before = relay.traffic().bytes();
+    let before_all = relay.traffic();
+    let before = before_all.bytes();
     let start = Instant::now();
     let village = NodeProcess::serve(&village_cfg, base + 2)?;
     wait_for("sync-new", Duration::from_secs(600), async || {
@@ -329,6 +337,9 @@ async fn sync_run(
     })
     .await?;
     let new_wall_secs = start.elapsed().as_secs_f64();
+    let done = relay.traffic();
+    let new_done_up = done.bytes_up - before_all.bytes_up;
+    let new_done_down = done.bytes_down - before_all.bytes_down;
     let (new_secs, new_stream) = catch_up(&admin, "sync-new catch-up").await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let new_bytes = relay.traffic().bytes() - before;
@@ -336,6 +347,8 @@ async fn sync_run(
         return Ok(SyncRun {
             new_secs,
             new_wall_secs,
+            new_done_up,
+            new_done_down,
             new_bytes,
             new_stream,
             settle_bytes: 0,
@@ -393,6 +406,8 @@ async fn sync_run(
     Ok(SyncRun {
         new_secs,
         new_wall_secs,
+        new_done_up,
+        new_done_down,
         new_bytes,
         new_stream,
         settle_bytes,
@@ -407,8 +422,12 @@ async fn sync_run(
 
 /// `sync-edge`: 1,000 new cases (200 with `--quick`) over the emulated EDGE link (240 kbit/s
 /// each way, 420 ms one way, 1% loss): wall time from the village's exec until the county
-/// holds them all, divided by what the link allows, `bytes × 8 ÷ bandwidth + 3 RTT` (bytes
-/// both ways at the relay, handshake included). Target: at most 1.3.
+/// holds them all, divided by what the link allows, `bytes × 8 ÷ bandwidth + 3 RTT`. Bytes
+/// are those at the relay (handshake and retransmissions included) until that moment, in
+/// the busier direction: the relay shapes each direction on its own, and the county's
+/// answers (acks, notice marks) cross the other way at the same time, so counting both
+/// ways as if in series would flatter the ratio (it read 0.56–0.82 that way). Target: at
+/// most 1.3.
 async fn edge_figure(args: &Args, out: &mut std::fs::File, table: &mut String) -> Result<()> {
     let shape = yiciban_tests::relay::Shape::edge();
     let n = if args.quick { 200 } else { 1000 };
@@ -417,20 +436,22 @@ async fn edge_figure(args: &Args, out: &mut std::fs::File, table: &mut String) -
     let mut runs = Vec::new();
     for run in 0..args.runs {
         let r = sync_run(n, run as u64 + 1, shape, true).await?;
-        let floor = r.new_bytes as f64 * 8.0 / rate + 3.0 * rtt;
+        let busier = r.new_done_up.max(r.new_done_down);
+        let floor = busier as f64 * 8.0 / rate + 3.0 * rtt;
         eprintln!(
-            "sync-edge cases={n} run {}: {:.2} s, {} bytes, floor {floor:.2} s, ratio {:.2}",
+            "sync-edge cases={n} run {}: {:.2} s, {} bytes up, {} down, floor {floor:.2} s, ratio {:.2}",
             run + 1,
             r.new_wall_secs,
-            r.new_bytes,
+            r.new_done_up,
+            r.new_done_down,
             r.new_wall_secs / floor
         );
-        runs.push((r.new_wall_secs, r.new_bytes as f64, r.new_wall_secs / floor));
+        runs.push((r.new_wall_secs, busier as f64, r.new_wall_secs / floor));
     }
     type Pick = fn(&(f64, f64, f64)) -> f64;
     let figures: [(&str, &str, Pick); 3] = [
         ("sync-edge.secs", "s", |r| r.0),
-        ("sync-edge.bytes", "bytes", |r| r.1),
+        ("sync-edge.bytes.busier", "bytes", |r| r.1),
         ("sync-edge.ratio", "x", |r| r.2),
     ];
     for (id, unit, pick) in figures {
@@ -533,10 +554,11 @@ async fn main() -> Result<()> {
             }
         }
     }
-    let sizes: &[usize] = match (run_sync, args.quick) {
-        (false, _) => &[],
-        (true, true) => &[200, 1000],
-        (true, false) => &[1000, 10_000],
+    let sizes: &[usize] = match (run_sync, args.quick, &args.sync_sizes) {
+        (false, _, _) => &[],
+        (true, _, Some(sizes)) => sizes,
+        (true, true, None) => &[200, 1000],
+        (true, false, None) => &[1000, 10_000],
     };
     for &n in sizes {
         let mut runs = Vec::new();

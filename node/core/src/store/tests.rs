@@ -727,3 +727,35 @@ async fn a_merge_prepared_on_a_document_that_moved_is_merged_again() {
     assert_eq!(b.case("c1").unwrap().unwrap().events.len(), 3);
     assert_eq!(b.doc_heads("c1").unwrap().unwrap(), loaded_heads(&b, "c1"));
 }
+
+#[tokio::test]
+async fn waiting_bytes_are_exact_up_to_the_sized_count_and_scaled_beyond() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let n = WAITING_SIZED as u64 + 44;
+    for i in 0..n {
+        put(&store, &format!("c{i:04}"), i + 1).await;
+    }
+    let exact = |after: u64| -> u64 {
+        (after..n)
+            .map(|i| {
+                store
+                    .case_doc_bytes(&format!("c{i:04}"))
+                    .unwrap()
+                    .unwrap()
+                    .len() as u64
+            })
+            .sum()
+    };
+    // 256 waiting after position 44: every one measured.
+    assert_eq!(
+        store.waiting(&Scope::All, 44, 100_000).unwrap(),
+        (256, exact(44))
+    );
+    // 300 waiting: the count exact, the size scaled from the first 256 (cases of one size).
+    let (count, bytes) = store.waiting(&Scope::All, 0, 100_000).unwrap();
+    assert_eq!(count, n);
+    let all = exact(0);
+    assert!(bytes.abs_diff(all) * 100 < all, "{bytes} against {all}");
+    assert_eq!(store.waiting(&Scope::All, n, 100_000).unwrap(), (0, 0));
+}
