@@ -32,7 +32,10 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq && $sudo apt-get install -y -qq nodejs npm
 fi
-[ -d scripts/peers/node_modules ] || (cd scripts/peers && npm ci --no-audit --no-fund)
+# `npm install` (not `npm ci`): npm 11 refuses this lock file in `npm ci` for optional platform
+# packages of cbor-extract it never records; `install` takes the locked versions all the same.
+[ -f scripts/peers/node_modules/.package-lock.json ] ||
+  (cd scripts/peers && npm install --no-audit --no-fund --no-save)
 if [ -n "$quick" ]; then max=1000; runs="${runs:-1}"; else max=10000; runs="${runs:-3}"; fi
 for seed in $(seq 1 "$runs"); do
   target/release/yiciban-bench --dump-workload "$max" --seed "$seed" >"target/bench/workload-$seed.jsonl"
