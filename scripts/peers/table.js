@@ -16,10 +16,16 @@ const peerOf = (prefix) => {
 };
 const am = peerOf('automerge-repo');
 const pd = peerOf('PouchDB');
+const num = (l, v) => {
+  if (l.unit === 's') return v.toFixed(2);
+  if (l.unit === 'bytes') return Math.round(v).toLocaleString('en');
+  return v.toFixed(2);
+};
+const unit = (l) => (l.unit === 's' ? ' s' : l.unit === 'bytes' ? ' B' : ` ${l.unit.split(' ')[0]}`);
 const fmt = (l) => {
   if (!l) return '—';
-  const v = l.unit === 's' ? `${l.median.toFixed(2)} s` : `${Math.round(l.median).toLocaleString('en')} B`;
-  return l.min !== l.max ? `${v} (${l.unit === 's' ? l.min.toFixed(2) : Math.round(l.min)}–${l.unit === 's' ? l.max.toFixed(2) : Math.round(l.max)})` : v;
+  const v = `${num(l, l.median)}${unit(l)}`;
+  return l.min !== l.max ? `${v} (${num(l, l.min)}–${num(l, l.max)})` : v;
 };
 const ratio = (a, b) => (a && b && b.median ? `${(a.median / b.median).toFixed(2)}` : '—');
 const keys = new Set([...ours.keys(), ...am.keys(), ...pd.keys()].filter((k) => !k.startsWith('failed')));
