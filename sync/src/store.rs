@@ -39,6 +39,15 @@ pub trait ReplicaStore {
     /// The heads of a document, or `None` when the store does not hold it.
     fn doc_heads(&self, doc_id: &str) -> Result<Option<Vec<ChangeHash>>, Self::Error>;
 
+    /// What this store holds of a document, whether or not the peer may read it here: the
+    /// `have` of a want. A document that only ever flows from the peer to this store (a
+    /// node's audit trail or health reports, at the county) is hidden from the peer by
+    /// [`ReplicaStore::doc_heads`], and a want saying it holds nothing of it is answered
+    /// with the whole document every time it grows. The default is `doc_heads`.
+    fn held_heads(&self, doc_id: &str) -> Result<Option<Vec<ChangeHash>>, Self::Error> {
+        self.doc_heads(doc_id)
+    }
+
     /// The changes of a document that a peer holding `have` heads lacks; none when the store
     /// does not hold the document.
     fn changes_after(&self, doc_id: &str, have: &[ChangeHash])

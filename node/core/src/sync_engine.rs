@@ -687,6 +687,12 @@ impl Shell<'_> {
         run: Vec<(String, Vec<Vec<u8>>)>,
     ) -> Result<Output, EngineError> {
         let store = self.view.store;
+        tracing::debug!(
+            peer = %self.peer,
+            cases = run.len(),
+            bytes = run.iter().flat_map(|(_, c)| c).map(Vec::len).sum::<usize>(),
+            "sync apply cases"
+        );
         let ids: Vec<String> = run.iter().map(|(d, _)| d.clone()).collect();
         let mut tasks = tokio::task::JoinSet::new();
         for (i, (doc_id, changes)) in run.into_iter().enumerate() {
@@ -744,6 +750,14 @@ impl Shell<'_> {
         session: &mut Session,
         effect: Effect,
     ) -> Result<Option<Output>, EngineError> {
+        if let Effect::Apply { doc_id, changes } = &effect {
+            tracing::debug!(
+                peer = %self.peer,
+                doc = %doc_id,
+                bytes = changes.iter().map(Vec::len).sum::<usize>(),
+                "sync apply"
+            );
+        }
         match effect {
             Effect::Apply { doc_id, changes } if crate::county_doc::is_county_doc(&doc_id) => {
                 let store = self.view.store;

@@ -181,7 +181,7 @@ impl Pull {
 
 fn have_of(store: &impl ReplicaStore, doc_id: &str) -> Result<Vec<ChangeHash>, ProtoError> {
     Ok(store
-        .doc_heads(doc_id)
+        .held_heads(doc_id)
         .map_err(store_err)?
         .unwrap_or_default())
 }

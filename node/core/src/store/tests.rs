@@ -509,6 +509,14 @@ async fn the_audit_trail_is_exported_in_segments_and_only_the_county_takes_it() 
         );
         assert_eq!(view.doc_heads(&id).unwrap(), None);
         assert!(view.changes_after(&id, &[]).unwrap().is_empty());
+        // Still, what the store holds of it is what it asks the sender for more than.
+        assert_eq!(
+            view.held_heads(&id).unwrap(),
+            all.doc_heads(&id).unwrap(),
+            "a want for the segment names the heads held"
+        );
+        let held = view.held_heads(&id).unwrap().unwrap();
+        assert!(all.changes_after(&id, &held).unwrap().is_empty());
     }
     // A peer holding nothing of the segment is sent its saved form.
     let saved = all.changes_after(&id, &[]).unwrap();
