@@ -16,11 +16,7 @@ const peerOf = (prefix) => {
 };
 const am = peerOf('automerge-repo');
 const pd = peerOf('PouchDB');
-const num = (l, v) => {
-  if (l.unit === 's') return v.toFixed(2);
-  if (l.unit === 'bytes') return Math.round(v).toLocaleString('en');
-  return v.toFixed(2);
-};
+const num = (l, v) => (l.unit === 'bytes' ? Math.round(v).toLocaleString('en') : v.toFixed(2));
 const unit = (l) => (l.unit === 's' ? ' s' : l.unit === 'bytes' ? ' B' : ` ${l.unit.split(' ')[0]}`);
 const fmt = (l) => {
   if (!l) return '—';

@@ -180,7 +180,9 @@ pub fn read(doc: &AutoCommit) -> Result<Case, DocError> {
         let MapRangeItem { key, value, .. } = item;
         match (key.as_ref(), value) {
             ("events", ValueRef::Object(ObjType::List)) => root.events = events_id,
-            ("schema", ValueRef::Scalar(s)) => root.schema = Some(scalar_i64(&s)),
+            ("schema", value @ ValueRef::Scalar(_)) => {
+                root.schema = Some(value.into_value().as_i64());
+            }
             (key, ValueRef::Scalar(ScalarValueRef::Str(text))) => {
                 if let Some(slot) = root.text_slot(key) {
                     *slot = Some(text);
@@ -257,18 +259,6 @@ impl<'a> RootFields<'a> {
 
 fn required<'s>(slot: &'s Option<Cow<'_, str>>, key: &str) -> Result<&'s str, DocError> {
     slot.as_deref().ok_or_else(|| DocError::Missing(key.into()))
-}
-
-/// The integer in a scalar, as `ScalarValue::as_i64` reads one.
-fn scalar_i64(s: &ScalarValueRef<'_>) -> Option<i64> {
-    match s {
-        ScalarValueRef::Int(n) | ScalarValueRef::Counter(n) | ScalarValueRef::Timestamp(n) => {
-            Some(*n)
-        }
-        ScalarValueRef::Uint(n) => Some(*n as i64),
-        ScalarValueRef::F64(n) => Some(*n as i64),
-        _ => None,
-    }
 }
 
 fn obj(doc: &AutoCommit, parent: &ObjId, key: &str) -> Result<ObjId, DocError> {

@@ -71,6 +71,12 @@ impl Scope {
     }
 }
 
+/// A node's audit trail and its health reports go to the county only: never down, never
+/// sideways.
+fn flows_up_only(doc_id: &str) -> bool {
+    crate::audit_doc::is_audit_doc(doc_id) || crate::health::is_health_doc(doc_id)
+}
+
 /// The store as one peer may see it.
 #[derive(Debug, Clone, Copy)]
 pub struct ScopedStore<'a> {
@@ -83,8 +89,7 @@ impl ScopedStore<'_> {
         if crate::county_doc::is_county_doc(doc_id) {
             return Ok(true);
         }
-        // A node's audit trail goes to the county only: never down, never sideways.
-        if crate::audit_doc::is_audit_doc(doc_id) || crate::health::is_health_doc(doc_id) {
+        if flows_up_only(doc_id) {
             return Ok(*self.scope == Scope::All);
         }
         // A node's user directory goes to that node's own village or town only.
@@ -128,12 +133,11 @@ impl ReplicaStore for ScopedStore<'_> {
         self.store.doc_heads(doc_id)
     }
 
-    // An audit segment or health document travels up only, so at the county it is never
-    // visible to the village that sends it; its heads are still what the county holds of it.
-    // (They name changes by hash only, and only of a document the peer itself offered.)
-    // Without them each export resent the whole segment: ~100 KB at 1,000 cases.
+    // A document that flows up only is never visible to the node that sends it; its heads
+    // are still what the county holds of it (hashes only, of a document the peer itself
+    // offered). Without them each export resent the whole segment: ~100 KB at 1,000 cases.
     fn held_heads(&self, doc_id: &str) -> Result<Option<Vec<ChangeHash>>, StoreError> {
-        if crate::audit_doc::is_audit_doc(doc_id) || crate::health::is_health_doc(doc_id) {
+        if flows_up_only(doc_id) {
             return self.store.doc_heads(doc_id);
         }
         self.doc_heads(doc_id)
