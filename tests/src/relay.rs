@@ -110,7 +110,7 @@ impl Relay {
     /// Starts a relay on a free loopback port forwarding to `target`, with its own thread
     /// and runtime (so blocking tests can use it). `seed` fixes every random decision.
     pub fn start(target: SocketAddr, shape: Shape, seed: u64) -> Result<Relay> {
-        let front = StdUdpSocket::bind("127.0.0.1:0").context("binding the relay")?;
+        let front = bind(([127, 0, 0, 1], 0).into()).context("binding the relay")?;
         Self::start_on(front, target, shape, seed)
     }
 
@@ -121,7 +121,7 @@ impl Relay {
         shape: Shape,
         seed: u64,
     ) -> Result<Relay> {
-        let front = StdUdpSocket::bind(listen).with_context(|| format!("binding {listen}"))?;
+        let front = bind(listen).with_context(|| format!("binding {listen}"))?;
         Self::start_on(front, target, shape, seed)
     }
 
@@ -229,6 +229,23 @@ impl Lane {
     }
 }
 
+/// Socket buffers as large as the nodes' own (`sync_engine`): with the kernel's default
+/// (~208 KiB) a relay thread that waited for a core overflowed during a 10,000-case catch-up
+/// on loopback (`/proc/net/snmp` `RcvbufErrors`), and every drop cost a retransmission the
+/// shape did not ask for.
+const BUFFER_BYTES: usize = 8 << 20;
+
+/// A UDP socket bound to `addr` with large buffers; a kernel that refuses the size keeps its
+/// default.
+fn bind(addr: SocketAddr) -> std::io::Result<StdUdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = socket.set_recv_buffer_size(BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(BUFFER_BYTES);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 async fn run(
     front: StdUdpSocket,
     target: SocketAddr,
@@ -259,7 +276,9 @@ async fn run(
         let back = match backs.get(&from) {
             Some(b) => b.clone(),
             None => {
-                let b = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+                let b = bind(([127, 0, 0, 1], 0).into())?;
+                b.set_nonblocking(true)?;
+                let b = Arc::new(UdpSocket::from_std(b)?);
                 b.connect(target).await?;
                 client_seq += 1;
                 tokio::spawn(downstream(
