@@ -767,3 +767,32 @@ async fn waiting_bytes_are_exact_up_to_the_sized_count_and_scaled_beyond() {
     assert!(bytes.abs_diff(all) * 100 < all, "{bytes} against {all}");
     assert_eq!(store.waiting(&Scope::All, n, 100_000).unwrap(), (0, 0));
 }
+
+#[tokio::test]
+async fn a_whole_new_case_is_stored_as_sent_and_a_damaged_one_as_it_loads() {
+    use yiciban_sync::store::ReplicaStore;
+    let here = tempfile::tempdir().unwrap();
+    let (there, third) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b, c) = (open(&here), open(&there), open(&third));
+    put(&a, "c1", 1).await;
+    let sent = a.changes_after("c1", &[]).unwrap();
+    assert_eq!(
+        sent.len(),
+        1,
+        "a case the peer holds nothing of travels whole"
+    );
+    b.apply_changes("c1", sent.clone()).await.unwrap();
+    assert_eq!(b.case_doc_bytes("c1").unwrap().unwrap(), sent[0]);
+    assert_eq!(b.doc_heads("c1").unwrap().unwrap(), loaded_heads(&b, "c1"));
+    // A whole document with a torn chunk after it: what loads is taken and saved again,
+    // so the stored bytes load strictly; they are not the bytes sent.
+    let mut torn = sent[0].clone();
+    torn.extend_from_slice(&sent[0][..40]);
+    c.apply_changes("c1", vec![torn.clone()]).await.unwrap();
+    let stored = c.case_doc_bytes("c1").unwrap().unwrap();
+    assert_ne!(stored, torn);
+    assert_eq!(loaded_heads(&c, "c1"), loaded_heads(&a, "c1"));
+    // A document that claims another id is refused whole, and nothing is written.
+    assert!(b.apply_changes("c2", sent).await.is_err());
+    assert_eq!(b.case_doc_bytes("c2").unwrap(), None);
+}
