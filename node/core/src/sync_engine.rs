@@ -27,6 +27,10 @@ const TICK: Duration = Duration::from_millis(100);
 const READ_CHUNK: usize = 64 * 1024;
 /// Blobs assembled at once from one peer; each is bounded by the store's blob limit.
 const MAX_BLOBS_IN_FLIGHT: usize = 8;
+/// Runs of case merges handed to the store and not yet told to the session. With more than
+/// one, the next run's merges use the cores while the writer commits the one before; at the
+/// limit the session stops reading, and QUIC's flow control holds the sender.
+const MAX_RUNS_IN_FLIGHT: usize = 3;
 
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -542,6 +546,7 @@ pub async fn run_connection(
         from_county: peer_scope == Scope::All,
         at_county: ctx.scope == Scope::All,
         blobs: HashMap::new(),
+        in_flight: VecDeque::new(),
         links: &ctx.links,
         link: link.to_string(),
     };
@@ -556,7 +561,21 @@ pub async fn run_connection(
     let mut feed_moved = store.watch_feed();
     loop {
         tokio::select! {
-            read = recv.read(&mut chunk) => {
+            // The oldest run of merges finished: told to the session in the order they came.
+            merged = async { shell.in_flight.front_mut().map(|run| &mut run.task)?.await.ok() },
+                if !shell.in_flight.is_empty() =>
+            {
+                let out = shell.finish_cases(&mut session, merged)?;
+                session_bytes += shell.perform(&mut session, &mut send, out).await?;
+                if session.is_caught_up() {
+                    let (ms, bytes) = (now_ms(), session_bytes);
+                    ctx.links.update(link, |s| {
+                        s.catch_up_ms.get_or_insert(ms);
+                        s.catch_up_bytes.get_or_insert(bytes);
+                    });
+                }
+            }
+            read = recv.read(&mut chunk), if shell.in_flight.len() < MAX_RUNS_IN_FLIGHT => {
                 let n = read?.ok_or(EngineError::Closed)?;
                 ctx.links.update(link, |s| s.bytes_received += n as u64);
                 session_bytes += n as u64;
@@ -637,6 +656,15 @@ struct Shell<'a> {
     link: String,
     /// Blobs being assembled: hash → bytes so far.
     blobs: HashMap<[u8; 32], Vec<u8>>,
+    /// Runs of case merges handed to the store, oldest first.
+    in_flight: VecDeque<CaseRun>,
+}
+
+/// Case merges handed to the store as one run ([`Shell::start_cases`]).
+struct CaseRun {
+    ids: Vec<String>,
+    /// Each case's outcome, in the order of `ids`.
+    task: tokio::task::JoinHandle<Vec<Result<Case, StoreError>>>,
 }
 
 impl Shell<'_> {
@@ -670,7 +698,7 @@ impl Shell<'_> {
                             run.push((doc_id, changes));
                         }
                     }
-                    queue.push_back(self.apply_cases(session, run).await?);
+                    self.start_cases(run);
                 } else if let Some(more) = self.effect(session, effect).await? {
                     queue.push_back(more);
                 }
@@ -679,14 +707,11 @@ impl Shell<'_> {
         Ok(total)
     }
 
-    /// Merges the changes of many cases concurrently (the writer commits them as one group),
-    /// asks for the photos they reference that are not held, and tells the session once.
-    async fn apply_cases(
-        &mut self,
-        session: &mut Session,
-        run: Vec<(String, Vec<Vec<u8>>)>,
-    ) -> Result<Output, EngineError> {
-        let store = self.view.store;
+    /// Hands the changes of many cases to the store, merged concurrently (the writer
+    /// commits them as one group); [`Shell::finish_cases`] tells the session once they are
+    /// durable.
+    fn start_cases(&mut self, run: Vec<(String, Vec<Vec<u8>>)>) {
+        let store = self.view.store.clone();
         tracing::debug!(
             peer = %self.peer,
             cases = run.len(),
@@ -694,26 +719,27 @@ impl Shell<'_> {
             "sync apply cases"
         );
         let ids: Vec<String> = run.iter().map(|(d, _)| d.clone()).collect();
-        let mut tasks = tokio::task::JoinSet::new();
-        for (i, (doc_id, changes)) in run.into_iter().enumerate() {
-            let (store, peer, scopes) = (store.clone(), self.peer.clone(), self.scopes.clone());
-            tasks.spawn(async move {
-                let result = store
-                    .apply_changes_from(&peer, &doc_id, changes, scopes)
-                    .await;
-                (i, result)
-            });
-        }
-        let mut results: Vec<Option<Result<Case, StoreError>>> = ids.iter().map(|_| None).collect();
-        while let Some(joined) = tasks.join_next().await {
-            let (i, result) = joined.map_err(|e| EngineError::Dial(format!("merge task: {e}")))?;
-            if let Some(slot) = results.get_mut(i) {
-                *slot = Some(result);
-            }
-        }
+        let (peer, scopes) = (self.peer.clone(), self.scopes.clone());
+        let task = tokio::spawn(async move { store.apply_changes_many(&peer, run, scopes).await });
+        self.in_flight.push_back(CaseRun { ids, task });
+    }
+
+    /// Tells the session about the oldest run of merges, `merged` its outcome (`None` if
+    /// its task failed: every case of it counts as not applied, and is asked for again), and
+    /// asks for the photos the merged cases reference that are not held.
+    fn finish_cases(
+        &mut self,
+        session: &mut Session,
+        merged: Option<Vec<Result<Case, StoreError>>>,
+    ) -> Result<Output, EngineError> {
+        let Some(CaseRun { ids, .. }) = self.in_flight.pop_front() else {
+            return Ok(Output::default());
+        };
+        let store = self.view.store;
+        let mut results = merged.unwrap_or_default().into_iter();
         let mut out = Output::default();
-        for (doc_id, result) in ids.iter().zip(results) {
-            match result {
+        for doc_id in &ids {
+            match results.next() {
                 Some(Ok(case)) => {
                     // Photos travel after the documents: ask for the ones not held.
                     for hash in case.materials.iter().filter_map(|m| m.blob.as_deref()) {
@@ -805,8 +831,8 @@ impl Shell<'_> {
                 Ok(Some(session.applied(&self.view, &doc_id)?))
             }
             Effect::Apply { doc_id, changes } => {
-                let run = vec![(doc_id, changes)];
-                Ok(Some(self.apply_cases(session, run).await?))
+                self.start_cases(vec![(doc_id, changes)]);
+                Ok(None)
             }
             Effect::SaveCursor { cursor, .. } => {
                 self.view

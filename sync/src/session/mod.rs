@@ -31,8 +31,11 @@ use thiserror::Error;
 use crate::proto::{Cursor, DecodeError, Hello, Message};
 use crate::store::{BlobHash, FeedSeq, ReplicaStore};
 
-/// Feed batches a pusher sends ahead of the peer's `Ack`.
-pub const MAX_INFLIGHT_BATCHES: usize = 4;
+/// Feed batches a pusher sends ahead of the peer's `Ack`: enough that a puller merging one
+/// run of cases while its writer commits the one before still has offers to answer. Their
+/// entries stay under the puller's bound on pending entries (`4 × MAX_BATCH`, unchanged
+/// since the first version, so an older puller takes this window too).
+pub const MAX_INFLIGHT_BATCHES: usize = 6;
 /// Entries per `Offer` or `Digest` batch the pusher sends (at most [`crate::proto::MAX_BATCH`]).
 pub const BATCH_ENTRIES: usize = 128;
 /// Without a message for this long while work is outstanding, the shell should restart.

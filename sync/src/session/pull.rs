@@ -7,7 +7,8 @@ use crate::proto::{Cursor, DigestEntry, Message, OfferEntry, WantEntry};
 use crate::store::{ChangeHash, FeedSeq, ReplicaStore};
 
 /// Most feed entries awaiting their changes; a pusher keeps within it by its window.
-const MAX_PENDING: usize = super::MAX_INFLIGHT_BATCHES * crate::proto::MAX_BATCH;
+const MAX_PENDING: usize = 4 * crate::proto::MAX_BATCH;
+const _: () = assert!(super::MAX_INFLIGHT_BATCHES * super::BATCH_ENTRIES < MAX_PENDING);
 /// `Want`s for one entry before the session gives up: changes that never supply the offered
 /// heads (a peer or store bug) must not loop at network speed.
 const MAX_WANTS_PER_ENTRY: u8 = 8;

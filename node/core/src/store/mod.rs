@@ -67,7 +67,7 @@ fn read_audit_head(
     Ok(Some((u64::from_be_bytes(seq), hash)))
 }
 
-/// Requests the writer queue holds before senders wait.
+/// Messages (one request, or a sync run's merges) the writer queue holds before senders wait.
 const WRITE_QUEUE_CAPACITY: usize = 1024;
 
 #[derive(Debug, Error)]
@@ -142,7 +142,7 @@ pub struct CaseQuery {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Arc<Database>,
-    writer: mpsc::Sender<WriteRequest>,
+    writer: mpsc::Sender<Vec<WriteRequest>>,
     receipts: Arc<Mutex<HashMap<String, u64>>>,
     blob_max_bytes: usize,
     /// The node id audit entries carry ([`Store::for_node`]).
@@ -226,7 +226,7 @@ impl Store {
     ) -> Result<WriteOutcome, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.writer
-            .send(WriteRequest { op, audit, reply })
+            .send(vec![WriteRequest { op, audit, reply }])
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -428,6 +428,78 @@ impl Store {
             WriteOutcome::Case(case) => Ok(*case),
             _ => Err(StoreError::Corrupt("writer returned no case".into())),
         }
+    }
+
+    /// [`Store::apply_changes_from`] for the cases of one sync run: merged concurrently, then
+    /// handed to the writer in one message so that they share one commit (one fsync for the
+    /// run instead of one per few cases). Each case keeps its own outcome, in order: a refused
+    /// one is refused alone.
+    pub async fn apply_changes_many(
+        &self,
+        peer: &str,
+        docs: Vec<(String, Vec<Vec<u8>>)>,
+        scopes: Vec<Scope>,
+    ) -> Vec<Result<Case, StoreError>> {
+        let count = docs.len();
+        let mut merges = tokio::task::JoinSet::new();
+        for (i, (doc_id, changes)) in docs.into_iter().enumerate() {
+            let store = self.clone();
+            merges.spawn(async move {
+                let prepared = store
+                    .case_doc_bytes(&doc_id)
+                    .and_then(|held| writer::prepare_case(held, &doc_id, &changes));
+                (i, doc_id, changes, prepared)
+            });
+        }
+        let mut outcomes: Vec<Option<Result<Case, StoreError>>> =
+            (0..count).map(|_| None).collect();
+        let mut requests = Vec::new();
+        let mut replies = Vec::new();
+        while let Some(joined) = merges.join_next().await {
+            let Ok((i, doc_id, changes, prepared)) = joined else {
+                continue; // a merge that panicked: its case stays unanswered, asked again
+            };
+            let prepared = match prepared {
+                Ok(p) => p,
+                Err(e) => {
+                    outcomes[i] = Some(Err(e));
+                    continue;
+                }
+            };
+            let audit = self.record(
+                &format!("peer:{peer}"),
+                "case.merged",
+                Some(&doc_id),
+                &format!("{} changes", changes.len()),
+            );
+            let (reply, rx) = oneshot::channel();
+            requests.push(WriteRequest {
+                op: WriteOp::ApplyChanges {
+                    doc_id,
+                    changes,
+                    scopes: scopes.clone(),
+                    prepared: Some(Box::new(prepared)),
+                },
+                audit: Some(audit),
+                reply,
+            });
+            replies.push((i, rx));
+        }
+        if !requests.is_empty() && self.writer.send(requests).await.is_err() {
+            return (0..count).map(|_| Err(StoreError::Closed)).collect();
+        }
+        for (i, rx) in replies {
+            outcomes[i] = Some(match rx.await {
+                Ok(Ok(WriteOutcome::Case(case))) => Ok(*case),
+                Ok(Ok(_)) => Err(StoreError::Corrupt("writer returned no case".into())),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(StoreError::Closed),
+            });
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(StoreError::Refused("merge task failed".into()))))
+            .collect()
     }
 
     /// Merges changes of a county-wide document (`crate::county_doc`) sent by `peer`;

@@ -176,7 +176,7 @@ pub(super) struct WriteRequest {
 
 pub(super) fn spawn(
     db: Arc<Database>,
-    mut rx: mpsc::Receiver<WriteRequest>,
+    mut rx: mpsc::Receiver<Vec<WriteRequest>>,
     group_max: usize,
     queue_clock: super::SharedClock,
     feed_moved: Arc<tokio::sync::watch::Sender<()>>,
@@ -189,11 +189,12 @@ pub(super) fn spawn(
     std::thread::Builder::new()
         .name("yiciban-store-writer".into())
         .spawn(move || {
-            while let Some(first) = rx.blocking_recv() {
-                let mut group = vec![first];
+            // A message is one request, or the merges of a sync run sent together so that
+            // they share one commit; a group may pass `group_max` by the last message taken.
+            while let Some(mut group) = rx.blocking_recv() {
                 while group.len() < group_max {
                     match rx.try_recv() {
-                        Ok(req) => group.push(req),
+                        Ok(more) => group.extend(more),
                         Err(_) => break,
                     }
                 }
@@ -240,14 +241,17 @@ fn commit_group(db: &Database, group: Vec<WriteRequest>, feed_head: &mut u64) {
                 outcomes.push(outcome);
             }
         }
+        let writes_us = clock.elapsed().as_micros() as u64;
         txn.commit()?;
-        Ok::<_, StoreError>(outcomes)
+        Ok::<_, StoreError>((outcomes, writes_us))
     })();
     match attempt {
-        Ok(outcomes) => {
+        Ok((outcomes, writes_us)) => {
+            // `writes_us` the inserts, the rest of `total_us` the commit (pages out, fsync).
             tracing::debug!(
                 size,
-                commit_us = clock.elapsed().as_micros() as u64,
+                writes_us,
+                total_us = clock.elapsed().as_micros() as u64,
                 "group committed"
             );
             for (req, outcome) in group.into_iter().zip(outcomes) {
