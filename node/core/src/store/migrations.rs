@@ -9,7 +9,7 @@ use super::tables::*;
 type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 
 /// All migrations; the store's schema version is their count.
-const MIGRATIONS: [Migration; 13] = [
+const MIGRATIONS: [Migration; 14] = [
     migration_001_initial_tables,
     migration_002_store_epoch,
     migration_003_sync_cursors,
@@ -23,7 +23,15 @@ const MIGRATIONS: [Migration; 13] = [
     migration_011_health_recent,
     migration_012_case_queue,
     migration_013_doc_heads,
+    migration_014_audit_tails,
 ];
+
+/// The last hashes of full audit segments held at the county (`audit_tails-1`). Starts
+/// empty: a full segment without a row is loaded when the next one arrives, and gets its row.
+fn migration_014_audit_tails(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(AUDIT_TAILS)?;
+    Ok(())
+}
 
 /// Documents' heads (`doc_heads-1`). Starts empty: a document without a row is loaded, and
 /// gets its row the next time the writer changes it.

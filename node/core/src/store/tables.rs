@@ -60,6 +60,11 @@ pub const COUNTY_DOCS: TableDefinition<&str, &[u8]> = TableDefinition::new("coun
 /// node's own trail as exported for the county, and at the county the copies of every node's
 /// (see `crate::audit_doc`). Not a case: no projections, only in the global feed.
 pub const AUDIT_DOCS: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_docs-1");
+/// At the county: the id of another node's full audit segment → the hash (32 bytes) of its
+/// last entry, as checked when it filled, so the next segment's link is checked without
+/// loading this one (a 512-entry document, ~3 ms). A full segment held without a row (from
+/// before the table) is loaded once and gets its row.
+pub const AUDIT_TAILS: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_tails-1");
 /// `health:{node}:{yyyymmdd}` → that node's health document of the day (`crate::health`):
 /// this node's own, and at the county every node's.
 pub const HEALTH_DOCS: TableDefinition<&str, &[u8]> = TableDefinition::new("health_docs-1");

@@ -596,6 +596,85 @@ async fn the_audit_trail_is_exported_in_segments_and_only_the_county_takes_it() 
     assert!(county.verify_audit_replica("v").unwrap().unwrap().is_ok());
 }
 
+/// `n` chained audit entries of node `v`, entry `seq` stamped `base + seq`.
+fn audit_chain(n: u64, base: u64) -> Vec<Vec<u8>> {
+    let mut prev = [0u8; 32];
+    (1..=n)
+        .map(|seq| {
+            let rec = AuditRecord::new("v", "clerk", "case.filed", Some("c1"), "x");
+            let e = AuditEntry::seal(seq, base + seq, &rec, prev);
+            prev = e.hash;
+            e.encode()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_next_segment_links_to_the_full_one_before_it_with_or_without_its_tail_row() {
+    use crate::audit_doc::{SEGMENT_ENTRIES, append, segment_id};
+    let dir = tempfile::tempdir().unwrap();
+    let county = open(&dir).for_node("county");
+    let full = SEGMENT_ENTRIES as usize;
+    let genuine = audit_chain(SEGMENT_ENTRIES + 3, 1_700_000_000_000);
+    // Entries 513.. of another chain: each one sound, but 513 does not follow 512 here.
+    let other = audit_chain(SEGMENT_ENTRIES + 3, 1_700_000_500_000);
+    let actor = case_doc::node_actor("v");
+    let seg = |k: u64, entries: &[Vec<u8>]| append(None, "v", k, entries, actor.clone()).unwrap();
+    let tail_row = |store: &Store| {
+        let txn = store.db.begin_read().unwrap();
+        let t = txn.open_table(AUDIT_TAILS).unwrap();
+        t.get(segment_id("v", 0).as_str())
+            .unwrap()
+            .map(|v| v.value().to_vec())
+    };
+    county
+        .apply_audit_changes(
+            "v",
+            true,
+            &segment_id("v", 0),
+            vec![seg(0, &genuine[..full])],
+        )
+        .await
+        .unwrap();
+    let last = AuditEntry::decode(&genuine[full - 1]).unwrap().hash;
+    assert_eq!(
+        tail_row(&county),
+        Some(last.to_vec()),
+        "the full segment's tail"
+    );
+
+    let (forged, sound) = (seg(1, &other[full..]), seg(1, &genuine[full..]));
+    let id1 = segment_id("v", 1);
+    for round in ["with the row", "without the row"] {
+        let refused = county
+            .apply_audit_changes("v", true, &id1, vec![forged.clone()])
+            .await;
+        assert!(refused.is_err(), "{round}: {refused:?}");
+        assert_eq!(county.audit_doc_bytes(&id1).unwrap(), None, "{round}");
+        // A store from before the table: no row, the segment itself is read (and gets one).
+        let txn = county.db.begin_write().unwrap();
+        txn.open_table(AUDIT_TAILS)
+            .unwrap()
+            .remove(segment_id("v", 0).as_str())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    assert_eq!(
+        county
+            .apply_audit_changes("v", true, &id1, vec![sound])
+            .await
+            .unwrap(),
+        SEGMENT_ENTRIES + 3
+    );
+    assert_eq!(
+        tail_row(&county),
+        Some(last.to_vec()),
+        "the row, filled again"
+    );
+    let report = county.verify_audit_replica("v").unwrap().unwrap().unwrap();
+    assert_eq!(report.count, SEGMENT_ENTRIES + 3);
+}
+
 #[tokio::test]
 async fn health_documents_of_old_days_are_dropped_with_their_feed_entries() {
     let dir = tempfile::tempdir().unwrap();

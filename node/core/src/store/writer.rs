@@ -303,6 +303,7 @@ struct Tables<'txn> {
     audit: Table<'txn, u64, &'static [u8]>,
     county_docs: Table<'txn, &'static str, &'static [u8]>,
     audit_docs: Table<'txn, &'static str, &'static [u8]>,
+    audit_tails: Table<'txn, &'static str, &'static [u8]>,
     health_docs: Table<'txn, &'static str, &'static [u8]>,
     health_recent: Table<'txn, &'static str, &'static [u8]>,
     user_docs: Table<'txn, &'static str, &'static [u8]>,
@@ -342,6 +343,7 @@ impl<'txn> Tables<'txn> {
             audit: txn.open_table(AUDIT)?,
             county_docs: txn.open_table(COUNTY_DOCS)?,
             audit_docs: txn.open_table(AUDIT_DOCS)?,
+            audit_tails: txn.open_table(AUDIT_TAILS)?,
             health_docs: txn.open_table(HEALTH_DOCS)?,
             health_recent: txn.open_table(HEALTH_RECENT)?,
             user_docs: txn.open_table(USER_DOCS)?,
@@ -918,6 +920,32 @@ fn held_segment(
     Ok(audit_doc::load(&bytes).ok())
 }
 
+/// The hash of the last entry of `node`'s segment `segment` if the county holds it full:
+/// from `audit_tails-1`, or (a segment held before that table) from the segment itself,
+/// which then gets its row.
+fn full_segment_tail(
+    t: &mut Tables<'_>,
+    node: &str,
+    segment: u64,
+) -> Result<Option<[u8; 32]>, StoreError> {
+    let id = audit_doc::segment_id(node, segment);
+    if let Some(row) = t.audit_tails.get(id.as_str())? {
+        return match <[u8; 32]>::try_from(row.value()) {
+            Ok(hash) => Ok(Some(hash)),
+            Err(_) => Err(StoreError::Corrupt(format!("audit tail of {id}"))),
+        };
+    }
+    let hash = held_segment(t, node, segment)?
+        .filter(audit_doc::Segment::is_full)
+        .and_then(|s| s.entries.last().cloned())
+        .and_then(|b| AuditEntry::decode(&b).ok())
+        .map(|e| e.hash);
+    if let Some(hash) = hash {
+        t.audit_tails.insert(id.as_str(), hash.as_slice())?;
+    }
+    Ok(hash)
+}
+
 /// Merges a node's changes into its audit segment at the county. The result must extend the
 /// entries held, decode and chain (to the neighbouring segments where held); otherwise nothing
 /// is written.
@@ -979,11 +1007,7 @@ fn apply_audit_doc(
         )));
     }
     let prev = match segment.checked_sub(1) {
-        Some(before) => held_segment(t, node, before)?
-            .filter(audit_doc::Segment::is_full)
-            .and_then(|s| s.entries.last().cloned())
-            .and_then(|b| AuditEntry::decode(&b).ok())
-            .map(|e| e.hash),
+        Some(before) => full_segment_tail(t, node, before)?,
         None => None,
     };
     let last = audit_doc::check_segment(node, &seg, prev)
@@ -1002,6 +1026,11 @@ fn apply_audit_doc(
     if changed {
         t.audit_docs
             .insert(doc_id, doc.save_nocompress().as_slice())?;
+        if seg.is_full()
+            && let Some(hash) = last
+        {
+            t.audit_tails.insert(doc_id, hash.as_slice())?;
+        }
         t.bump_feed_under(doc_id, &[], Some(&doc.get_heads()), feed_head)?;
     }
     Ok((WriteOutcome::Count(seg.last_seq()), changed))
