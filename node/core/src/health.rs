@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use automerge::transaction::Transactable;
-use automerge::{AutoCommit, ObjType, ReadDoc, ScalarValue, Value};
+use automerge::{AutoCommit, ObjType, ReadDoc, ScalarValue, ScalarValueRef, Value, ValueRef};
 use serde::{Deserialize, Serialize};
 
 use crate::case_doc::DocError;
@@ -98,18 +98,17 @@ pub fn read(doc: &AutoCommit) -> Result<(String, Vec<HealthReport>), DocError> {
         return Err(malformed(format!("{len} samples, more than {MAX_SAMPLES}")));
     }
     let mut out = Vec::with_capacity(len);
-    for i in 0..len {
-        let Some((Value::Scalar(s), _)) = doc.get(&list, i)? else {
-            return Err(malformed(format!("sample {i} is not text")));
-        };
-        let ScalarValue::Str(json) = s.as_ref() else {
+    // One pass over the list, not a `get` per index (see `audit_doc::read`).
+    for item in doc.list_range(&list, ..) {
+        let i = item.index;
+        let ValueRef::Scalar(ScalarValueRef::Str(json)) = item.value else {
             return Err(malformed(format!("sample {i} is not text")));
         };
         if json.len() > MAX_SAMPLE_BYTES {
             return Err(malformed(format!("sample {i} is too long")));
         }
         let report: HealthReport =
-            serde_json::from_str(json).map_err(|e| malformed(format!("sample {i}: {e}")))?;
+            serde_json::from_str(&json).map_err(|e| malformed(format!("sample {i}: {e}")))?;
         if report.node != node {
             return Err(malformed(format!(
                 "sample {i} is a report of {}",
@@ -117,6 +116,12 @@ pub fn read(doc: &AutoCommit) -> Result<(String, Vec<HealthReport>), DocError> {
             )));
         }
         out.push(report);
+    }
+    if out.len() != len {
+        return Err(malformed(format!(
+            "{} of {len} samples readable",
+            out.len()
+        )));
     }
     Ok((node, out))
 }
