@@ -565,7 +565,7 @@ pub async fn run_connection(
             merged = async { shell.in_flight.front_mut().map(|run| &mut run.task)?.await.ok() },
                 if !shell.in_flight.is_empty() =>
             {
-                let out = shell.finish_cases(&mut session, merged)?;
+                let out = shell.finish_run(&mut session, merged)?;
                 session_bytes += shell.perform(&mut session, &mut send, out).await?;
                 if session.is_caught_up() {
                     let (ms, bytes) = (now_ms(), session_bytes);
@@ -656,15 +656,23 @@ struct Shell<'a> {
     link: String,
     /// Blobs being assembled: hash → bytes so far.
     blobs: HashMap<[u8; 32], Vec<u8>>,
-    /// Runs of case merges handed to the store, oldest first.
-    in_flight: VecDeque<CaseRun>,
+    /// Runs of case merges and audit segments handed to the store, oldest first.
+    in_flight: VecDeque<Run>,
 }
 
-/// Case merges handed to the store as one run ([`Shell::start_cases`]).
-struct CaseRun {
+/// Merges handed to the store ([`Shell::start_cases`], [`Shell::start_audit`]): they go on
+/// while the session reads on, and are told to it in the order they started.
+struct Run {
     ids: Vec<String>,
-    /// Each case's outcome, in the order of `ids`.
-    task: tokio::task::JoinHandle<Vec<Result<Case, StoreError>>>,
+    task: tokio::task::JoinHandle<Merged>,
+}
+
+/// What a [`Run`] came to.
+enum Merged {
+    /// Each case's outcome, in the order of the run's ids.
+    Cases(Vec<Result<Case, StoreError>>),
+    /// An audit segment: the last entry of the peer's trail the county now holds.
+    Audit(Result<u64, StoreError>),
 }
 
 impl Shell<'_> {
@@ -720,23 +728,57 @@ impl Shell<'_> {
         );
         let ids: Vec<String> = run.iter().map(|(d, _)| d.clone()).collect();
         let (peer, scopes) = (self.peer.clone(), self.scopes.clone());
-        let task = tokio::spawn(async move { store.apply_changes_many(&peer, run, scopes).await });
-        self.in_flight.push_back(CaseRun { ids, task });
+        let task = tokio::spawn(async move {
+            Merged::Cases(store.apply_changes_many(&peer, run, scopes).await)
+        });
+        self.in_flight.push_back(Run { ids, task });
     }
 
-    /// Tells the session about the oldest run of merges, `merged` its outcome (`None` if
-    /// its task failed: every case of it counts as not applied, and is asked for again), and
-    /// asks for the photos the merged cases reference that are not held.
-    fn finish_cases(
+    /// Hands an audit segment to the store like a run of cases: a segment near full takes
+    /// the writer a few milliseconds, which the merges of the cases beside it now overlap.
+    fn start_audit(&mut self, doc_id: String, changes: Vec<Vec<u8>>) {
+        let store = self.view.store.clone();
+        let (peer, at_county) = (self.peer.clone(), self.at_county);
+        let ids = vec![doc_id.clone()];
+        let task = tokio::spawn(async move {
+            Merged::Audit(
+                store
+                    .apply_audit_changes(&peer, at_county, &doc_id, changes)
+                    .await,
+            )
+        });
+        self.in_flight.push_back(Run { ids, task });
+    }
+
+    /// Tells the session about the oldest run, `merged` its outcome (`None` if its task
+    /// failed: every document of it counts as not applied, and is asked for again), and asks
+    /// for the photos the merged cases reference that are not held.
+    fn finish_run(
         &mut self,
         session: &mut Session,
-        merged: Option<Vec<Result<Case, StoreError>>>,
+        merged: Option<Merged>,
     ) -> Result<Output, EngineError> {
-        let Some(CaseRun { ids, .. }) = self.in_flight.pop_front() else {
+        let Some(Run { ids, .. }) = self.in_flight.pop_front() else {
             return Ok(Output::default());
         };
         let store = self.view.store;
-        let mut results = merged.unwrap_or_default().into_iter();
+        let cases = match merged {
+            Some(Merged::Cases(cases)) => cases,
+            Some(Merged::Audit(held)) => {
+                match held {
+                    Ok(held) => self.links.update(&self.link, |s| {
+                        s.audit_held = Some(s.audit_held.unwrap_or(0).max(held));
+                    }),
+                    Err(e) => {
+                        let doc = ids.first().map_or("", String::as_str);
+                        tracing::warn!(peer = %self.peer, doc = %doc, error = %e, "audit segment refused");
+                    }
+                }
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        let mut results = cases.into_iter();
         let mut out = Output::default();
         for doc_id in &ids {
             match results.next() {
@@ -816,19 +858,8 @@ impl Shell<'_> {
                 Ok(Some(session.applied(&self.view, &doc_id)?))
             }
             Effect::Apply { doc_id, changes } if crate::audit_doc::is_audit_doc(&doc_id) => {
-                let store = self.view.store;
-                match store
-                    .apply_audit_changes(&self.peer, self.at_county, &doc_id, changes)
-                    .await
-                {
-                    Ok(held) => self.links.update(&self.link, |s| {
-                        s.audit_held = Some(s.audit_held.unwrap_or(0).max(held));
-                    }),
-                    Err(e) => {
-                        tracing::warn!(peer = %self.peer, doc = %doc_id, error = %e, "audit segment refused");
-                    }
-                }
-                Ok(Some(session.applied(&self.view, &doc_id)?))
+                self.start_audit(doc_id, changes);
+                Ok(None)
             }
             Effect::Apply { doc_id, changes } => {
                 self.start_cases(vec![(doc_id, changes)]);
