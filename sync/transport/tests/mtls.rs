@@ -139,3 +139,47 @@ async fn a_revoked_node_is_refused() {
     let refusal = accepted.await.unwrap().unwrap_err();
     assert!(refusal.contains("handshake refused"), "{refusal}");
 }
+
+/// Datagrams stay at QUIC's 1,200 bytes and no path MTU probe is sent: the probes cost ~11 KB
+/// a connection, more than a small resync (see `tls::transport`).
+#[tokio::test]
+async fn a_connection_sends_no_path_mtu_probes() {
+    let ca = CountyCa::create("430181000000").unwrap();
+    let (server, _) = material(&ca, &county_id(), vec![]);
+    let (client, _) = material(&ca, &village_id(), vec![]);
+    let endpoint = quinn::Endpoint::server(
+        server.quinn_server().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let accepted = tokio::spawn(async move {
+        let conn = endpoint.accept().await.unwrap().await.unwrap();
+        let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+        let got = recv.read_to_end(1 << 20).await.unwrap();
+        send.write_all(&got).await.unwrap();
+        send.finish().unwrap();
+        conn.closed().await;
+        conn.stats()
+    });
+    let mut client_end = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    client_end.set_default_client_config(client.quinn_client().unwrap());
+    let conn = client_end
+        .connect(addr, SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    // Enough bytes, and time, for probing to have started had it been on.
+    send.write_all(&vec![7u8; 64 * 1024]).await.unwrap();
+    send.finish().unwrap();
+    assert_eq!(recv.read_to_end(1 << 20).await.unwrap().len(), 64 * 1024);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let dialled = conn.stats();
+    conn.close(0u32.into(), b"done");
+    let served = accepted.await.unwrap();
+    for (side, stats) in [("client", dialled), ("server", served)] {
+        assert_eq!(stats.path.sent_plpmtud_probes, 0, "{side}: {stats:?}");
+        assert_eq!(stats.path.current_mtu, 1200, "{side}");
+    }
+}
