@@ -380,21 +380,22 @@ impl<'txn> Tables<'txn> {
         old: Option<&CaseSummary>,
         new: &CaseSummary,
     ) -> Result<(), StoreError> {
-        if let Some(old) = old {
-            let k = IndexKeys::of(old);
-            self.by_status.remove(k.by_status.as_str())?;
-            self.by_date.remove(k.by_date.as_str())?;
-            self.by_receipt.remove(k.receipt.as_str())?;
-            self.by_name.remove(k.by_name.as_str())?;
-            self.by_tail.remove(k.by_id_tail.as_str())?;
-        }
+        // Only the keys that moved: most events (a comment, a notice mark, a step of the
+        // route) change none of them, and each row left alone is a removal and an insertion
+        // fewer in the B-trees.
         let k = IndexKeys::of(new);
-        self.by_status.insert(k.by_status.as_str(), ())?;
-        self.by_date.insert(k.by_date.as_str(), ())?;
-        self.by_receipt
-            .insert(k.receipt.as_str(), new.id.as_str())?;
-        self.by_name.insert(k.by_name.as_str(), ())?;
-        self.by_tail.insert(k.by_id_tail.as_str(), ())?;
+        let old = old.map(IndexKeys::of);
+        let was = |key: fn(&IndexKeys) -> &str| old.as_ref().map(key);
+        move_row(&mut self.by_status, was(|k| &k.by_status), &k.by_status, ())?;
+        move_row(&mut self.by_date, was(|k| &k.by_date), &k.by_date, ())?;
+        move_row(
+            &mut self.by_receipt,
+            was(|k| &k.receipt),
+            &k.receipt,
+            new.id.as_str(),
+        )?;
+        move_row(&mut self.by_name, was(|k| &k.by_name), &k.by_name, ())?;
+        move_row(&mut self.by_tail, was(|k| &k.by_id_tail), &k.by_id_tail, ())?;
         let json = serde_json::to_vec(new).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.summaries.insert(new.id.as_str(), json.as_slice())?;
         self.put_queue(new)
@@ -918,6 +919,24 @@ fn held_segment(
     };
     // A copy damaged here is for `audit verify` to report; it must not stop what follows.
     Ok(audit_doc::load(&bytes).ok())
+}
+
+/// Moves an index row from key `old` to key `new` with `value`; nothing when the key is the
+/// same (the value of an index row follows from its key).
+fn move_row<'v, V: redb::Value + 'static>(
+    table: &mut Table<'_, &'static str, V>,
+    old: Option<&str>,
+    new: &str,
+    value: impl std::borrow::Borrow<V::SelfType<'v>>,
+) -> Result<(), StoreError> {
+    if old == Some(new) {
+        return Ok(());
+    }
+    if let Some(old) = old {
+        table.remove(old)?;
+    }
+    table.insert(new, value)?;
+    Ok(())
 }
 
 /// The hash of the last entry of `node`'s segment `segment` if the county holds it full:
