@@ -764,16 +764,15 @@ impl Shell<'_> {
         let store = self.view.store;
         let cases = match merged {
             Some(Merged::Cases(cases)) => cases,
-            Some(Merged::Audit(held)) => {
-                match held {
-                    Ok(held) => self.links.update(&self.link, |s| {
-                        s.audit_held = Some(s.audit_held.unwrap_or(0).max(held));
-                    }),
-                    Err(e) => {
-                        let doc = ids.first().map_or("", String::as_str);
-                        tracing::warn!(peer = %self.peer, doc = %doc, error = %e, "audit segment refused");
-                    }
-                }
+            Some(Merged::Audit(Ok(held))) => {
+                self.links.update(&self.link, |s| {
+                    s.audit_held = Some(s.audit_held.unwrap_or(0).max(held));
+                });
+                Vec::new()
+            }
+            Some(Merged::Audit(Err(e))) => {
+                let doc = ids.first().map_or("", String::as_str);
+                tracing::warn!(peer = %self.peer, doc = %doc, error = %e, "audit segment refused");
                 Vec::new()
             }
             None => Vec::new(),
