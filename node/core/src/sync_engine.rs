@@ -547,6 +547,7 @@ pub async fn run_connection(
         at_county: ctx.scope == Scope::All,
         blobs: HashMap::new(),
         in_flight: VecDeque::new(),
+        cursor_next: None,
         links: &ctx.links,
         link: link.to_string(),
     };
@@ -559,76 +560,112 @@ pub async fn run_connection(
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut tick = tokio::time::interval(TICK);
     let mut feed_moved = store.watch_feed();
-    loop {
-        tokio::select! {
-            // The oldest run of merges finished: told to the session in the order they came.
-            merged = async { shell.in_flight.front_mut().map(|run| &mut run.task)?.await.ok() },
-                if !shell.in_flight.is_empty() =>
+    // The cursor save the writer is committing. The session reads on meanwhile: awaited
+    // inline, a save queued behind a run's commit held the whole session for that commit.
+    let mut cursor_saving: Option<tokio::task::JoinHandle<Result<(), StoreError>>> = None;
+    let outcome: Result<(), EngineError> = async {
+        loop {
+            if cursor_saving.is_none()
+                && let Some(cursor) = shell.cursor_next.take()
             {
-                let out = shell.finish_run(&mut session, merged)?;
-                session_bytes += shell.perform(&mut session, &mut send, out).await?;
-                if session.is_caught_up() {
-                    let (ms, bytes) = (now_ms(), session_bytes);
-                    ctx.links.update(link, |s| {
-                        s.catch_up_ms.get_or_insert(ms);
-                        s.catch_up_bytes.get_or_insert(bytes);
-                    });
-                }
+                let (store, peer) = (store.clone(), peer.node_id.clone());
+                cursor_saving = Some(tokio::spawn(async move {
+                    store.save_cursor(&peer, cursor.epoch, cursor.seq).await
+                }));
             }
-            read = recv.read(&mut chunk), if shell.in_flight.len() < MAX_RUNS_IN_FLIGHT => {
-                let n = read?.ok_or(EngineError::Closed)?;
-                ctx.links.update(link, |s| s.bytes_received += n as u64);
-                session_bytes += n as u64;
-                buf.extend_from_slice(&chunk[..n]);
-                // Every whole frame read so far is handled before any effect runs, so the
-                // changes of many documents are merged in one group commit.
-                let mut out = Output::default();
-                let mut used_total = 0;
-                while let Some((frame, used)) = frame::decode(&buf[used_total..])? {
-                    used_total += used;
-                    let payload = frame::message_payload(frame)?;
-                    let msg = proto::decode(&payload).map_err(ProtoError::from)?;
-                    if let Message::Hello(hello) = &msg
-                        && hello.node_id != peer.node_id
-                    {
-                        return Err(EngineError::IdentityMismatch { said: hello.node_id.clone(), certified: peer.node_id });
+            tokio::select! {
+                saved = async { cursor_saving.as_mut()?.await.ok() }, if cursor_saving.is_some() => {
+                    cursor_saving = None;
+                    match saved {
+                        Some(result) => result?,
+                        // The save's task panicked or was cancelled: the writer is gone.
+                        None => return Err(StoreError::Closed.into()),
                     }
-                    let more = session.handle(&view, now_ms(), msg)?;
-                    out.send.extend(more.send);
-                    out.effects.extend(more.effects);
                 }
-                buf.drain(..used_total);
-                session_bytes += shell.perform(&mut session, &mut send, out).await?;
-                if session.is_caught_up() {
-                    let (ms, bytes) = (now_ms(), session_bytes);
-                    ctx.links.update(link, |s| {
-                        s.catch_up_ms.get_or_insert(ms);
-                        s.catch_up_bytes.get_or_insert(bytes);
-                    });
-                }
-            }
-            changed = feed_moved.changed() => {
-                if changed.is_ok() {
-                    let out = session.tick(&view, now_ms())?;
+                // The oldest run of merges finished: told to the session in the order they came.
+                merged = async { shell.in_flight.front_mut().map(|run| &mut run.task)?.await.ok() },
+                    if !shell.in_flight.is_empty() =>
+                {
+                    let out = shell.finish_run(&mut session, merged)?;
                     session_bytes += shell.perform(&mut session, &mut send, out).await?;
-                }
-            }
-            _ = tick.tick() => {
-                if session.is_stalled(now_ms()) {
-                    return Err(EngineError::Stalled);
-                }
-                let position = session.peer_position();
-                let caught_up = session.is_caught_up();
-                ctx.links.update(link, |s| {
-                    s.peer_position = position.or(s.peer_position);
-                    if caught_up {
-                        s.last_sync_ms = Some(unix_ms());
-                        s.last_error = None;
+                    if session.is_caught_up() {
+                        let (ms, bytes) = (now_ms(), session_bytes);
+                        ctx.links.update(link, |s| {
+                            s.catch_up_ms.get_or_insert(ms);
+                            s.catch_up_bytes.get_or_insert(bytes);
+                        });
                     }
-                });
+                }
+                read = recv.read(&mut chunk), if shell.in_flight.len() < MAX_RUNS_IN_FLIGHT => {
+                    let n = read?.ok_or(EngineError::Closed)?;
+                    ctx.links.update(link, |s| s.bytes_received += n as u64);
+                    session_bytes += n as u64;
+                    buf.extend_from_slice(&chunk[..n]);
+                    // Every whole frame read so far is handled before any effect runs, so the
+                    // changes of many documents are merged in one group commit.
+                    let mut out = Output::default();
+                    let mut used_total = 0;
+                    while let Some((frame, used)) = frame::decode(&buf[used_total..])? {
+                        used_total += used;
+                        let payload = frame::message_payload(frame)?;
+                        let msg = proto::decode(&payload).map_err(ProtoError::from)?;
+                        if let Message::Hello(hello) = &msg
+                            && hello.node_id != peer.node_id
+                        {
+                            return Err(EngineError::IdentityMismatch { said: hello.node_id.clone(), certified: peer.node_id.clone() });
+                        }
+                        let more = session.handle(&view, now_ms(), msg)?;
+                        out.send.extend(more.send);
+                        out.effects.extend(more.effects);
+                    }
+                    buf.drain(..used_total);
+                    session_bytes += shell.perform(&mut session, &mut send, out).await?;
+                    if session.is_caught_up() {
+                        let (ms, bytes) = (now_ms(), session_bytes);
+                        ctx.links.update(link, |s| {
+                            s.catch_up_ms.get_or_insert(ms);
+                            s.catch_up_bytes.get_or_insert(bytes);
+                        });
+                    }
+                }
+                changed = feed_moved.changed() => {
+                    if changed.is_ok() {
+                        let out = session.tick(&view, now_ms())?;
+                        session_bytes += shell.perform(&mut session, &mut send, out).await?;
+                    }
+                }
+                _ = tick.tick() => {
+                    if session.is_stalled(now_ms()) {
+                        return Err(EngineError::Stalled);
+                    }
+                    let position = session.peer_position();
+                    let caught_up = session.is_caught_up();
+                    ctx.links.update(link, |s| {
+                        s.peer_position = position.or(s.peer_position);
+                        if caught_up {
+                            s.last_sync_ms = Some(unix_ms());
+                            s.last_error = None;
+                        }
+                    });
+                }
             }
         }
     }
+    .await;
+    // A link that ends keeps the last cursor the session reached: saved after the one under
+    // way, so the older never lands last.
+    if let Some(cursor) = shell.cursor_next.take() {
+        let (store, peer) = (store.clone(), peer.node_id.clone());
+        tokio::spawn(async move {
+            if let Some(saving) = cursor_saving {
+                let _ = saving.await;
+            }
+            if let Err(e) = store.save_cursor(&peer, cursor.epoch, cursor.seq).await {
+                tracing::warn!(%peer, error = %e, "sync cursor not saved at the end of the link");
+            }
+        });
+    }
+    outcome
 }
 
 /// Frames (compressing where it pays) and writes a run of messages in one stream write.
@@ -658,6 +695,9 @@ struct Shell<'a> {
     blobs: HashMap<[u8; 32], Vec<u8>>,
     /// Runs of case merges and audit segments handed to the store, oldest first.
     in_flight: VecDeque<Run>,
+    /// The newest cursor the session asked to save and not yet handed to the writer; one
+    /// save at a time, so saves coalesce and never pass each other.
+    cursor_next: Option<Cursor>,
 }
 
 /// Merges handed to the store ([`Shell::start_cases`], [`Shell::start_audit`]): they go on
@@ -865,10 +905,7 @@ impl Shell<'_> {
                 Ok(None)
             }
             Effect::SaveCursor { cursor, .. } => {
-                self.view
-                    .store
-                    .save_cursor(&self.peer, cursor.epoch, cursor.seq)
-                    .await?;
+                self.cursor_next = Some(cursor);
                 Ok(None)
             }
             Effect::StoreBlobChunk {

@@ -294,3 +294,30 @@ async fn a_village_never_receives_another_villages_case() {
     assert!(refused.is_err(), "{refused:?}");
     assert!(county.case("forged").unwrap().is_none());
 }
+
+/// Cursor saves run beside the session (one at a time, the newest next), no longer awaited
+/// in its loop: after a catch-up of several runs the county's cursor still reaches the
+/// village's feed head while the link stays up. (It fails if the saves are never started.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cursor_reaches_the_feed_head_after_a_catch_up_of_many_runs() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let village = Store::open(&dirs.0.path().join("v.redb"), 64, 1 << 20).unwrap();
+    let county = Store::open(&dirs.1.path().join("c.redb"), 64, 1 << 20).unwrap();
+    let ca = CountyCa::create("430181000000").unwrap();
+    // More than a run (128 entries) several times over, so several saves overlap.
+    for seq in 1..=700 {
+        file(&village, &case(&format!("case-{seq}"), seq), seq).await;
+    }
+    let (a, b) = connect(&ca, &county, &village);
+    until("the county to hold every case", || {
+        county.case_count().unwrap() == 700
+    })
+    .await;
+    let head = (village.epoch().unwrap(), village.feed_head().unwrap());
+    until("the county's cursor at the village's feed head", || {
+        county.cursor("village-430181101001").unwrap() == Some(head)
+    })
+    .await;
+    a.abort();
+    b.abort();
+}
