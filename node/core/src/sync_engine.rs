@@ -562,16 +562,13 @@ pub async fn run_connection(
     let mut feed_moved = store.watch_feed();
     // The cursor save the writer is committing. The session reads on meanwhile: awaited
     // inline, a save queued behind a run's commit held the whole session for that commit.
-    let mut cursor_saving: Option<tokio::task::JoinHandle<Result<(), StoreError>>> = None;
+    let mut cursor_saving: Option<CursorSave> = None;
     let outcome: Result<(), EngineError> = async {
         loop {
             if cursor_saving.is_none()
                 && let Some(cursor) = shell.cursor_next.take()
             {
-                let (store, peer) = (store.clone(), peer.node_id.clone());
-                cursor_saving = Some(tokio::spawn(async move {
-                    store.save_cursor(&peer, cursor.epoch, cursor.seq).await
-                }));
+                cursor_saving = Some(save_cursor_after(None, store, &peer.node_id, cursor));
             }
             tokio::select! {
                 saved = async { cursor_saving.as_mut()?.await.ok() }, if cursor_saving.is_some() => {
@@ -588,13 +585,7 @@ pub async fn run_connection(
                 {
                     let out = shell.finish_run(&mut session, merged)?;
                     session_bytes += shell.perform(&mut session, &mut send, out).await?;
-                    if session.is_caught_up() {
-                        let (ms, bytes) = (now_ms(), session_bytes);
-                        ctx.links.update(link, |s| {
-                            s.catch_up_ms.get_or_insert(ms);
-                            s.catch_up_bytes.get_or_insert(bytes);
-                        });
-                    }
+                    note_catch_up(&session, &ctx.links, link, now_ms(), session_bytes);
                 }
                 read = recv.read(&mut chunk), if shell.in_flight.len() < MAX_RUNS_IN_FLIGHT => {
                     let n = read?.ok_or(EngineError::Closed)?;
@@ -620,13 +611,7 @@ pub async fn run_connection(
                     }
                     buf.drain(..used_total);
                     session_bytes += shell.perform(&mut session, &mut send, out).await?;
-                    if session.is_caught_up() {
-                        let (ms, bytes) = (now_ms(), session_bytes);
-                        ctx.links.update(link, |s| {
-                            s.catch_up_ms.get_or_insert(ms);
-                            s.catch_up_bytes.get_or_insert(bytes);
-                        });
-                    }
+                    note_catch_up(&session, &ctx.links, link, now_ms(), session_bytes);
                 }
                 changed = feed_moved.changed() => {
                     if changed.is_ok() {
@@ -655,17 +640,45 @@ pub async fn run_connection(
     // A link that ends keeps the last cursor the session reached: saved after the one under
     // way, so the older never lands last.
     if let Some(cursor) = shell.cursor_next.take() {
-        let (store, peer) = (store.clone(), peer.node_id.clone());
+        let last = save_cursor_after(cursor_saving, store, &peer.node_id, cursor);
+        let peer = peer.node_id.clone();
         tokio::spawn(async move {
-            if let Some(saving) = cursor_saving {
-                let _ = saving.await;
-            }
-            if let Err(e) = store.save_cursor(&peer, cursor.epoch, cursor.seq).await {
+            if let Ok(Err(e)) = last.await {
                 tracing::warn!(%peer, error = %e, "sync cursor not saved at the end of the link");
             }
         });
     }
     outcome
+}
+
+/// A pending cursor save: the writer's answer.
+type CursorSave = tokio::task::JoinHandle<Result<(), StoreError>>;
+
+/// Saves `cursor` for `peer` once `before` (the save under way, if any) is done, so an older
+/// cursor never lands after a newer one.
+fn save_cursor_after(
+    before: Option<CursorSave>,
+    store: &Store,
+    peer: &str,
+    cursor: Cursor,
+) -> CursorSave {
+    let (store, peer) = (store.clone(), peer.to_string());
+    tokio::spawn(async move {
+        if let Some(before) = before {
+            let _ = before.await;
+        }
+        store.save_cursor(&peer, cursor.epoch, cursor.seq).await
+    })
+}
+
+/// Records the session's first catch-up on its link: time since the start and bytes.
+fn note_catch_up(session: &Session, links: &Links, link: &str, ms: u64, bytes: u64) {
+    if session.is_caught_up() {
+        links.update(link, |s| {
+            s.catch_up_ms.get_or_insert(ms);
+            s.catch_up_bytes.get_or_insert(bytes);
+        });
+    }
 }
 
 /// Frames (compressing where it pays) and writes a run of messages in one stream write.

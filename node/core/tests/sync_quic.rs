@@ -71,6 +71,21 @@ fn village_ctx(store: &Store) -> SyncContext {
     )
 }
 
+/// A village store and a county store, each in a temporary folder (kept while the returned
+/// folders live), and the county's CA.
+fn stores() -> (
+    (tempfile::TempDir, tempfile::TempDir),
+    Store,
+    Store,
+    CountyCa,
+) {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let village = Store::open(&dirs.0.path().join("v.redb"), 64, 1 << 20).unwrap();
+    let county = Store::open(&dirs.1.path().join("c.redb"), 64, 1 << 20).unwrap();
+    let ca = CountyCa::create("430181000000").unwrap();
+    (dirs, village, county, ca)
+}
+
 async fn until(what: &str, mut ok: impl FnMut() -> bool) {
     for _ in 0..200 {
         if ok() {
@@ -113,10 +128,7 @@ fn connect(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn village_and_county_converge_both_ways_and_resume_after_a_cut() {
-    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let village = Store::open(&dirs.0.path().join("v.redb"), 64, 1 << 20).unwrap();
-    let county = Store::open(&dirs.1.path().join("c.redb"), 64, 1 << 20).unwrap();
-    let ca = CountyCa::create("430181000000").unwrap();
+    let (_dirs, village, county, ca) = stores();
     let first = case("case-1", 1);
     file(&village, &first, 1).await;
 
@@ -171,10 +183,7 @@ async fn village_and_county_converge_both_ways_and_resume_after_a_cut() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_village_keeps_dialling_until_the_county_comes_up() {
-    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let village = Store::open(&dirs.0.path().join("v.redb"), 64, 1 << 20).unwrap();
-    let county = Store::open(&dirs.1.path().join("c.redb"), 64, 1 << 20).unwrap();
-    let ca = CountyCa::create("430181000000").unwrap();
+    let (_dirs, village, county, ca) = stores();
     file(&village, &case("case-1", 1), 1).await;
     // Reserve a port for the county, then start the village dialling it while it is down.
     let county_id = NodeIdentity::new("county-430181000000", "county", "430181000000").unwrap();
@@ -233,10 +242,7 @@ fn other_village_case(id: &str, seq: u64) -> Case {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_village_never_receives_another_villages_case() {
-    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let village = Store::open(&dirs.0.path().join("v.redb"), 64, 1 << 20).unwrap();
-    let county = Store::open(&dirs.1.path().join("c.redb"), 64, 1 << 20).unwrap();
-    let ca = CountyCa::create("430181000000").unwrap();
+    let (_dirs, village, county, ca) = stores();
     let mine = case("mine", 1);
     let theirs = other_village_case("theirs", 2);
     file(&county, &mine, 1).await;
@@ -300,10 +306,7 @@ async fn a_village_never_receives_another_villages_case() {
 /// village's feed head while the link stays up. (It fails if the saves are never started.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cursor_reaches_the_feed_head_after_a_catch_up_of_many_runs() {
-    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let village = Store::open(&dirs.0.path().join("v.redb"), 64, 1 << 20).unwrap();
-    let county = Store::open(&dirs.1.path().join("c.redb"), 64, 1 << 20).unwrap();
-    let ca = CountyCa::create("430181000000").unwrap();
+    let (_dirs, village, county, ca) = stores();
     // More than a run (128 entries) several times over, so several saves overlap.
     for seq in 1..=700 {
         file(&village, &case(&format!("case-{seq}"), seq), seq).await;
