@@ -9,7 +9,7 @@
 //! - the hashes of every change while there are at most [`MAX_HISTORY`] (a case has a handful;
 //!   an audit segment has hundreds and keeps none): "do I hold these heads?" is a lookup;
 //! - the last change, with the heads the document had without it, while the document has one
-//!   head, few changes and the change is at most [`MAX_LAST_BYTES`]: a peer whose heads are
+//!   head, few changes and the change is neither its first nor over [`MAX_LAST_BYTES`]: a peer whose heads are
 //!   exactly those lacks that change and nothing else, so it is the whole answer. (Not the
 //!   change's deps: Automerge adds an actor's previous change to them even when another
 //!   change already depends on it, so a village's comment on a case the county touched lists
@@ -94,10 +94,11 @@ impl Tip {
                     .filter(|h| *h != head.0 && !depended.contains(h))
                     .collect();
                 below.sort_unstable();
+                // Not the first change: a peer that holds nothing is sent the whole
+                // document, so a copy of it here would only double what a new case writes.
+                let kept = !below.is_empty() && below.len() < usize::from(NO_LAST);
                 doc.get_change_by_hash(head)
-                    .filter(|c| {
-                        c.raw_bytes().len() <= MAX_LAST_BYTES && below.len() < usize::from(NO_LAST)
-                    })
+                    .filter(|c| kept && c.raw_bytes().len() <= MAX_LAST_BYTES)
                     .map(|c| LastChange {
                         below,
                         bytes: c.raw_bytes().to_vec(),
@@ -354,6 +355,18 @@ mod tests {
         let first = a.get_changes(&[])[0].hash().0;
         assert_eq!(tip.changes_after(&[first]), None);
         assert_eq!(Tip::decode(&tip.encode()).unwrap(), tip);
+    }
+
+    #[test]
+    fn a_new_documents_tip_holds_no_copy_of_its_only_change() {
+        let mut doc = AutoCommit::new();
+        doc.put(ROOT, "text", "x".repeat(2000)).unwrap();
+        doc.commit();
+        let tip = Tip::of(doc.document()).unwrap();
+        assert!(tip.last.is_none());
+        // Heads and one hash: the row stays a few dozen bytes beside a 2 KB document.
+        assert!(tip.encode().len() < 100, "{} bytes", tip.encode().len());
+        assert_eq!(tip.holds(&[tip.heads[0]]), Some(true));
     }
 
     #[test]
