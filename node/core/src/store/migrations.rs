@@ -9,7 +9,7 @@ use super::tables::*;
 type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 
 /// All migrations; the store's schema version is their count.
-const MIGRATIONS: [Migration; 15] = [
+const MIGRATIONS: [Migration; 14] = [
     migration_001_initial_tables,
     migration_002_store_epoch,
     migration_003_sync_cursors,
@@ -24,19 +24,7 @@ const MIGRATIONS: [Migration; 15] = [
     migration_012_case_queue,
     migration_013_doc_heads,
     migration_014_audit_tails,
-    migration_015_doc_tips,
 ];
-
-/// `doc_heads-1` (heads only) gives way to `doc_heads-2` (the tip, [`super::tip`]). Starts
-/// empty like 013: a document without a row is loaded, and gets its row the next time the
-/// writer changes it.
-fn migration_015_doc_tips(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    const DOC_HEADS_1: redb::TableDefinition<&str, &[u8]> =
-        redb::TableDefinition::new("doc_heads-1");
-    txn.delete_table(DOC_HEADS_1)?;
-    txn.open_table(DOC_HEADS)?;
-    Ok(())
-}
 
 /// The last hashes of full audit segments held at the county (`audit_tails-1`). Starts
 /// empty: a full segment without a row is loaded when the next one arrives, and gets its row.
@@ -45,9 +33,10 @@ fn migration_014_audit_tails(txn: &redb::WriteTransaction) -> Result<(), StoreEr
     Ok(())
 }
 
-/// Documents' heads (`doc_heads-1`, replaced by 015). Nothing to do now: 015 opens its
-/// successor.
-fn migration_013_doc_heads(_txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+/// Documents' heads (`doc_heads-1`). Starts empty: a document without a row is loaded, and
+/// gets its row the next time the writer changes it.
+fn migration_013_doc_heads(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(DOC_HEADS)?;
     Ok(())
 }
 

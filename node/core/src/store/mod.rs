@@ -7,7 +7,6 @@
 
 mod migrations;
 mod tables;
-mod tip;
 mod writer;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -285,15 +284,14 @@ impl Store {
             Some(&case.id),
             &format!("receipt {}, item {}", case.receipt_no, case.item_code),
         );
-        // The tip goes to `doc_heads-2`, so sync offers and answers for the case without
-        // loading it; worked out here, on the caller's task, not on the writer thread.
-        let tip = automerge::Automerge::load(&new.doc)
+        // The heads go to `doc_heads-1`, so sync offers the case without loading it; worked
+        // out here, on the caller's task, not on the writer thread.
+        let heads = automerge::Automerge::load(&new.doc)
             .ok()
-            .and_then(|d| tip::Tip::of(&d))
-            .map(Box::new);
+            .map(|d| d.get_heads());
         let op = WriteOp::PutCase {
             id: case.id.clone(),
-            tip,
+            heads,
             doc: new.doc,
             summary: Box::new(new.summary),
             receipt: new.receipt,
@@ -799,15 +797,25 @@ impl Store {
         Ok(table.get(id)?.map(|v| v.value().to_vec()))
     }
 
-    /// A document's current heads from `doc_heads-2`, or by loading it where that has no row
+    /// A document's current heads from `doc_heads-1`, or by loading it where that has no row
     /// (`None`: the document is not held).
     fn heads(&self, id: &str) -> Result<Option<Vec<[u8; 32]>>, StoreError> {
         let txn = self.db.begin_read()?;
         if let Some(row) = txn.open_table(DOC_HEADS)?.get(id)? {
-            match tip::Tip::decode_heads(row.value()) {
-                Ok(heads) => return Ok(Some(heads)),
-                Err(e) => tracing::warn!(doc = id, error = %e, "doc_heads row unreadable"),
+            let bytes = row.value();
+            if bytes.len() % 32 == 0 {
+                return Ok(Some(
+                    bytes
+                        .chunks_exact(32)
+                        .map(|c| {
+                            let mut h = [0u8; 32];
+                            h.copy_from_slice(c);
+                            h
+                        })
+                        .collect(),
+                ));
             }
+            tracing::warn!(doc = id, len = bytes.len(), "doc_heads row of a bad length");
         }
         let table = txn.open_table(Self::doc_table(id))?;
         let Some(bytes) = table.get(id)? else {
@@ -815,22 +823,6 @@ impl Store {
         };
         let doc = automerge::Automerge::load(bytes.value()).map_err(DocError::from)?;
         Ok(Some(doc.get_heads().into_iter().map(|h| h.0).collect()))
-    }
-
-    /// A document's tip from `doc_heads-2`; `None` when it has no row (or one that does not
-    /// parse): the caller loads the document.
-    fn tip(&self, id: &str) -> Result<Option<tip::Tip>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let Some(row) = txn.open_table(DOC_HEADS)?.get(id)? else {
-            return Ok(None);
-        };
-        match tip::Tip::decode(row.value()) {
-            Ok(tip) => Ok(Some(tip)),
-            Err(e) => {
-                tracing::warn!(doc = id, error = %e, "doc_heads row unreadable");
-                Ok(None)
-            }
-        }
     }
 
     /// The feed a scoped peer reads after `since`: its own rows and the county-wide ones,
@@ -1551,12 +1543,6 @@ impl yiciban_sync::store::ReplicaStore for Store {
     }
 
     fn changes_after(&self, doc_id: &str, have: &[[u8; 32]]) -> Result<Vec<Vec<u8>>, StoreError> {
-        // A peer one change behind (or level) is answered from the tip, without a load.
-        if !have.is_empty()
-            && let Some(changes) = self.tip(doc_id)?.and_then(|t| t.changes_after(have))
-        {
-            return Ok(changes);
-        }
         let Some(bytes) = self.doc_bytes(doc_id)? else {
             return Ok(Vec::new());
         };
@@ -1577,10 +1563,7 @@ impl yiciban_sync::store::ReplicaStore for Store {
 
     // A document that moved past `heads` no longer lists them, so look each change up.
     fn has_heads(&self, doc_id: &str, heads: &[[u8; 32]]) -> Result<bool, StoreError> {
-        // The tip knows the heads, and every change of a document with few: no load needed.
-        if let Some(held) = self.tip(doc_id)?.and_then(|t| t.holds(heads)) {
-            return Ok(held);
-        }
+        // Most often the heads asked about are the current ones: no load needed.
         match self.heads(doc_id)? {
             None => return Ok(heads.is_empty()),
             Some(current) if heads.iter().all(|h| current.contains(h)) => return Ok(true),

@@ -34,11 +34,10 @@ pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users-1");
 pub const FEED: TableDefinition<u64, &str> = TableDefinition::new("feed-1");
 /// Document id → its current feed sequence (so a document holds one feed entry).
 pub const FEED_POS: TableDefinition<&str, u64> = TableDefinition::new("feed_pos-1");
-/// Document id → its tip ([`super::tip`]: heads, change hashes while few, the last change),
-/// written with every feed bump of a document the writer had loaded, so sync reads what it
-/// asks of a document without loading it. An absent row means "load the document"; a present
-/// one always describes the document as it is now.
-pub const DOC_HEADS: TableDefinition<&str, &[u8]> = TableDefinition::new("doc_heads-2");
+/// Document id → its current heads, 32 bytes each, written with every feed bump of a
+/// document the writer had loaded (so sync reads a document's heads without loading it). An
+/// absent row means "load the document"; a present one always equals its current heads.
+pub const DOC_HEADS: TableDefinition<&str, &[u8]> = TableDefinition::new("doc_heads-1");
 /// Peer node id → 16 bytes: the epoch and sequence of that peer's feed applied here.
 pub const SYNC_CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("sync_cursors-1");
 /// `{v|t} \x1f division \x1f seq (20 digits)` → document id: the change feed of one village

@@ -721,26 +721,15 @@ async fn health_documents_of_old_days_are_dropped_with_their_feed_entries() {
     assert!(store.health_doc_bytes(&ids[0]).unwrap().is_none());
 }
 
-/// The heads `doc_heads-2` hands out, checked against the document itself.
+/// The heads `doc_heads-1` hands out, checked against the document itself.
 fn loaded_heads(store: &Store, id: &str) -> Vec<[u8; 32]> {
     let bytes = store.case_doc_bytes(id).unwrap().unwrap();
     let doc = automerge::Automerge::load(&bytes).unwrap();
     doc.get_heads().into_iter().map(|h| h.0).collect()
 }
 
-/// What a load answers for `changes_after`: the reference the tip must match.
-fn loaded_changes_after(store: &Store, id: &str, have: &[[u8; 32]]) -> Vec<Vec<u8>> {
-    let bytes = store.case_doc_bytes(id).unwrap().unwrap();
-    let doc = automerge::Automerge::load(&bytes).unwrap();
-    let have: Vec<_> = have.iter().map(|h| automerge::ChangeHash(*h)).collect();
-    doc.get_changes(&have)
-        .iter()
-        .map(|c| c.raw_bytes().to_vec())
-        .collect()
-}
-
 #[tokio::test]
-async fn doc_tips_follow_every_write_of_a_case() {
+async fn doc_heads_rows_follow_every_write_of_a_case() {
     use yiciban_sync::store::ReplicaStore;
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
@@ -751,75 +740,37 @@ async fn doc_tips_follow_every_write_of_a_case() {
         t.get("c1").unwrap().map(|v| v.value().to_vec())
     };
     // Filed: the row holds the heads the document has.
-    assert!(row(&store).is_some());
+    assert_eq!(row(&store).map(|r| r.len()), Some(32));
     assert_eq!(
         store.doc_heads("c1").unwrap().unwrap(),
         loaded_heads(&store, "c1")
     );
-    let filed = loaded_heads(&store, "c1");
     // An event moves them, and the row with them.
     comment_on(&store, &case).await;
-    let now = loaded_heads(&store, "c1");
-    assert_ne!(now, filed);
-    assert_eq!(store.doc_heads("c1").unwrap().unwrap(), now);
-    assert!(store.has_heads("c1", &now).unwrap());
-    // An older head is still held (found in the tip's history), a stranger is not.
-    assert!(store.has_heads("c1", &filed).unwrap());
+    assert_eq!(
+        store.doc_heads("c1").unwrap().unwrap(),
+        loaded_heads(&store, "c1")
+    );
+    assert!(store.has_heads("c1", &loaded_heads(&store, "c1")).unwrap());
+    // An older head is still held (found by loading, not in the row).
+    let first = automerge::Automerge::load(&store.case_doc_bytes("c1").unwrap().unwrap())
+        .unwrap()
+        .get_changes(&[])
+        .first()
+        .map(|c| c.hash().0)
+        .unwrap();
+    assert!(!store.doc_heads("c1").unwrap().unwrap().contains(&first));
+    assert!(store.has_heads("c1", &[first]).unwrap());
     assert!(!store.has_heads("c1", &[[7u8; 32]]).unwrap());
-    // A peer at the filing lacks the comment alone; one at the heads lacks nothing: the
-    // tip answers both as a load would.
-    for have in [filed.clone(), now.clone()] {
-        assert_eq!(
-            store.changes_after("c1", &have).unwrap(),
-            loaded_changes_after(&store, "c1", &have)
-        );
-    }
-    assert_eq!(store.changes_after("c1", &filed).unwrap().len(), 1);
-    // Without a row (a store from before migration 015), the document is loaded and the
-    // answers are the same.
+    // Without a row (a store from before migration 013), the document is loaded.
     let txn = store.db.begin_write().unwrap();
     txn.open_table(DOC_HEADS).unwrap().remove("c1").unwrap();
     txn.commit().unwrap();
-    assert_eq!(store.doc_heads("c1").unwrap().unwrap(), now);
-    assert!(store.has_heads("c1", &filed).unwrap());
-    assert!(!store.has_heads("c1", &[[7u8; 32]]).unwrap());
     assert_eq!(
-        store.changes_after("c1", &filed).unwrap(),
-        loaded_changes_after(&store, "c1", &filed)
+        store.doc_heads("c1").unwrap().unwrap(),
+        loaded_heads(&store, "c1")
     );
     assert_eq!(store.doc_heads("nope").unwrap(), None);
-    // A row that does not parse is passed over for a load, not trusted.
-    let txn = store.db.begin_write().unwrap();
-    txn.open_table(DOC_HEADS)
-        .unwrap()
-        .insert("c1", [1u8, 0, 5].as_slice())
-        .unwrap();
-    txn.commit().unwrap();
-    assert_eq!(store.doc_heads("c1").unwrap().unwrap(), now);
-    assert!(store.has_heads("c1", &filed).unwrap());
-}
-
-#[tokio::test]
-async fn a_merged_case_gets_its_tip_and_answers_the_next_change_without_a_load() {
-    use yiciban_sync::store::ReplicaStore;
-    let (here, there) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, b) = (open(&here), open(&there));
-    let case = put(&a, "c1", 1).await;
-    b.apply_changes("c1", a.changes_after("c1", &[]).unwrap())
-        .await
-        .unwrap();
-    let filed = loaded_heads(&b, "c1");
-    comment_on(&a, &case).await;
-    let offered = a.doc_heads("c1").unwrap().unwrap();
-    // b's tip says it lacks the comment, and a's answers b's heads with the comment alone.
-    let tip = b.tip("c1").unwrap().expect("a merge writes the tip");
-    assert_eq!(tip.holds(&offered), Some(false));
-    assert_eq!(tip.holds(&filed), Some(true));
-    let answer = a.tip("c1").unwrap().unwrap().changes_after(&filed).unwrap();
-    assert_eq!(answer, loaded_changes_after(&a, "c1", &filed));
-    b.apply_changes("c1", answer).await.unwrap();
-    assert_eq!(loaded_heads(&b, "c1"), offered);
-    assert_eq!(b.tip("c1").unwrap().unwrap().heads, offered);
 }
 
 #[tokio::test]

@@ -17,7 +17,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
 use super::tables::*;
-use super::tip::Tip;
 use crate::audit::{AuditEntry, AuditRecord};
 use crate::audit_doc;
 use crate::case_doc::{self, Case, Divisions, DocError};
@@ -32,8 +31,8 @@ use crate::users::User;
 pub(super) enum WriteOp {
     PutCase {
         id: String,
-        /// The document's tip, if the caller could load it (`doc_heads-2`).
-        tip: Option<Box<Tip>>,
+        /// The document's heads, if the caller could load it (`doc_heads-1`).
+        heads: Option<Vec<automerge::ChangeHash>>,
         doc: Vec<u8>,
         summary: Box<CaseSummary>,
         /// Receipt date and sequence to record.
@@ -479,25 +478,26 @@ impl<'txn> Tables<'txn> {
         &mut self,
         doc_id: &str,
         division: &Divisions,
-        tip: Option<&Tip>,
+        heads: Option<&[automerge::ChangeHash]>,
         feed_head: &mut u64,
     ) -> Result<(), StoreError> {
-        self.bump_feed_under(doc_id, &Scope::prefixes_of(division), tip, feed_head)
+        self.bump_feed_under(doc_id, &Scope::prefixes_of(division), heads, feed_head)
     }
 
     /// Moves `doc_id` to the head of the feed and of the scoped feeds under `prefixes`, and
-    /// records its new `tip` in `doc_heads-2` (`None`: not known here, the row goes, so a
+    /// records its new `heads` in `doc_heads-1` (`None`: not known here, the row goes, so a
     /// reader loads the document).
     fn bump_feed_under(
         &mut self,
         doc_id: &str,
         prefixes: &[String],
-        tip: Option<&Tip>,
+        heads: Option<&[automerge::ChangeHash]>,
         feed_head: &mut u64,
     ) -> Result<(), StoreError> {
-        match tip {
-            Some(tip) => {
-                self.doc_heads.insert(doc_id, tip.encode().as_slice())?;
+        match heads {
+            Some(heads) => {
+                let bytes: Vec<u8> = heads.iter().flat_map(|h| h.0).collect();
+                self.doc_heads.insert(doc_id, bytes.as_slice())?;
             }
             None => {
                 self.doc_heads.remove(doc_id)?;
@@ -572,7 +572,7 @@ fn apply(
     match op {
         WriteOp::PutCase {
             id,
-            tip,
+            heads,
             doc,
             summary,
             receipt,
@@ -601,7 +601,7 @@ fn apply(
                 t.blobs.insert(hash.as_str(), bytes.as_slice())?;
             }
             t.put_projections(None, summary)?;
-            t.bump_feed(id, division, tip.as_deref(), feed_head)?;
+            t.bump_feed(id, division, heads.as_deref(), feed_head)?;
             t.scope_blobs(division, blob_refs.iter().map(String::as_str))?;
             t.raise_hlc(*at)?;
             Ok((WriteOutcome::Done, true))
@@ -630,8 +630,7 @@ fn apply(
             t.docs
                 .insert(case_id.as_str(), doc.save_nocompress().as_slice())?;
             t.put_projections(Some(&old_summary), &CaseSummary::of(&case, &state))?;
-            let tip = Tip::of(doc.document());
-            t.bump_feed(case_id, &case.division, tip.as_ref(), feed_head)?;
+            t.bump_feed(case_id, &case.division, Some(&doc.get_heads()), feed_head)?;
             t.raise_hlc(event.at)?;
             Ok((WriteOutcome::Case(Box::new(case)), true))
         }
@@ -841,11 +840,10 @@ fn apply_county_doc(
     if changed {
         t.county_docs
             .insert(doc_id, doc.save_nocompress().as_slice())?;
-        let tip = Tip::of(doc.document());
         t.bump_feed_under(
             doc_id,
             &[Scope::county_wide_prefix()],
-            tip.as_ref(),
+            Some(&doc.get_heads()),
             feed_head,
         )?;
     }
@@ -1052,8 +1050,7 @@ fn apply_audit_doc(
         {
             t.audit_tails.insert(doc_id, hash.as_slice())?;
         }
-        let tip = Tip::of(doc.document());
-        t.bump_feed_under(doc_id, &[], tip.as_ref(), feed_head)?;
+        t.bump_feed_under(doc_id, &[], Some(&doc.get_heads()), feed_head)?;
     }
     Ok((WriteOutcome::Count(seg.last_seq()), changed))
 }
@@ -1094,8 +1091,7 @@ fn apply_health_doc(
         t.health_docs
             .insert(doc_id, doc.save_nocompress().as_slice())?;
         t.put_health_recent(&node, &reports)?;
-        let tip = Tip::of(doc.document());
-        t.bump_feed_under(doc_id, &[], tip.as_ref(), feed_head)?;
+        t.bump_feed_under(doc_id, &[], Some(&doc.get_heads()), feed_head)?;
     }
     Ok((WriteOutcome::Done, changed))
 }
@@ -1139,8 +1135,7 @@ fn apply_user_dir(
         t.user_docs
             .insert(doc_id, doc.save_nocompress().as_slice())?;
         // The global feed only: the county holds it already, nobody else may.
-        let tip = Tip::of(doc.document());
-        t.bump_feed_under(doc_id, &[], tip.as_ref(), feed_head)?;
+        t.bump_feed_under(doc_id, &[], Some(&doc.get_heads()), feed_head)?;
     }
     Ok((WriteOutcome::Done, changed))
 }
@@ -1155,7 +1150,7 @@ pub(crate) struct PreparedCase {
     base: Option<Vec<u8>>,
     /// The merged document, saved.
     bytes: Vec<u8>,
-    tip: Option<Tip>,
+    heads: Vec<automerge::ChangeHash>,
     changed: bool,
     old_summary: Option<CaseSummary>,
     case: Case,
@@ -1181,7 +1176,7 @@ pub(crate) fn prepare_case(
         return Ok(PreparedCase {
             base: None,
             bytes: whole.clone(),
-            tip: Tip::of(doc.document()),
+            heads: doc.get_heads(),
             changed: true,
             old_summary: None,
             case,
@@ -1206,7 +1201,7 @@ pub(crate) fn prepare_case(
         base: existing,
         bytes: doc.save_nocompress(),
         changed: heads != heads_before,
-        tip: Tip::of(doc.document()),
+        heads,
         old_summary,
         case,
     })
@@ -1253,7 +1248,7 @@ fn apply_changes(
     let state = case.state();
     t.docs.insert(doc_id, p.bytes.as_slice())?;
     t.put_projections(p.old_summary.as_ref(), &CaseSummary::of(&case, &state))?;
-    t.bump_feed(doc_id, &case.division, p.tip.as_ref(), feed_head)?;
+    t.bump_feed(doc_id, &case.division, Some(&p.heads), feed_head)?;
     t.scope_blobs(
         &case.division,
         case.materials.iter().filter_map(|m| m.blob.as_deref()),
