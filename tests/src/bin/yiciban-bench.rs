@@ -511,7 +511,6 @@ async fn main() -> Result<()> {
     let mut table = String::from(
         "| figure | parameters | median | min | max | unit |\n|---|---|---|---|---|---|\n",
     );
-    let mut medians = std::collections::BTreeMap::new();
     let run_ingest = args.only.as_deref().is_none_or(|o| o == "ingest");
     let run_sync = args.only.as_deref().is_none_or(|o| o == "sync");
     let ingest_modes: &[(&str, bool)] = if run_ingest {
@@ -519,10 +518,13 @@ async fn main() -> Result<()> {
     } else {
         &[]
     };
-    for &(label, group) in ingest_modes {
-        for clients in [1usize, 32] {
-            let mut runs = Vec::new();
-            for run in 0..args.runs {
+    // The two commit modes take turns run by run, so a drift of this shared machine's disk
+    // between minutes falls on both, and the ratio is taken within each pair of runs.
+    let mut ingest_runs: std::collections::BTreeMap<(usize, usize), Vec<IngestRun>> =
+        std::collections::BTreeMap::new();
+    for clients in [1usize, 32] {
+        for run in 0..args.runs {
+            for (mode, &(label, group)) in ingest_modes.iter().enumerate() {
                 let r = ingest(group, clients, cases, run as u64 + 1).await?;
                 eprintln!(
                     "ingest {label} clients={clients} run {}: {:.0} cases/s p50 {:.2} ms p99 {:.2} ms",
@@ -531,30 +533,30 @@ async fn main() -> Result<()> {
                     r.p50_ms,
                     r.p99_ms
                 );
-                runs.push(r);
+                ingest_runs.entry((mode, clients)).or_default().push(r);
             }
-            for (metric, unit, pick) in [
-                (
-                    "rate",
-                    "cases/s",
-                    (|r: &IngestRun| r.rate) as fn(&IngestRun) -> f64,
-                ),
-                ("p50", "ms", |r: &IngestRun| r.p50_ms),
-                ("p99", "ms", |r: &IngestRun| r.p99_ms),
-            ] {
-                let mut values: Vec<f64> = runs.iter().map(pick).collect();
-                let (median, min, max) = stats(&mut values);
-                let line = json!({
-                    "id": format!("ingest.{metric}"),
-                    "parameters": { "commit": label, "clients": clients, "cases": cases, "runs": args.runs },
-                    "median": median, "min": min, "max": max, "unit": unit,
-                });
-                writeln!(out, "{line}")?;
-                table.push_str(&format!("| ingest {metric} | {label}, {clients} clients, {cases} cases | {median:.2} | {min:.2} | {max:.2} | {unit} |\n"));
-                if metric == "rate" {
-                    medians.insert((label, clients), median);
-                }
-            }
+        }
+    }
+    for (&(mode, clients), runs) in &ingest_runs {
+        let label = ingest_modes[mode].0;
+        for (metric, unit, pick) in [
+            (
+                "rate",
+                "cases/s",
+                (|r: &IngestRun| r.rate) as fn(&IngestRun) -> f64,
+            ),
+            ("p50", "ms", |r: &IngestRun| r.p50_ms),
+            ("p99", "ms", |r: &IngestRun| r.p99_ms),
+        ] {
+            let mut values: Vec<f64> = runs.iter().map(pick).collect();
+            let (median, min, max) = stats(&mut values);
+            let line = json!({
+                "id": format!("ingest.{metric}"),
+                "parameters": { "commit": label, "clients": clients, "cases": cases, "runs": args.runs },
+                "median": median, "min": min, "max": max, "unit": unit,
+            });
+            writeln!(out, "{line}")?;
+            table.push_str(&format!("| ingest {metric} | {label}, {clients} clients, {cases} cases | {median:.2} | {min:.2} | {max:.2} | {unit} |\n"));
         }
     }
     let sizes: &[usize] = match (run_sync, args.quick, &args.sync_sizes) {
@@ -613,17 +615,16 @@ async fn main() -> Result<()> {
     if args.only.as_deref().is_none_or(|o| o == "sync-edge") {
         edge_figure(&args, &mut out, &mut table).await?;
     }
-    if let (Some(g), Some(b)) = (
-        medians.get(&("group-commit", 32)),
-        medians.get(&("one-commit-per-case", 32)),
-    ) {
-        let ratio = g / b;
+    if let (Some(g), Some(b)) = (ingest_runs.get(&(0, 32)), ingest_runs.get(&(1, 32))) {
+        // Each run's group-commit rate over the one-commit rate measured right after it.
+        let mut ratios: Vec<f64> = g.iter().zip(b).map(|(g, b)| g.rate / b.rate).collect();
+        let (median, min, max) = stats(&mut ratios);
         writeln!(
             out,
             "{}",
-            json!({"id": "ingest.group_commit_ratio", "parameters": {"clients": 32}, "median": ratio, "min": ratio, "max": ratio, "unit": "x", "target": 3.0})
+            json!({"id": "ingest.group_commit_ratio", "parameters": {"clients": 32, "paired_runs": ratios.len()}, "median": median, "min": min, "max": max, "unit": "x", "target": 3.0})
         )?;
-        table.push_str(&format!("| ingest group-commit ÷ one-commit-per-case | 32 clients | {ratio:.2} | | | × (target ≥ 3) |\n"));
+        table.push_str(&format!("| ingest group-commit ÷ one-commit-per-case, run by run | 32 clients | {median:.2} | {min:.2} | {max:.2} | × (target ≥ 3) |\n"));
     }
     std::fs::write(&args.table, &table)?;
     println!("{table}");
