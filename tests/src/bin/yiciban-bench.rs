@@ -520,11 +520,11 @@ async fn main() -> Result<()> {
     };
     // The two commit modes take turns run by run, so a drift of this shared machine's disk
     // between minutes falls on both, and the ratio is taken within each pair of runs.
-    let mut ingest_runs: std::collections::BTreeMap<(usize, usize), Vec<IngestRun>> =
+    let mut ingest_runs: std::collections::BTreeMap<(&str, usize), Vec<IngestRun>> =
         std::collections::BTreeMap::new();
     for clients in [1usize, 32] {
         for run in 0..args.runs {
-            for (mode, &(label, group)) in ingest_modes.iter().enumerate() {
+            for &(label, group) in ingest_modes {
                 let r = ingest(group, clients, cases, run as u64 + 1).await?;
                 eprintln!(
                     "ingest {label} clients={clients} run {}: {:.0} cases/s p50 {:.2} ms p99 {:.2} ms",
@@ -533,12 +533,11 @@ async fn main() -> Result<()> {
                     r.p50_ms,
                     r.p99_ms
                 );
-                ingest_runs.entry((mode, clients)).or_default().push(r);
+                ingest_runs.entry((label, clients)).or_default().push(r);
             }
         }
     }
-    for (&(mode, clients), runs) in &ingest_runs {
-        let label = ingest_modes[mode].0;
+    for (&(label, clients), runs) in &ingest_runs {
         for (metric, unit, pick) in [
             (
                 "rate",
@@ -615,7 +614,10 @@ async fn main() -> Result<()> {
     if args.only.as_deref().is_none_or(|o| o == "sync-edge") {
         edge_figure(&args, &mut out, &mut table).await?;
     }
-    if let (Some(g), Some(b)) = (ingest_runs.get(&(0, 32)), ingest_runs.get(&(1, 32))) {
+    if let (Some(g), Some(b)) = (
+        ingest_runs.get(&("group-commit", 32)),
+        ingest_runs.get(&("one-commit-per-case", 32)),
+    ) {
         // Each run's group-commit rate over the one-commit rate measured right after it.
         let mut ratios: Vec<f64> = g.iter().zip(b).map(|(g, b)| g.rate / b.rate).collect();
         let (median, min, max) = stats(&mut ratios);
