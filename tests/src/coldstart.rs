@@ -34,7 +34,7 @@ use yiciban_core::config::Config;
 use yiciban_core::event::{Event, EventKind};
 use yiciban_core::hlc::Hlc;
 use yiciban_core::node::Node;
-use yiciban_core::store::{NewCase, Store};
+use yiciban_core::store::{NewCase, SavedDoc, Store};
 use yiciban_core::summary::CaseSummary;
 use yiciban_core::users::Role;
 
@@ -160,7 +160,7 @@ struct Plan {
 #[derive(Debug)]
 struct Built {
     case: Case,
-    doc: Vec<u8>,
+    doc: SavedDoc,
     summary: CaseSummary,
     receipt: (String, u64),
 }
@@ -312,7 +312,7 @@ fn build_batch(
             let mut doc = case_doc::build(&case, case_doc::node_actor(&case.node))?;
             let summary = CaseSummary::of(&case, &state);
             Ok(Built {
-                doc: doc.save_nocompress(),
+                doc: SavedDoc::of(&mut doc),
                 summary,
                 receipt: (p.date.clone(), p.seq),
                 case,

@@ -33,7 +33,9 @@
 use std::time::Duration;
 
 use automerge::transaction::Transactable;
-use automerge::{AutoCommit, ObjType, ReadDoc, ScalarValue, ScalarValueRef, Value, ValueRef};
+use automerge::{
+    AutoCommit, ObjType, ReadDoc, ScalarValue, ScalarValueRef, Value, ValueRef, hydrate,
+};
 
 use crate::audit::{AuditEntry, ChainProblem, ChainReport};
 use crate::case_doc::DocError;
@@ -207,9 +209,17 @@ pub fn append(
     if (len + entries.len()) as u64 > SEGMENT_ENTRIES {
         return Err(malformed("the segment would hold too many entries"));
     }
-    for (i, bytes) in entries.iter().enumerate() {
-        doc.insert(&list, len + i, ScalarValue::Bytes(bytes.clone()))?;
-    }
+    // One splice, not an insert per entry: each insert looks up its place and splices the
+    // op columns again (perf of the 32-client ingest burst: 13% of the writer thread in
+    // this loop, exporting every 2 s). The ops are the same.
+    doc.splice(
+        &list,
+        len,
+        0,
+        entries
+            .iter()
+            .map(|bytes| hydrate::Value::Scalar(ScalarValue::Bytes(bytes.clone()))),
+    )?;
     doc.commit();
     Ok(doc.save_nocompress())
 }

@@ -24,7 +24,7 @@ use crate::event::{Event, EventKind};
 use crate::fold::{CaseState, Status};
 use crate::message::Msg;
 use crate::node::{Actor, Filed, Node, NodeError, may_record};
-use crate::store::{NewCase, StoreError};
+use crate::store::{NewCase, SavedDoc, StoreError};
 use crate::summary::CaseSummary;
 
 /// A bundle as a clerk or a script submits it: one applicant, one form (the union of the
@@ -252,11 +252,8 @@ impl Node {
         let actor_id = case_doc::node_actor(&self.config.node.id);
         let mut docs = Vec::with_capacity(cases.len());
         for (case, _) in &cases {
-            docs.push(
-                case_doc::build(case, actor_id.clone())
-                    .map_err(StoreError::from)?
-                    .save_nocompress(),
-            );
+            let mut doc = case_doc::build(case, actor_id.clone()).map_err(StoreError::from)?;
+            docs.push(SavedDoc::of(&mut doc));
         }
         let states: Vec<CaseState> = cases.iter().map(|(c, _)| c.state()).collect();
         let mut new_cases = Vec::with_capacity(cases.len());
@@ -436,7 +433,7 @@ mod tests {
         let mut doc = case_doc::build(c, case_doc::node_actor("v")).unwrap();
         NewCase {
             case: c,
-            doc: doc.save(),
+            doc: SavedDoc::from_bytes(doc.save()),
             summary: CaseSummary::of(c, &c.state()),
             receipt: ("20261122".into(), seq),
             blobs: vec![],

@@ -18,7 +18,7 @@ use crate::event::{Event, EventKind};
 use crate::fold::CaseState;
 use crate::hlc::HlcClock;
 use crate::message::Msg;
-use crate::store::{Store, StoreError};
+use crate::store::{SavedDoc, Store, StoreError};
 use crate::summary::CaseSummary;
 use crate::users::{self, LoginGuard, Role, User};
 
@@ -726,7 +726,7 @@ impl Node {
             .map_err(StoreError::from)?;
         let summary = CaseSummary::of(&case, &state);
         self.store
-            .put_new_case(&case, doc.save_nocompress(), summary, (date, seq), blobs)
+            .put_new_case(&case, SavedDoc::of(&mut doc), summary, (date, seq), blobs)
             .await?;
         tracing::info!(receipt = %case.receipt_no, item = %case.item_code, id_number = %crate::idcard::mask(&case.applicant.id_number), "application accepted");
         Ok(Filed { case, state })

@@ -402,7 +402,13 @@ path = "cal.toml"
                 .save();
             let summary = CaseSummary::of(&c, &c.state());
             node.store
-                .put_new_case(&c, doc, summary, ("20261122".into(), i as u64), Vec::new())
+                .put_new_case(
+                    &c,
+                    crate::store::SavedDoc::from_bytes(doc),
+                    summary,
+                    ("20261122".into(), i as u64),
+                    Vec::new(),
+                )
                 .await
                 .unwrap();
         }

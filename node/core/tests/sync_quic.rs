@@ -9,7 +9,7 @@ use yiciban_core::case_doc::test_support::sample_case;
 use yiciban_core::case_doc::{self, Case};
 use yiciban_core::catalog::Tier;
 use yiciban_core::event::EventKind;
-use yiciban_core::store::Store;
+use yiciban_core::store::{SavedDoc, Store};
 use yiciban_core::summary::CaseSummary;
 
 use yiciban_core::scope::{Scope, ScopedStore};
@@ -45,7 +45,13 @@ async fn file(store: &Store, c: &Case, seq: u64) {
     let mut doc = case_doc::build(c, case_doc::node_actor(&c.node)).unwrap();
     let summary = CaseSummary::of(c, &c.state());
     store
-        .put_new_case(c, doc.save(), summary, ("20261122".into(), seq), vec![])
+        .put_new_case(
+            c,
+            SavedDoc::from_bytes(doc.save()),
+            summary,
+            ("20261122".into(), seq),
+            vec![],
+        )
         .await
         .unwrap();
 }

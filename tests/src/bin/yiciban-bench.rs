@@ -43,6 +43,13 @@ struct Args {
     /// Fan-in: the worker processes that host the simulated villages.
     #[arg(long, default_value_t = 4)]
     fan_in_workers: usize,
+    /// For profiling: one 32-client ingest run of N cases (group commit, or one commit per
+    /// case with `--one-commit`), printing the rate and the node's CPU time per case, which
+    /// varies less than the rate on this shared machine. Writes no results.
+    #[arg(long, value_name = "N")]
+    ingest_burst: Option<usize>,
+    #[arg(long, requires = "ingest_burst")]
+    one_commit: bool,
     /// Internal: host the fan-in villages that FILE names (`yiciban_tests::fanin::worker`).
     #[arg(long, hide = true, value_name = "FILE")]
     fan_in_worker: Option<PathBuf>,
@@ -61,6 +68,37 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     }
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx].as_secs_f64() * 1000.0
+}
+
+/// `--ingest-burst`: one run and the CPU time of the bench's children (the node, and the
+/// `demo` run that set it up) per case.
+async fn ingest_burst(cases: usize, group_commit: bool) -> Result<()> {
+    let r = ingest(group_commit, 32, cases, 1).await?;
+    let ticks = children_cpu_ticks().context("reading /proc/self/stat")?;
+    eprintln!(
+        "ingest burst, {}, 32 clients, {cases} cases: {:.0} cases/s p50 {:.2} ms p99 {:.2} ms; node CPU {:.1} s = {:.0} µs a case",
+        if group_commit {
+            "group commit"
+        } else {
+            "one commit per case"
+        },
+        r.rate,
+        r.p50_ms,
+        r.p99_ms,
+        ticks / 100.0,
+        ticks * 10_000.0 / cases as f64,
+    );
+    Ok(())
+}
+
+/// User and system time of the waited-for children, in clock ticks (100 a second on Linux).
+fn children_cpu_ticks() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // After the command: state is field 3 of proc(5), cutime 16 and cstime 17.
+    let cutime: f64 = fields.get(13)?.parse().ok()?;
+    let cstime: f64 = fields.get(14)?.parse().ok()?;
+    Some(cutime + cstime)
 }
 
 /// One ingest measurement on a fresh node.
@@ -504,6 +542,9 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     let cases = if args.quick { 320 } else { 3200 };
+    if let Some(n) = args.ingest_burst {
+        return ingest_burst(n, !args.one_commit).await;
+    }
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;
     }

@@ -15,7 +15,7 @@ async fn put(store: &Store, id: &str, receipt_seq: u64) -> Case {
     store
         .put_new_case(
             &case,
-            doc.save(),
+            SavedDoc::from_bytes(doc.save()),
             summary,
             ("20261122".into(), receipt_seq),
             vec![],
@@ -105,7 +105,13 @@ async fn duplicate_receipt_is_refused_and_its_neighbours_commit() {
     let mut doc = case_doc::build(&dup, case_doc::node_actor("v")).unwrap();
     let s = CaseSummary::of(&dup, &dup.state());
     let (a, b) = tokio::join!(
-        store.put_new_case(&dup, doc.save(), s, ("20261122".into(), 1), vec![]),
+        store.put_new_case(
+            &dup,
+            SavedDoc::from_bytes(doc.save()),
+            s,
+            ("20261122".into(), 1),
+            vec![]
+        ),
         put(&store, "c3", 3)
     );
     assert!(matches!(a, Err(StoreError::Exists(_))), "{a:?}");
@@ -452,7 +458,7 @@ async fn put_try(store: &Store, receipt_seq: u64) -> bool {
     store
         .put_new_case(
             &case,
-            doc.save(),
+            SavedDoc::from_bytes(doc.save()),
             summary,
             ("20261122".into(), receipt_seq),
             vec![],
@@ -874,4 +880,25 @@ async fn a_whole_new_case_is_stored_as_sent_and_a_damaged_one_as_it_loads() {
     // A document that claims another id is refused whole, and nothing is written.
     assert!(b.apply_changes("c2", sent).await.is_err());
     assert_eq!(b.case_doc_bytes("c2").unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_filed_case_is_stored_with_the_heads_of_its_saved_bytes() {
+    use yiciban_sync::store::ReplicaStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mut case = sample_case();
+    case.id = "c-heads".into();
+    let mut doc = case_doc::build(&case, case_doc::node_actor("v")).unwrap();
+    let saved = SavedDoc::of(&mut doc);
+    assert_eq!(saved.heads, SavedDoc::from_bytes(saved.bytes.clone()).heads);
+    let summary = CaseSummary::of(&case, &case.state());
+    store
+        .put_new_case(&case, saved, summary, ("20261122".into(), 1), vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.doc_heads("c-heads").unwrap().unwrap(),
+        loaded_heads(&store, "c-heads")
+    );
 }
