@@ -98,11 +98,15 @@ fn cache_dir() -> PathBuf {
 }
 
 /// A store of a town holding `cases` cases generated from `seed`, from the cache under
-/// `target/bench/cache/` (keyed by size, seed and generator version) or filled now.
+/// `target/bench/cache/` (keyed by size, seed, generator version and the store's schema
+/// version, so a store migrated by another build is never opened by this one) or filled now.
 pub async fn town_store(cases: usize, seed: u64) -> Result<Fill> {
     let dir = cache_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(format!("town-{cases}-s{seed}-g{GENERATOR_VERSION}.redb"));
+    let path = dir.join(format!(
+        "town-{cases}-s{seed}-g{GENERATOR_VERSION}-v{}.redb",
+        yiciban_core::store::SCHEMA_VERSION
+    ));
     if path.exists() {
         refresh(&path).await?;
         return Ok(Fill {

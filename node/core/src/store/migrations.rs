@@ -9,6 +9,9 @@ use super::tables::*;
 type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 
 /// All migrations; the store's schema version is their count.
+/// The schema version this build writes: the number of migrations.
+pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
+
 const MIGRATIONS: [Migration; 14] = [
     migration_001_initial_tables,
     migration_002_store_epoch,
@@ -180,7 +183,7 @@ pub fn run(db: &Database) -> Result<(), StoreError> {
         });
         version.unwrap_or(0)
     };
-    let known = MIGRATIONS.len() as u64;
+    let known = SCHEMA_VERSION;
     if current > known {
         return Err(StoreError::NewerSchema {
             found: current,

@@ -6,6 +6,7 @@
 //! audit chain (`audit-1`, see [`crate::audit`]) in the same transaction.
 
 mod migrations;
+pub use migrations::SCHEMA_VERSION;
 mod tables;
 mod writer;
 
