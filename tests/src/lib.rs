@@ -26,9 +26,20 @@ use serde_json::{Value, json};
 pub const DEMO_PASSWORD: &str = "yiciban-demo";
 
 /// Path of the `yiciban` binary under test.
+///
+/// Without `YICIBAN_BIN`, a program that sits beside a `yiciban` binary (the bench driver in
+/// `target/release`) runs that one: `target/release/yiciban-bench` run by hand used to drive
+/// a debug node and measure it.
 pub fn binary() -> Result<PathBuf> {
     if let Ok(path) = std::env::var("YICIBAN_BIN") {
         return Ok(PathBuf::from(path));
+    }
+    if let Some(beside) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("yiciban")))
+        .filter(|path| path.is_file())
+    {
+        return Ok(beside);
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let path = root.join("target/debug/yiciban");
