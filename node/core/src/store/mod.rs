@@ -359,7 +359,7 @@ impl Store {
             WriteOutcome::All(outcomes) => outcomes
                 .into_iter()
                 .map(|o| match o {
-                    WriteOutcome::Case(case) => Ok(*case),
+                    WriteOutcome::Case(case) => Ok(Arc::unwrap_or_clone(case)),
                     _ => Err(StoreError::Corrupt("writer returned no case".into())),
                 })
                 .collect(),
@@ -392,7 +392,7 @@ impl Store {
             )
             .await?
         {
-            WriteOutcome::Case(case) => Ok(*case),
+            WriteOutcome::Case(case) => Ok(Arc::unwrap_or_clone(case)),
             _ => Err(StoreError::Corrupt("writer returned no case".into())),
         }
     }
@@ -449,7 +449,7 @@ impl Store {
             )
             .await?
         {
-            WriteOutcome::Case(case) => Ok(*case),
+            WriteOutcome::Case(case) => Ok(Arc::unwrap_or_clone(case)),
             _ => Err(StoreError::Corrupt("writer returned no case".into())),
         }
     }
@@ -514,7 +514,7 @@ impl Store {
         }
         for (i, rx) in replies {
             outcomes[i] = Some(match rx.await {
-                Ok(Ok(WriteOutcome::Case(case))) => Ok(*case),
+                Ok(Ok(WriteOutcome::Case(case))) => Ok(Arc::unwrap_or_clone(case)),
                 Ok(Ok(_)) => Err(StoreError::Corrupt("writer returned no case".into())),
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(StoreError::Closed),

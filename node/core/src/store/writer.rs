@@ -158,7 +158,9 @@ pub(super) enum WriteOp {
 #[derive(Debug)]
 pub enum WriteOutcome {
     Done,
-    Case(Box<Case>),
+    /// The case as written. Shared with the merge that prepared it (`PreparedCase`), so a
+    /// sync merge is neither cloned nor dropped on the writer thread.
+    Case(Arc<Case>),
     /// A number: audit entries exported ([`WriteOp::ExportAudit`]), or the last entry of a
     /// node's trail a received segment holds ([`WriteOp::ApplyAuditDoc`]).
     Count(u64),
@@ -255,7 +257,11 @@ fn commit_group(db: &Database, group: Vec<WriteRequest>, feed_head: &mut u64) {
                 "group committed"
             );
             for (req, outcome) in group.into_iter().zip(outcomes) {
-                let _ = req.reply.send(Ok(outcome));
+                // The op goes first: a merge's case is then held by the outcome alone, and
+                // the receiver takes it without a copy (`Arc::unwrap_or_clone`).
+                let WriteRequest { op, reply, .. } = req;
+                drop(op);
+                let _ = reply.send(Ok(outcome));
             }
         }
         Err(_) if group.len() > 1 => {
@@ -632,7 +638,7 @@ fn apply(
             t.put_projections(Some(&old_summary), &CaseSummary::of(&case, &state))?;
             t.bump_feed(case_id, &case.division, Some(&doc.get_heads()), feed_head)?;
             t.raise_hlc(event.at)?;
-            Ok((WriteOutcome::Case(Box::new(case)), true))
+            Ok((WriteOutcome::Case(Arc::new(case)), true))
         }
         WriteOp::ApplyChanges {
             doc_id,
@@ -1153,7 +1159,7 @@ pub(crate) struct PreparedCase {
     heads: Vec<automerge::ChangeHash>,
     changed: bool,
     old_summary: Option<CaseSummary>,
-    case: Case,
+    case: Arc<Case>,
 }
 
 /// Merges `changes` of case `doc_id` onto its stored bytes `existing`: the CPU part of a case
@@ -1179,7 +1185,7 @@ pub(crate) fn prepare_case(
             heads: doc.get_heads(),
             changed: true,
             old_summary: None,
-            case,
+            case: Arc::new(case),
         });
     }
     let mut doc = match &existing {
@@ -1203,7 +1209,7 @@ pub(crate) fn prepare_case(
         changed: heads != heads_before,
         heads,
         old_summary,
-        case,
+        case: Arc::new(case),
     })
 }
 
@@ -1238,7 +1244,7 @@ fn apply_changes(
             &merged_here
         }
     };
-    let case = p.case.clone();
+    let case = Arc::clone(&p.case);
     if let Some(scope) = scopes.iter().find(|s| !s.contains(&case.division)) {
         return Err(StoreError::Refused(format!(
             "case {doc_id} of village {} is outside the scope {scope:?}",
@@ -1256,5 +1262,5 @@ fn apply_changes(
     if let Some(at) = case.events.iter().map(|e| e.at).max() {
         t.raise_hlc(at)?;
     }
-    Ok((WriteOutcome::Case(Box::new(case)), p.changed))
+    Ok((WriteOutcome::Case(case), p.changed))
 }
