@@ -356,13 +356,9 @@ impl Store {
             })
             .collect();
         match self.write(WriteOp::All(ops), None).await? {
-            WriteOutcome::All(outcomes) => outcomes
-                .into_iter()
-                .map(|o| match o {
-                    WriteOutcome::Case(case) => Ok(Arc::unwrap_or_clone(case)),
-                    _ => Err(StoreError::Corrupt("writer returned no case".into())),
-                })
-                .collect(),
+            WriteOutcome::All(outcomes) => {
+                outcomes.into_iter().map(WriteOutcome::into_case).collect()
+            }
             _ => Err(StoreError::Corrupt("writer returned no cases".into())),
         }
     }
@@ -381,20 +377,16 @@ impl Store {
             Some(case_id),
             &format!("{} {}", event.kind.as_str(), event.id),
         );
-        match self
-            .write(
-                WriteOp::AppendEvent {
-                    case_id: case_id.to_string(),
-                    event: Box::new(event),
-                    actor,
-                },
-                Some(audit),
-            )
-            .await?
-        {
-            WriteOutcome::Case(case) => Ok(Arc::unwrap_or_clone(case)),
-            _ => Err(StoreError::Corrupt("writer returned no case".into())),
-        }
+        self.write(
+            WriteOp::AppendEvent {
+                case_id: case_id.to_string(),
+                event: Box::new(event),
+                actor,
+            },
+            Some(audit),
+        )
+        .await?
+        .into_case()
     }
 
     /// Merges Automerge changes of one case from a peer (what a sync session's `Apply` effect
@@ -437,21 +429,17 @@ impl Store {
         // both cores; the writer only checks the stored document did not move meanwhile.
         // A merge that fails here is refused here, with nothing written.
         let prepared = writer::prepare_case(self.case_doc_bytes(doc_id)?, doc_id, &changes)?;
-        match self
-            .write(
-                WriteOp::ApplyChanges {
-                    doc_id: doc_id.to_string(),
-                    changes,
-                    scopes,
-                    prepared: Some(Box::new(prepared)),
-                },
-                Some(audit),
-            )
-            .await?
-        {
-            WriteOutcome::Case(case) => Ok(Arc::unwrap_or_clone(case)),
-            _ => Err(StoreError::Corrupt("writer returned no case".into())),
-        }
+        self.write(
+            WriteOp::ApplyChanges {
+                doc_id: doc_id.to_string(),
+                changes,
+                scopes,
+                prepared: Some(Box::new(prepared)),
+            },
+            Some(audit),
+        )
+        .await?
+        .into_case()
     }
 
     /// [`Store::apply_changes_from`] for the cases of one sync run: merged concurrently, then
@@ -514,9 +502,7 @@ impl Store {
         }
         for (i, rx) in replies {
             outcomes[i] = Some(match rx.await {
-                Ok(Ok(WriteOutcome::Case(case))) => Ok(Arc::unwrap_or_clone(case)),
-                Ok(Ok(_)) => Err(StoreError::Corrupt("writer returned no case".into())),
-                Ok(Err(e)) => Err(e),
+                Ok(outcome) => outcome.and_then(WriteOutcome::into_case),
                 Err(_) => Err(StoreError::Closed),
             });
         }

@@ -168,6 +168,17 @@ pub enum WriteOutcome {
     All(Vec<WriteOutcome>),
 }
 
+impl WriteOutcome {
+    /// The case of a write that returns one, taken without a copy when nothing else holds it
+    /// (the writer drops a request's op before it replies).
+    pub fn into_case(self) -> Result<Case, StoreError> {
+        match self {
+            WriteOutcome::Case(case) => Ok(Arc::unwrap_or_clone(case)),
+            _ => Err(StoreError::Corrupt("writer returned no case".into())),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct WriteRequest {
     pub op: WriteOp,
