@@ -66,6 +66,34 @@ pub trait ReplicaStore {
         Ok(heads.iter().all(|h| local.contains(h)))
     }
 
+    /// The answers to many wants, in order: `None` for a document the store does not hold
+    /// (or does not show the peer, as [`ReplicaStore::doc_heads`]), else the changes a holder
+    /// of its `have` lacks. The default answers one by one; a store whose answers cost a
+    /// document load each may spread them over its cores.
+    #[allow(clippy::type_complexity)]
+    fn changes_after_many(
+        &self,
+        wants: &[(&str, &[ChangeHash])],
+    ) -> Result<Vec<Option<Vec<Vec<u8>>>>, Self::Error> {
+        wants
+            .iter()
+            .map(|&(doc_id, have)| match self.doc_heads(doc_id)? {
+                None => Ok(None),
+                Some(_) => self.changes_after(doc_id, have).map(Some),
+            })
+            .collect()
+    }
+
+    /// Whether the store holds every change named in `heads`, answered cheaply: it may say
+    /// no for heads the store holds but has moved past, where [`ReplicaStore::has_heads`]
+    /// would look each hash up. The puller decides what to want with it (a new change from
+    /// the peer, the usual case, is answered without loading the document); a want it sends
+    /// needlessly is answered with changes the store already holds, and the exact check
+    /// settles the entry once they are applied. The default is `has_heads`.
+    fn heads_cover(&self, doc_id: &str, heads: &[ChangeHash]) -> Result<bool, Self::Error> {
+        self.has_heads(doc_id, heads)
+    }
+
     /// The length of a complete blob, or `None` when the store does not hold all of it.
     fn blob_len(&self, hash: &BlobHash) -> Result<Option<u64>, Self::Error> {
         let _ = hash;

@@ -150,9 +150,26 @@ impl ReplicaStore for ScopedStore<'_> {
         self.store.changes_after(doc_id, have)
     }
 
+    // Each answer loads its document (~100 µs): a batch of them is spread over the cores.
+    fn changes_after_many(
+        &self,
+        wants: &[(&str, &[ChangeHash])],
+    ) -> Result<Vec<Option<Vec<Vec<u8>>>>, StoreError> {
+        par_map(wants, |&(doc_id, have)| match self.doc_heads(doc_id)? {
+            None => Ok(None),
+            Some(_) => self.changes_after(doc_id, have).map(Some),
+        })
+        .into_iter()
+        .collect()
+    }
+
     fn has_heads(&self, doc_id: &str, heads: &[ChangeHash]) -> Result<bool, StoreError> {
         // What this node holds, in or out of the peer's scope: used to decide what to want.
         self.store.has_heads(doc_id, heads)
+    }
+
+    fn heads_cover(&self, doc_id: &str, heads: &[ChangeHash]) -> Result<bool, StoreError> {
+        self.store.heads_cover(doc_id, heads)
     }
 
     fn blob_len(&self, hash: &[u8; 32]) -> Result<Option<u64>, StoreError> {
@@ -173,4 +190,34 @@ impl ReplicaStore for ScopedStore<'_> {
         }
         self.store.blob_chunk(hash, offset, max)
     }
+}
+
+/// Fewest items worth a thread of their own in [`par_map`].
+const PAR_MIN_PER_THREAD: usize = 8;
+
+/// `f` of each item, in order, the items split over the machine's cores (at most four
+/// threads, this one among them) when there are enough of them to pay for the threads.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = cores.min(4).min(items.len() / PAR_MIN_PER_THREAD).max(1);
+    if threads == 1 {
+        return items.iter().map(f).collect();
+    }
+    let per = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|s| {
+        let mut chunks = items.chunks(per);
+        let first = chunks.next().unwrap_or_default();
+        let others: Vec<_> = chunks
+            .map(|chunk| s.spawn(move || chunk.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        let mut out: Vec<R> = first.iter().map(f).collect();
+        for handle in others {
+            match handle.join() {
+                Ok(part) => out.extend(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        out
+    })
 }

@@ -605,6 +605,9 @@ pub async fn run_connection(
                         {
                             return Err(EngineError::IdentityMismatch { said: hello.node_id.clone(), certified: peer.node_id.clone() });
                         }
+                        // With "sync messages out" and the writer's "group committed": a
+                        // session's timeline (docs/bench.md).
+                        tracing::debug!(peer = %peer.node_id, msg = %msg_label(&msg), "sync message in");
                         let more = session.handle(&view, now_ms(), msg)?;
                         out.send.extend(more.send);
                         out.effects.extend(more.effects);
@@ -688,6 +691,11 @@ async fn write_all(send: &mut quinn::SendStream, msgs: &[Message]) -> Result<u64
         bytes.extend_from_slice(&frame::message_frame(proto::encode(msg))?.encode());
     }
     if !bytes.is_empty() {
+        tracing::debug!(
+            msgs = %msgs.iter().map(msg_label).collect::<Vec<_>>().join(","),
+            bytes = bytes.len(),
+            "sync messages out"
+        );
         send.write_all(&bytes).await?;
     }
     Ok(bytes.len() as u64)
@@ -968,5 +976,23 @@ impl Shell<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// A message's kind and, for a batch, its entries: `Offer[100]`.
+fn msg_label(m: &Message) -> String {
+    match m {
+        Message::Hello(_) => "Hello".into(),
+        Message::Offer { entries, .. } => format!("Offer[{}]", entries.len()),
+        Message::FeedEnd { .. } => "FeedEnd".into(),
+        Message::Digest { entries, .. } => format!("Digest[{}]", entries.len()),
+        Message::Want { .. } => "Want".into(),
+        Message::Changes { .. } => "Changes".into(),
+        Message::Ack { .. } => "Ack".into(),
+        Message::BlobWant { .. } => "BlobWant".into(),
+        Message::BlobChunk { .. } => "BlobChunk".into(),
+        Message::BlobMissing { .. } => "BlobMissing".into(),
+        Message::WantMany { wants } => format!("WantMany[{}]", wants.len()),
+        Message::Docs { docs } => format!("Docs[{}]", docs.len()),
     }
 }

@@ -138,7 +138,7 @@ impl Pull {
         wants: &mut Vec<WantEntry>,
     ) -> Result<(), ProtoError> {
         self.peer_holds.note(&doc_id, &heads);
-        let state = if store.has_heads(&doc_id, &heads).map_err(store_err)? {
+        let state = if store.heads_cover(&doc_id, &heads).map_err(store_err)? {
             State::Settled
         } else if self
             .pending

@@ -192,14 +192,23 @@ pub(super) fn answer_wants(
 ) -> Result<(), ProtoError> {
     let mut docs: Vec<DocChanges> = Vec::new();
     let (mut bytes, mut count) = (0usize, 0usize);
-    for w in wants {
-        if store.doc_heads(&w.doc_id).map_err(store_err)?.is_none() {
-            continue;
-        }
+    let asked: Vec<(&str, &[crate::store::ChangeHash])> = wants
+        .iter()
+        .map(|w| (w.doc_id.as_str(), w.have.as_slice()))
+        .collect();
+    let answers = store.changes_after_many(&asked).map_err(store_err)?;
+    drop(asked);
+    if answers.len() != wants.len() {
+        let said = format!("{} answers to {} wants", answers.len(), wants.len());
+        return Err(ProtoError::Store(said.into()));
+    }
+    for (w, answer) in wants.into_iter().zip(answers) {
         // A held document is always answered, even with no changes (the peer may name a
         // change not here yet): the puller then checks its store and asks again, instead of
         // waiting for an answer that never comes.
-        let changes = store.changes_after(&w.doc_id, &w.have).map_err(store_err)?;
+        let Some(changes) = answer else {
+            continue;
+        };
         let size: usize = changes.iter().map(Vec::len).sum();
         if changes.len() > MAX_CHANGES || size > MAX_CHANGES_BYTES {
             // Too big for one batch: alone, split the way `Want` answers are.

@@ -902,3 +902,224 @@ async fn a_filed_case_is_stored_with_the_heads_of_its_saved_bytes() {
         loaded_heads(&store, "c-heads")
     );
 }
+
+/// Runs one session between `a` and `b` (each sees all of the other's cases) until neither
+/// has anything left to send; returns the sessions and the `WantMany` entries each sent.
+async fn sync_pair(a: &Store, b: &Store) -> ([yiciban_sync::session::Session; 2], [usize; 2]) {
+    use crate::scope::{Scope, ScopedStore};
+    use yiciban_sync::proto::Message;
+    use yiciban_sync::session::{Effect, NodeInfo, Output, Session};
+    let stores = [a, b];
+    let names = ["a", "b"];
+    let mut sessions = [0, 1].map(|i| {
+        Session::new(
+            NodeInfo {
+                node_id: names[i].into(),
+                store_epoch: stores[i].epoch().unwrap(),
+            },
+            None,
+        )
+    });
+    let mut inbox: [std::collections::VecDeque<Message>; 2] = Default::default();
+    let mut wanted = [0usize; 2];
+    for i in 0..2 {
+        inbox[1 - i].extend(sessions[i].start(0));
+    }
+    while let Some(i) = (0..2).find(|&i| !inbox[i].is_empty()) {
+        let Some(msg) = inbox[i].pop_front() else {
+            break;
+        };
+        let view = ScopedStore {
+            store: stores[i],
+            scope: &Scope::All,
+        };
+        let mut outs = vec![sessions[i].handle(&view, 0, msg).unwrap()];
+        while let Some(Output { send, effects }) = outs.pop() {
+            for m in send {
+                if let Message::WantMany { wants } = &m {
+                    wanted[i] += wants.len();
+                }
+                inbox[1 - i].push_back(m);
+            }
+            for effect in effects {
+                if let Effect::Apply { doc_id, changes } = effect {
+                    let merged = stores[i]
+                        .apply_changes_many(names[1 - i], vec![(doc_id.clone(), changes)], vec![])
+                        .await;
+                    assert!(merged.iter().all(Result::is_ok), "{merged:?}");
+                    outs.push(sessions[i].applied_all(&view, [doc_id.as_str()]).unwrap());
+                }
+            }
+        }
+    }
+    (sessions, wanted)
+}
+
+#[tokio::test]
+async fn an_offer_of_heads_held_but_moved_past_settles_after_one_want() {
+    use yiciban_sync::store::ReplicaStore;
+    let here = tempfile::tempdir().unwrap();
+    let there = tempfile::tempdir().unwrap();
+    let (a, b) = (open(&here), open(&there));
+    let case = put(&a, "c1", 1).await;
+    b.apply_changes("c1", a.changes_after("c1", &[]).unwrap())
+        .await
+        .unwrap();
+    // b moves past what a holds: a offers heads b holds but no longer lists.
+    let mut own = case.events[0].clone();
+    own.id = "own".into();
+    own.at.counter += 5;
+    own.kind = crate::event::EventKind::Comment;
+    b.append_event("c1", own, case_doc::node_actor("b"))
+        .await
+        .unwrap();
+    let a_heads = a.doc_heads("c1").unwrap().unwrap();
+    assert!(!b.heads_cover("c1", &a_heads).unwrap());
+    assert!(b.has_heads("c1", &a_heads).unwrap());
+    let b_heads = b.doc_heads("c1").unwrap().unwrap();
+
+    let (sessions, wanted) = sync_pair(&a, &b).await;
+    // b wanted c1 once (the cheap check cannot tell), a once (it lacks b's comment); the
+    // exact check after the merge settled b's entry, with nothing written.
+    assert_eq!(wanted, [1, 1]);
+    assert!(sessions.iter().all(|s| s.is_caught_up()));
+    assert_eq!(b.doc_heads("c1").unwrap().unwrap(), b_heads);
+    assert_eq!(a.doc_heads("c1").unwrap().unwrap(), b_heads);
+    assert_eq!(a.case("c1").unwrap().unwrap().events.len(), 2);
+}
+
+#[tokio::test]
+async fn many_wants_are_answered_in_order_as_one_by_one_and_hidden_cases_are_left_out() {
+    use crate::scope::{Scope, ScopedStore};
+    use yiciban_sync::store::ReplicaStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mut ids = Vec::new();
+    for n in 0..40u64 {
+        let mut case = sample_case();
+        case.id = format!("c{n:02}");
+        case.receipt_no = format!("430181101001-20261122-{n:04}");
+        // Every third case belongs to another village, hidden from this village's view.
+        if n % 3 == 0 {
+            case.division.village = "430181101002".into();
+        }
+        let mut doc = case_doc::build(&case, case_doc::node_actor("v")).unwrap();
+        let summary = CaseSummary::of(&case, &case.state());
+        store
+            .put_new_case(
+                &case,
+                SavedDoc::from_bytes(doc.save()),
+                summary,
+                ("20261122".into(), n),
+                vec![],
+            )
+            .await
+            .unwrap();
+        if n % 2 == 0 {
+            comment_on(&store, &case).await;
+        }
+        ids.push(case.id);
+    }
+    ids.push("missing".into());
+    let scope = Scope::Village("430181101001".into());
+    let view = ScopedStore {
+        store: &store,
+        scope: &scope,
+    };
+    // Half the wants name the first heads of their case (a holder of those lacks the
+    // comment, if any), half nothing.
+    let first: Vec<Vec<[u8; 32]>> = ids
+        .iter()
+        .enumerate()
+        .map(
+            |(n, id)| match (n % 4, store.changes_after(id, &[]).unwrap().first()) {
+                (0 | 1, Some(saved)) => {
+                    let mut doc = AutoCommit::load(saved).unwrap();
+                    let change = doc.get_changes(&[]).first().map(|c| c.hash().0);
+                    change.into_iter().collect()
+                }
+                _ => Vec::new(),
+            },
+        )
+        .collect();
+    let wants: Vec<(&str, &[[u8; 32]])> = ids
+        .iter()
+        .zip(&first)
+        .map(|(id, have)| (id.as_str(), have.as_slice()))
+        .collect();
+    let many = view.changes_after_many(&wants).unwrap();
+    let one_by_one: Vec<Option<Vec<Vec<u8>>>> = wants
+        .iter()
+        .map(|&(id, have)| {
+            view.doc_heads(id)
+                .unwrap()
+                .map(|_| view.changes_after(id, have).unwrap())
+        })
+        .collect();
+    assert_eq!(many, one_by_one);
+    assert_eq!(many.len(), ids.len());
+    // The hidden and the missing are left out, every other case answered.
+    for (n, answer) in many.iter().enumerate() {
+        assert_eq!(answer.is_none(), n % 3 == 0 || n == 40, "want {n}");
+    }
+}
+
+/// A sync run's shape at the county: many stored cases, one new comment each, merged as one
+/// run. Also the harness for profiling a run's merges and commit (`perf record` over
+/// `cargo test --release -p yiciban-core --lib a_run_of_merges`; docs/bench.md).
+#[tokio::test]
+async fn a_run_of_merges_lands_every_comment_and_moves_the_feed_once_per_case() {
+    use yiciban_sync::store::ReplicaStore;
+    const CASES: u64 = 100;
+    let here = tempfile::tempdir().unwrap();
+    let there = tempfile::tempdir().unwrap();
+    let (village, county) = (open(&here), open(&there));
+    let mut comments = Vec::new();
+    let mut whole = Vec::new();
+    for n in 0..CASES {
+        let mut case = sample_case();
+        case.id = format!("c{n:03}");
+        case.receipt_no = format!("430181101001-20261122-{n:04}");
+        // About the size of the benchmark's forms (~1 KB).
+        for f in 0..12 {
+            case.form
+                .insert(format!("field{f}"), format!("村民填写的内容 {n} {f} ……"));
+        }
+        let mut doc = case_doc::build(&case, case_doc::node_actor("v")).unwrap();
+        let summary = CaseSummary::of(&case, &case.state());
+        village
+            .put_new_case(
+                &case,
+                SavedDoc::from_bytes(doc.save()),
+                summary,
+                ("20261122".into(), n),
+                vec![],
+            )
+            .await
+            .unwrap();
+        whole.push((
+            case.id.clone(),
+            village.changes_after(&case.id, &[]).unwrap(),
+        ));
+        comments.push(case);
+    }
+    let merged = county.apply_changes_many("village", whole, vec![]).await;
+    assert!(merged.iter().all(Result::is_ok));
+    let mut run = Vec::new();
+    for case in &comments {
+        let have = county.doc_heads(&case.id).unwrap().unwrap();
+        comment_on(&village, case).await;
+        run.push((
+            case.id.clone(),
+            village.changes_after(&case.id, &have).unwrap(),
+        ));
+    }
+    let head = county.feed_head().unwrap();
+    let merged = county.apply_changes_many("village", run, vec![]).await;
+    for (case, got) in comments.iter().zip(&merged) {
+        let got = got.as_ref().unwrap();
+        assert_eq!((got.id.as_str(), got.events.len()), (case.id.as_str(), 2));
+        assert_eq!(county.case(&case.id).unwrap().unwrap().events.len(), 2);
+    }
+    assert_eq!(county.feed_head().unwrap(), head + CASES);
+}
