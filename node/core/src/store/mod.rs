@@ -428,7 +428,7 @@ impl Store {
         // The merge itself runs here, on the caller's task, so the merges of a batch use
         // both cores; the writer only checks the stored document did not move meanwhile.
         // A merge that fails here is refused here, with nothing written.
-        let prepared = writer::prepare_case(self.case_doc_bytes(doc_id)?, doc_id, &changes)?;
+        let prepared = writer::prepare_case(self.held_case(doc_id)?, doc_id, &changes)?;
         self.write(
             WriteOp::ApplyChanges {
                 doc_id: doc_id.to_string(),
@@ -459,7 +459,7 @@ impl Store {
             let store = self.clone();
             merges.spawn(async move {
                 let prepared = store
-                    .case_doc_bytes(&doc_id)
+                    .held_case(&doc_id)
                     .and_then(|held| writer::prepare_case(held, &doc_id, &changes));
                 (i, doc_id, changes, prepared)
             });
@@ -1019,6 +1019,22 @@ impl Store {
     }
 
     /// The case document's saved bytes.
+    /// A case's document bytes and summary row, read together: what a merge starts from.
+    pub(crate) fn held_case(&self, id: &str) -> Result<Option<writer::HeldCase>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let Some(bytes) = txn
+            .open_table(CASE_DOCS)?
+            .get(id)?
+            .map(|v| v.value().to_vec())
+        else {
+            return Ok(None);
+        };
+        let summaries = txn.open_table(CASE_SUMMARIES)?;
+        let row = summaries.get(id)?;
+        let summary = writer::HeldCase::summary_of(row.as_ref().map(|v| v.value()));
+        Ok(Some(writer::HeldCase { bytes, summary }))
+    }
+
     pub fn case_doc_bytes(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(CASE_DOCS)?;

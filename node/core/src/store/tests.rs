@@ -246,6 +246,17 @@ async fn replica_view_knows_past_heads_and_serves_blob_chunks() {
 
 #[tokio::test]
 async fn a_peers_changes_merge_into_the_case_and_its_projections() {
+    merge_moves_projections(false).await;
+}
+
+/// The same with the receiver's summary row damaged before the later event: the merge reads
+/// the old summary from the document instead, and the status index still moves.
+#[tokio::test]
+async fn a_merge_onto_a_damaged_summary_row_moves_the_projections_from_the_document() {
+    merge_moves_projections(true).await;
+}
+
+async fn merge_moves_projections(damage_summary: bool) {
     use yiciban_sync::store::ReplicaStore;
     let here = tempfile::tempdir().unwrap();
     let there = tempfile::tempdir().unwrap();
@@ -280,15 +291,26 @@ async fn a_peers_changes_merge_into_the_case_and_its_projections() {
         .unwrap();
     let missing = a.changes_after("c1", &heads).unwrap();
     assert_eq!(missing.len(), 1);
+    if damage_summary {
+        let txn = b.db.begin_write().unwrap();
+        txn.open_table(CASE_SUMMARIES)
+            .unwrap()
+            .insert("c1", b"{not json".as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
     b.apply_changes("c1", missing).await.unwrap();
-    let withdrawn = b
-        .list_cases(&CaseQuery {
-            status: Some(Status::Withdrawn),
+    let listed = |status| {
+        b.list_cases(&CaseQuery {
+            status: Some(status),
             limit: 5,
             ..Default::default()
         })
-        .unwrap();
-    assert_eq!(withdrawn.len(), 1);
+        .unwrap()
+        .len()
+    };
+    assert_eq!(listed(Status::Withdrawn), 1);
+    assert_eq!(listed(case.state().status), 0, "the old status row is gone");
 }
 
 #[tokio::test]
@@ -792,7 +814,7 @@ async fn a_merge_prepared_on_a_document_that_moved_is_merged_again() {
     let first = comment_on(&a, &case).await;
     let have = b.doc_heads("c1").unwrap().unwrap();
     let later = a.changes_after("c1", &have).unwrap();
-    let stale = writer::prepare_case(b.case_doc_bytes("c1").unwrap(), "c1", &later).unwrap();
+    let stale = writer::prepare_case(b.held_case("c1").unwrap(), "c1", &later).unwrap();
     let mut own = case.events[0].clone();
     own.id = "own".into();
     own.at.counter += 5;
