@@ -12,7 +12,7 @@ type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 /// The schema version this build writes: the number of migrations.
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
 
-const MIGRATIONS: [Migration; 14] = [
+const MIGRATIONS: [Migration; 15] = [
     migration_001_initial_tables,
     migration_002_store_epoch,
     migration_003_sync_cursors,
@@ -27,7 +27,15 @@ const MIGRATIONS: [Migration; 14] = [
     migration_012_case_queue,
     migration_013_doc_heads,
     migration_014_audit_tails,
+    migration_015_doc_tips,
 ];
+
+/// The changes of local events kept for sync (`doc_tips-1`). Starts empty: a document
+/// without a row is loaded to answer a want, as before.
+fn migration_015_doc_tips(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(DOC_TIPS)?;
+    Ok(())
+}
 
 /// The last hashes of full audit segments held at the county (`audit_tails-1`). Starts
 /// empty: a full segment without a row is loaded when the next one arrives, and gets its row.

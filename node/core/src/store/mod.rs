@@ -8,6 +8,7 @@
 mod migrations;
 pub use migrations::SCHEMA_VERSION;
 mod tables;
+mod tip;
 mod writer;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -814,6 +815,50 @@ impl Store {
         Ok(table.get(id)?.map(|v| v.value().to_vec()))
     }
 
+    /// The change a holder of `have` lacks, from `doc_tips-1`, when that is exactly the tip:
+    /// `have` is the heads the document had before the tip's change, and that change is the
+    /// document's one head now (so nothing else was written since). Found without loading the
+    /// document. `None`: load it.
+    fn tip_after(&self, doc_id: &str, have: &[[u8; 32]]) -> Result<Option<Vec<u8>>, StoreError> {
+        if have.is_empty() {
+            return Ok(None);
+        }
+        let txn = self.db.begin_read()?;
+        let Some(row) = txn
+            .open_table(DOC_TIPS)?
+            .get(doc_id)?
+            .map(|v| v.value().to_vec())
+        else {
+            return Ok(None);
+        };
+        let Some(tip::Tip { base, change }) = tip::decode(&row) else {
+            tracing::warn!(doc = doc_id, "doc_tips row too short; loading the document");
+            return Ok(None);
+        };
+        let mut have = have.to_vec();
+        have.sort_unstable();
+        have.dedup();
+        if have != base {
+            return Ok(None);
+        }
+        let Some(heads) = txn
+            .open_table(DOC_HEADS)?
+            .get(doc_id)?
+            .map(|v| v.value().to_vec())
+        else {
+            return Ok(None);
+        };
+        // Parsed (its hash computed from its bytes), not trusted from the row.
+        let change = match automerge::Change::from_bytes(change.to_vec()) {
+            Ok(change) => change,
+            Err(e) => {
+                tracing::warn!(doc = doc_id, error = %e, "doc_tips row unreadable; loading the document");
+                return Ok(None);
+            }
+        };
+        Ok((heads.as_slice() == change.hash().0.as_slice()).then(|| change.raw_bytes().to_vec()))
+    }
+
     /// A document's current heads from `doc_heads-1`, or by loading it where that has no row
     /// (`None`: the document is not held).
     fn heads(&self, id: &str) -> Result<Option<Vec<[u8; 32]>>, StoreError> {
@@ -1576,6 +1621,9 @@ impl yiciban_sync::store::ReplicaStore for Store {
     }
 
     fn changes_after(&self, doc_id: &str, have: &[[u8; 32]]) -> Result<Vec<Vec<u8>>, StoreError> {
+        if let Some(tip) = self.tip_after(doc_id, have)? {
+            return Ok(vec![tip]);
+        }
         let Some(bytes) = self.doc_bytes(doc_id)? else {
             return Ok(Vec::new());
         };

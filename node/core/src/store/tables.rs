@@ -38,6 +38,11 @@ pub const FEED_POS: TableDefinition<&str, u64> = TableDefinition::new("feed_pos-
 /// document the writer had loaded (so sync reads a document's heads without loading it). An
 /// absent row means "load the document"; a present one always equals its current heads.
 pub const DOC_HEADS: TableDefinition<&str, &[u8]> = TableDefinition::new("doc_heads-1");
+/// Case id → the change a local event just made and the heads the document had before it
+/// (`super::tip`): a peer holding those heads is sent the change without loading the
+/// document (`Store::changes_after`). Any other write of the document removes the row; a
+/// row is used only after checking its change is the document's one head in `doc_heads-1`.
+pub const DOC_TIPS: TableDefinition<&str, &[u8]> = TableDefinition::new("doc_tips-1");
 /// Peer node id → 16 bytes: the epoch and sequence of that peer's feed applied here.
 pub const SYNC_CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("sync_cursors-1");
 /// `{v|t} \x1f division \x1f seq (20 digits)` → document id: the change feed of one village

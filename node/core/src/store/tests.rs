@@ -1145,3 +1145,87 @@ async fn a_run_of_merges_lands_every_comment_and_moves_the_feed_once_per_case() 
     }
     assert_eq!(county.feed_head().unwrap(), head + CASES);
 }
+
+#[tokio::test]
+async fn a_local_events_change_is_answered_from_its_tip_until_another_write() {
+    use yiciban_sync::store::ReplicaStore;
+    let here = tempfile::tempdir().unwrap();
+    let there = tempfile::tempdir().unwrap();
+    let (a, b) = (open(&here), open(&there));
+    let tip_row = |s: &Store| {
+        let txn = s.db.begin_read().unwrap();
+        let t = txn.open_table(DOC_TIPS).unwrap();
+        t.get("c1").unwrap().map(|v| v.value().to_vec())
+    };
+    // What loading the document answers: the reference for every answer below.
+    let loaded = |s: &Store, have: &[[u8; 32]]| {
+        let mut doc = AutoCommit::load(&s.case_doc_bytes("c1").unwrap().unwrap()).unwrap();
+        let have: Vec<automerge::ChangeHash> =
+            have.iter().map(|h| automerge::ChangeHash(*h)).collect();
+        doc.get_changes(&have)
+            .into_iter()
+            .map(|c| c.raw_bytes().to_vec())
+            .collect::<Vec<_>>()
+    };
+    let case = put(&a, "c1", 1).await;
+    assert_eq!(tip_row(&a), None, "a filed case keeps no tip");
+    let filed = a.doc_heads("c1").unwrap().unwrap();
+    comment_on(&a, &case).await;
+    let row = tip_row(&a).expect("the comment's change is the tip");
+    let tip = tip::decode(&row).unwrap();
+    assert_eq!(tip.base, filed, "kept with the heads before it");
+    let tip = tip.change.to_vec();
+    assert_eq!(a.tip_after("c1", &filed).unwrap(), Some(tip.clone()));
+    assert_eq!(a.changes_after("c1", &filed).unwrap(), vec![tip.clone()]);
+    assert_eq!(loaded(&a, &filed), vec![tip.clone()]);
+    // A holder of nothing, or of other heads, is answered from the document.
+    assert_eq!(a.changes_after("c1", &[]).unwrap().len(), 1);
+    assert_eq!(
+        a.changes_after("c1", &[[9u8; 32]]).unwrap(),
+        loaded(&a, &[[9u8; 32]])
+    );
+    // A damaged row is not trusted: the answer comes from the document.
+    let txn = a.db.begin_write().unwrap();
+    txn.open_table(DOC_TIPS)
+        .unwrap()
+        .insert("c1", b"not a change".as_slice())
+        .unwrap();
+    txn.commit().unwrap();
+    assert_eq!(a.tip_after("c1", &filed).unwrap(), None);
+    assert_eq!(a.changes_after("c1", &filed).unwrap(), loaded(&a, &filed));
+
+    // Another write of the document (a peer's change merged) removes the row.
+    b.apply_changes("c1", a.changes_after("c1", &[]).unwrap())
+        .await
+        .unwrap();
+    let mut own = case.events[0].clone();
+    own.id = "own".into();
+    own.at.counter += 5;
+    own.kind = crate::event::EventKind::Comment;
+    b.append_event("c1", own, case_doc::node_actor("b"))
+        .await
+        .unwrap();
+    let b_heads = b.doc_heads("c1").unwrap().unwrap();
+    a.apply_changes(
+        "c1",
+        b.changes_after("c1", &a.doc_heads("c1").unwrap().unwrap())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.doc_heads("c1").unwrap().unwrap(), b_heads);
+    assert_eq!(tip_row(&a), None);
+    assert_eq!(a.changes_after("c1", &filed).unwrap(), loaded(&a, &filed));
+    assert_eq!(loaded(&a, &filed).len(), 2);
+    // a's next event depends on b's change and on a's own last one (Automerge lists both):
+    // the tip is keyed by the heads before it, which is what b holds.
+    let mut again = case.events[0].clone();
+    again.id = "again".into();
+    again.at.counter += 9;
+    again.kind = crate::event::EventKind::Comment;
+    a.append_event("c1", again, case_doc::node_actor("v"))
+        .await
+        .unwrap();
+    let answer = a.tip_after("c1", &b_heads).unwrap().expect("answered from the tip");
+    assert_eq!(loaded(&a, &b_heads), vec![answer]);
+}

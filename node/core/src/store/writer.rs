@@ -312,6 +312,7 @@ struct Tables<'txn> {
     feed: Table<'txn, u64, &'static str>,
     feed_pos: Table<'txn, &'static str, u64>,
     doc_heads: Table<'txn, &'static str, &'static [u8]>,
+    doc_tips: Table<'txn, &'static str, &'static [u8]>,
     feed_scoped: Table<'txn, &'static str, &'static str>,
     blob_scope: Table<'txn, &'static str, ()>,
     tokens: Table<'txn, &'static str, &'static [u8]>,
@@ -352,6 +353,7 @@ impl<'txn> Tables<'txn> {
             feed: txn.open_table(FEED)?,
             feed_pos: txn.open_table(FEED_POS)?,
             doc_heads: txn.open_table(DOC_HEADS)?,
+            doc_tips: txn.open_table(DOC_TIPS)?,
             feed_scoped: txn.open_table(FEED_SCOPED)?,
             blob_scope: txn.open_table(BLOB_SCOPE)?,
             tokens: txn.open_table(ENROL_TOKENS)?,
@@ -511,6 +513,8 @@ impl<'txn> Tables<'txn> {
         heads: Option<&[automerge::ChangeHash]>,
         feed_head: &mut u64,
     ) -> Result<(), StoreError> {
+        // A write that keeps a tip puts it back after this (`AppendEvent`).
+        self.doc_tips.remove(doc_id)?;
         match heads {
             Some(heads) => {
                 let bytes: Vec<u8> = heads.iter().flat_map(|h| h.0).collect();
@@ -637,6 +641,7 @@ fn apply(
                 .map_err(DocError::from)?
                 .with_actor(actor.clone());
             // The row the projections were written from, as in `prepare_case`.
+            let heads_before = doc.get_heads();
             let old_summary = match HeldCase::summary_of(
                 t.summaries
                     .get(case_id.as_str())?
@@ -658,7 +663,16 @@ fn apply(
             t.docs
                 .insert(case_id.as_str(), doc.save_nocompress().as_slice())?;
             t.put_projections(Some(&old_summary), &CaseSummary::of(&case, &state))?;
-            t.bump_feed(case_id, &case.division, Some(&doc.get_heads()), feed_head)?;
+            let heads = doc.get_heads();
+            t.bump_feed(case_id, &case.division, Some(&heads), feed_head)?;
+            // The event's change and the heads before it: what a peer that holds the
+            // document as it was before the event lacks (`super::tip`).
+            if let [head] = heads.as_slice()
+                && let Some(change) = doc.get_change_by_hash(head)
+                && let Some(row) = super::tip::encode(&heads_before, change.raw_bytes())
+            {
+                t.doc_tips.insert(case_id.as_str(), row.as_slice())?;
+            }
             t.raise_hlc(event.at)?;
             Ok((WriteOutcome::Case(Arc::new(case)), true))
         }
