@@ -1229,3 +1229,46 @@ async fn a_local_events_change_is_answered_from_its_tip_until_another_write() {
     let answer = a.tip_after("c1", &b_heads).unwrap().expect("answered from the tip");
     assert_eq!(loaded(&a, &b_heads), vec![answer]);
 }
+
+#[tokio::test]
+async fn a_run_with_a_case_out_of_scope_stores_the_others_and_refuses_that_one() {
+    use crate::scope::Scope;
+    use yiciban_sync::store::ReplicaStore;
+    let here = tempfile::tempdir().unwrap();
+    let there = tempfile::tempdir().unwrap();
+    let (village, county) = (open(&here), open(&there));
+    let mut run = Vec::new();
+    for n in 0..12u64 {
+        let mut case = sample_case();
+        case.id = format!("c{n:02}");
+        case.receipt_no = format!("430181101001-20261122-{n:04}");
+        if n == 7 {
+            case.division.village = "430181101002".into();
+        }
+        let mut doc = case_doc::build(&case, case_doc::node_actor("v")).unwrap();
+        let summary = CaseSummary::of(&case, &case.state());
+        village
+            .put_new_case(
+                &case,
+                SavedDoc::from_bytes(doc.save()),
+                summary,
+                ("20261122".into(), n),
+                vec![],
+            )
+            .await
+            .unwrap();
+        run.push((case.id.clone(), village.changes_after(&case.id, &[]).unwrap()));
+    }
+    // The scope is checked by the writer, inside the group the run streams into: the group
+    // fails, and each request is retried alone.
+    let scopes = vec![Scope::Village("430181101001".into())];
+    let merged = county.apply_changes_many("village", run, scopes).await;
+    for (n, got) in merged.iter().enumerate() {
+        assert_eq!(got.is_err(), n == 7, "case {n}: {got:?}");
+    }
+    assert!(matches!(merged[7], Err(StoreError::Refused(_))));
+    assert_eq!(county.case_count().unwrap(), 11);
+    assert_eq!(county.case("c07").unwrap(), None);
+    assert_eq!(county.feed_head().unwrap(), 11);
+    county.verify_audit().unwrap();
+}
