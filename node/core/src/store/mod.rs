@@ -1063,7 +1063,6 @@ impl Store {
             .is_some()
     }
 
-    /// The case document's saved bytes.
     /// A case's document bytes and summary row, read together: what a merge starts from.
     pub(crate) fn held_case(&self, id: &str) -> Result<Option<writer::HeldCase>, StoreError> {
         let txn = self.db.begin_read()?;
@@ -1080,6 +1079,7 @@ impl Store {
         Ok(Some(writer::HeldCase { bytes, summary }))
     }
 
+    /// The case document's saved bytes.
     pub fn case_doc_bytes(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(CASE_DOCS)?;

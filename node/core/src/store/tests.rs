@@ -7,9 +7,15 @@ fn open(dir: &tempfile::TempDir) -> Store {
 }
 
 async fn put(store: &Store, id: &str, receipt_seq: u64) -> Case {
+    put_with(store, id, receipt_seq, |_| {}).await
+}
+
+/// [`put`] of the sample case changed by `edit` first.
+async fn put_with(store: &Store, id: &str, receipt_seq: u64, edit: impl FnOnce(&mut Case)) -> Case {
     let mut case = sample_case();
     case.id = id.into();
     case.receipt_no = format!("430181101001-20261122-{receipt_seq:04}");
+    edit(&mut case);
     let mut doc = case_doc::build(&case, case_doc::node_actor("v")).unwrap();
     let summary = CaseSummary::of(&case, &case.state());
     store
@@ -27,12 +33,17 @@ async fn put(store: &Store, id: &str, receipt_seq: u64) -> Case {
 
 /// Appends a comment (one event after the case's first) to `case`.
 async fn comment_on(store: &Store, case: &Case) -> Case {
+    comment_as(store, case, "comment", 1, "v").await
+}
+
+/// Appends comment `id`, stamped `later` counts after the case's first event, as node `by`.
+async fn comment_as(store: &Store, case: &Case, id: &str, later: u32, by: &str) -> Case {
     let mut c = case.events[0].clone();
-    c.id = "comment".into();
-    c.at.counter += 1;
+    c.id = id.into();
+    c.at.counter += later;
     c.kind = crate::event::EventKind::Comment;
     store
-        .append_event(&case.id, c, case_doc::node_actor("v"))
+        .append_event(&case.id, c, case_doc::node_actor(by))
         .await
         .unwrap()
 }
@@ -815,13 +826,7 @@ async fn a_merge_prepared_on_a_document_that_moved_is_merged_again() {
     let have = b.doc_heads("c1").unwrap().unwrap();
     let later = a.changes_after("c1", &have).unwrap();
     let stale = writer::prepare_case(b.held_case("c1").unwrap(), "c1", &later).unwrap();
-    let mut own = case.events[0].clone();
-    own.id = "own".into();
-    own.at.counter += 5;
-    own.kind = crate::event::EventKind::Comment;
-    b.append_event("c1", own, case_doc::node_actor("b"))
-        .await
-        .unwrap();
+    comment_as(&b, &case, "own", 5, "b").await;
     let got = b
         .write(
             WriteOp::ApplyChanges {
@@ -988,13 +993,7 @@ async fn an_offer_of_heads_held_but_moved_past_settles_after_one_want() {
         .await
         .unwrap();
     // b moves past what a holds: a offers heads b holds but no longer lists.
-    let mut own = case.events[0].clone();
-    own.id = "own".into();
-    own.at.counter += 5;
-    own.kind = crate::event::EventKind::Comment;
-    b.append_event("c1", own, case_doc::node_actor("b"))
-        .await
-        .unwrap();
+    comment_as(&b, &case, "own", 5, "b").await;
     let a_heads = a.doc_heads("c1").unwrap().unwrap();
     assert!(!b.heads_cover("c1", &a_heads).unwrap());
     assert!(b.has_heads("c1", &a_heads).unwrap());
@@ -1018,25 +1017,13 @@ async fn many_wants_are_answered_in_order_as_one_by_one_and_hidden_cases_are_lef
     let store = open(&dir);
     let mut ids = Vec::new();
     for n in 0..40u64 {
-        let mut case = sample_case();
-        case.id = format!("c{n:02}");
-        case.receipt_no = format!("430181101001-20261122-{n:04}");
         // Every third case belongs to another village, hidden from this village's view.
-        if n % 3 == 0 {
-            case.division.village = "430181101002".into();
-        }
-        let mut doc = case_doc::build(&case, case_doc::node_actor("v")).unwrap();
-        let summary = CaseSummary::of(&case, &case.state());
-        store
-            .put_new_case(
-                &case,
-                SavedDoc::from_bytes(doc.save()),
-                summary,
-                ("20261122".into(), n),
-                vec![],
-            )
-            .await
-            .unwrap();
+        let case = put_with(&store, &format!("c{n:02}"), n, |c| {
+            if n % 3 == 0 {
+                c.division.village = "430181101002".into();
+            }
+        })
+        .await;
         if n % 2 == 0 {
             comment_on(&store, &case).await;
         }
@@ -1099,26 +1086,14 @@ async fn a_run_of_merges_lands_every_comment_and_moves_the_feed_once_per_case() 
     let mut comments = Vec::new();
     let mut whole = Vec::new();
     for n in 0..CASES {
-        let mut case = sample_case();
-        case.id = format!("c{n:03}");
-        case.receipt_no = format!("430181101001-20261122-{n:04}");
-        // About the size of the benchmark's forms (~1 KB).
-        for f in 0..12 {
-            case.form
-                .insert(format!("field{f}"), format!("村民填写的内容 {n} {f} ……"));
-        }
-        let mut doc = case_doc::build(&case, case_doc::node_actor("v")).unwrap();
-        let summary = CaseSummary::of(&case, &case.state());
-        village
-            .put_new_case(
-                &case,
-                SavedDoc::from_bytes(doc.save()),
-                summary,
-                ("20261122".into(), n),
-                vec![],
-            )
-            .await
-            .unwrap();
+        let case = put_with(&village, &format!("c{n:03}"), n, |c| {
+            // About the size of the benchmark's forms (~1 KB).
+            for f in 0..12 {
+                c.form
+                    .insert(format!("field{f}"), format!("村民填写的内容 {n} {f} ……"));
+            }
+        })
+        .await;
         whole.push((
             case.id.clone(),
             village.changes_after(&case.id, &[]).unwrap(),
@@ -1198,13 +1173,7 @@ async fn a_local_events_change_is_answered_from_its_tip_until_another_write() {
     b.apply_changes("c1", a.changes_after("c1", &[]).unwrap())
         .await
         .unwrap();
-    let mut own = case.events[0].clone();
-    own.id = "own".into();
-    own.at.counter += 5;
-    own.kind = crate::event::EventKind::Comment;
-    b.append_event("c1", own, case_doc::node_actor("b"))
-        .await
-        .unwrap();
+    comment_as(&b, &case, "own", 5, "b").await;
     let b_heads = b.doc_heads("c1").unwrap().unwrap();
     a.apply_changes(
         "c1",
@@ -1219,14 +1188,11 @@ async fn a_local_events_change_is_answered_from_its_tip_until_another_write() {
     assert_eq!(loaded(&a, &filed).len(), 2);
     // a's next event depends on b's change and on a's own last one (Automerge lists both):
     // the tip is keyed by the heads before it, which is what b holds.
-    let mut again = case.events[0].clone();
-    again.id = "again".into();
-    again.at.counter += 9;
-    again.kind = crate::event::EventKind::Comment;
-    a.append_event("c1", again, case_doc::node_actor("v"))
-        .await
-        .unwrap();
-    let answer = a.tip_after("c1", &b_heads).unwrap().expect("answered from the tip");
+    comment_as(&a, &case, "again", 9, "v").await;
+    let answer = a
+        .tip_after("c1", &b_heads)
+        .unwrap()
+        .expect("answered from the tip");
     assert_eq!(loaded(&a, &b_heads), vec![answer]);
 }
 
@@ -1239,28 +1205,19 @@ async fn a_run_with_a_case_out_of_scope_stores_the_others_and_refuses_that_one()
     let (village, county) = (open(&here), open(&there));
     let mut run = Vec::new();
     for n in 0..12u64 {
-        let mut case = sample_case();
-        case.id = format!("c{n:02}");
-        case.receipt_no = format!("430181101001-20261122-{n:04}");
-        if n == 7 {
-            case.division.village = "430181101002".into();
-        }
-        let mut doc = case_doc::build(&case, case_doc::node_actor("v")).unwrap();
-        let summary = CaseSummary::of(&case, &case.state());
-        village
-            .put_new_case(
-                &case,
-                SavedDoc::from_bytes(doc.save()),
-                summary,
-                ("20261122".into(), n),
-                vec![],
-            )
-            .await
-            .unwrap();
-        run.push((case.id.clone(), village.changes_after(&case.id, &[]).unwrap()));
+        let case = put_with(&village, &format!("c{n:02}"), n, |c| {
+            if n == 7 {
+                c.division.village = "430181101002".into();
+            }
+        })
+        .await;
+        run.push((
+            case.id.clone(),
+            village.changes_after(&case.id, &[]).unwrap(),
+        ));
     }
-    // The scope is checked by the writer, inside the group the run streams into: the group
-    // fails, and each request is retried alone.
+    // The scope is checked by the writer, inside the run's group: the group fails, and each
+    // request is retried alone.
     let scopes = vec![Scope::Village("430181101001".into())];
     let merged = county.apply_changes_many("village", run, scopes).await;
     for (n, got) in merged.iter().enumerate() {
