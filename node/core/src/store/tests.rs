@@ -1227,5 +1227,9 @@ async fn a_run_with_a_case_out_of_scope_stores_the_others_and_refuses_that_one()
     assert_eq!(county.case_count().unwrap(), 11);
     assert_eq!(county.case("c07").unwrap(), None);
     assert_eq!(county.feed_head().unwrap(), 11);
-    county.verify_audit().unwrap();
+    assert_eq!(
+        county.verify_audit().unwrap().unwrap().count,
+        11,
+        "one entry a stored case"
+    );
 }
