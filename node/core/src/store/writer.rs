@@ -393,6 +393,13 @@ impl<'txn> Tables<'txn> {
         Ok(())
     }
 
+    /// A case's summary row, `None` if missing or damaged ([`HeldCase::summary_of`]).
+    fn summary_row(&self, id: &str) -> Result<Option<CaseSummary>, StoreError> {
+        Ok(HeldCase::summary_of(
+            self.summaries.get(id)?.as_ref().map(|v| v.value()),
+        ))
+    }
+
     /// Replaces a case's projection rows: the old keys out, the new ones in.
     fn put_projections(
         &mut self,
@@ -640,20 +647,8 @@ fn apply(
             let mut doc = AutoCommit::load(&bytes)
                 .map_err(DocError::from)?
                 .with_actor(actor.clone());
-            // The row the projections were written from, as in `prepare_case`.
             let heads_before = doc.get_heads();
-            let old_summary = match HeldCase::summary_of(
-                t.summaries
-                    .get(case_id.as_str())?
-                    .as_ref()
-                    .map(|v| v.value()),
-            ) {
-                Some(summary) => summary,
-                None => {
-                    let before = case_doc::read(&doc)?;
-                    CaseSummary::of(&before, &before.state())
-                }
-            };
+            let old_summary = summary_or_read(t.summary_row(case_id)?, &doc)?;
             case_doc::append_event(&mut doc, event)?;
             let case = case_doc::read(&doc)?;
             let state = case.state();
@@ -1214,6 +1209,18 @@ impl HeldCase {
     }
 }
 
+/// The summary the case's projections were written from: its row, or read out of the
+/// document `doc` (as stored, before any change) when the row is missing or damaged.
+fn summary_or_read(row: Option<CaseSummary>, doc: &AutoCommit) -> Result<CaseSummary, StoreError> {
+    match row {
+        Some(summary) => Ok(summary),
+        None => {
+            let before = case_doc::read(doc)?;
+            Ok(CaseSummary::of(&before, &before.state()))
+        }
+    }
+}
+
 /// Merges `changes` of case `doc_id` onto its stored form `existing`: the CPU part of a case
 /// merge, which needs no table. Refused if the result is not a complete, readable case
 /// document with that id.
@@ -1249,17 +1256,7 @@ pub(crate) fn prepare_case(
     // reading it costs a JSON parse instead of reading the whole case out of the document
     // (~20 µs of a merge's ~130 in a profile of a run of merges).
     let (base, old_summary) = match existing {
-        Some(HeldCase {
-            bytes,
-            summary: Some(summary),
-        }) => (Some(bytes), Some(summary)),
-        Some(HeldCase {
-            bytes,
-            summary: None,
-        }) => {
-            let before = case_doc::read(&doc)?;
-            (Some(bytes), Some(CaseSummary::of(&before, &before.state())))
-        }
+        Some(HeldCase { bytes, summary }) => (Some(bytes), Some(summary_or_read(summary, &doc)?)),
         None => (None, None),
     };
     merge(&mut doc, doc_id, changes)?;
@@ -1305,9 +1302,7 @@ fn apply_changes(
             let held = match existing {
                 Some(bytes) => Some(HeldCase {
                     bytes,
-                    summary: HeldCase::summary_of(
-                        t.summaries.get(doc_id)?.as_ref().map(|v| v.value()),
-                    ),
+                    summary: t.summary_row(doc_id)?,
                 }),
                 None => None,
             };
