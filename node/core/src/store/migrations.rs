@@ -12,7 +12,7 @@ type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 /// The schema version this build writes: the number of migrations.
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
 
-const MIGRATIONS: [Migration; 15] = [
+const MIGRATIONS: [Migration; 16] = [
     migration_001_initial_tables,
     migration_002_store_epoch,
     migration_003_sync_cursors,
@@ -28,7 +28,15 @@ const MIGRATIONS: [Migration; 15] = [
     migration_013_doc_heads,
     migration_014_audit_tails,
     migration_015_doc_tips,
+    migration_016_feed_stale,
 ];
+
+/// Feed entries left behind, to be swept (`feed_stale-1`). Starts empty: every entry in
+/// the feeds before it is live, as writes removed the old one themselves.
+fn migration_016_feed_stale(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(FEED_STALE)?;
+    Ok(())
+}
 
 /// The changes of local events kept for sync (`doc_tips-1`). Starts empty: a document
 /// without a row is loaded to answer a want, as before.

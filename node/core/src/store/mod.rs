@@ -1339,6 +1339,7 @@ impl Store {
     ) -> Result<Vec<yiciban_sync::store::FeedEntry>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(FEED_SCOPED)?;
+        let stale = StaleEntries::open(&txn)?;
         let start = format!("{prefix}{:020}", since.saturating_add(1));
         let mut out = Vec::new();
         for entry in table.range(start.as_str()..)? {
@@ -1352,6 +1353,9 @@ impl Store {
             let seq = seq
                 .parse()
                 .map_err(|_| StoreError::Corrupt(format!("scoped feed key {:?}", k.value())))?;
+            if stale.lists(seq, prefix)? {
+                continue;
+            }
             out.push(yiciban_sync::store::FeedEntry {
                 seq,
                 doc_id: v.value().to_string(),
@@ -1599,9 +1603,16 @@ impl yiciban_sync::store::ReplicaStore for Store {
     ) -> Result<Vec<yiciban_sync::store::FeedEntry>, StoreError> {
         let txn = self.db.begin_read()?;
         let feed = txn.open_table(FEED)?;
+        let stale = StaleEntries::open(&txn)?;
         let mut out = Vec::new();
-        for entry in feed.range(since.saturating_add(1)..)?.take(limit) {
+        for entry in feed.range(since.saturating_add(1)..)? {
+            if out.len() >= limit {
+                break;
+            }
             let (seq, id) = entry?;
+            if stale.lists(seq.value(), "")? {
+                continue;
+            }
             out.push(yiciban_sync::store::FeedEntry {
                 seq: seq.value(),
                 doc_id: id.value().to_string(),
@@ -1687,3 +1698,22 @@ impl yiciban_sync::store::ReplicaStore for Store {
 
 #[cfg(test)]
 mod tests;
+
+/// `feed_stale-1` as a reader sees it: entries listed there are left behind by a later
+/// write of their document and are skipped. Nothing is looked up while the list is empty.
+struct StaleEntries(Option<redb::ReadOnlyTable<(u64, &'static str), ()>>);
+
+impl StaleEntries {
+    fn open(txn: &redb::ReadTransaction) -> Result<Self, StoreError> {
+        let table = txn.open_table(FEED_STALE)?;
+        Ok(Self((!table.is_empty()?).then_some(table)))
+    }
+
+    /// Whether the entry at `seq` of the feed under `prefix` (empty: `feed-1`) is stale.
+    fn lists(&self, seq: u64, prefix: &str) -> Result<bool, StoreError> {
+        match &self.0 {
+            Some(table) => Ok(table.get((seq, prefix))?.is_some()),
+            None => Ok(false),
+        }
+    }
+}

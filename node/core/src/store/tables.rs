@@ -32,8 +32,14 @@ pub const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs-1");
 pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users-1");
 /// Feed sequence → document id: the change feed peers read with a cursor.
 pub const FEED: TableDefinition<u64, &str> = TableDefinition::new("feed-1");
-/// Document id → its current feed sequence (so a document holds one feed entry).
+/// Document id → its current feed sequence (so a document holds one live feed entry).
 pub const FEED_POS: TableDefinition<&str, u64> = TableDefinition::new("feed_pos-1");
+/// (sequence, prefix) → (): feed entries a later write of their document left behind, to be
+/// removed by the writer when it is idle (`writer::sweep_stale`). The prefix is empty for a
+/// row of `feed-1`, else that of a row of `feed_scoped-1`. Readers skip a listed entry.
+/// Removing it in the write itself cost a random page per feed for every document a sync
+/// run moved (three of seven in a run of comments at the county: docs/bench.md).
+pub const FEED_STALE: TableDefinition<(u64, &str), ()> = TableDefinition::new("feed_stale-1");
 /// Document id → its current heads, 32 bytes each, written with every feed bump of a
 /// document the writer had loaded (so sync reads a document's heads without loading it). An
 /// absent row means "load the document"; a present one always equals its current heads.

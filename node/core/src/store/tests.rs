@@ -1233,3 +1233,85 @@ async fn a_run_with_a_case_out_of_scope_stores_the_others_and_refuses_that_one()
         "one entry a stored case"
     );
 }
+
+/// A write that moves a document up the feed lists its old entries in `feed_stale-1`
+/// instead of removing them; readers skip them, and the writer sweeps them when idle, also
+/// after a restart that left them behind.
+#[tokio::test]
+async fn old_feed_entries_are_skipped_by_readers_and_swept_when_the_writer_is_idle() {
+    use crate::scope::Scope;
+    use yiciban_sync::store::ReplicaStore;
+    let dir = tempfile::tempdir().unwrap();
+    let village = "430181101001";
+    let scope = Scope::Village(village.into());
+    let raw = |s: &Store| {
+        let txn = s.db.begin_read().unwrap();
+        let keys = |t: redb::ReadOnlyTable<u64, &str>| -> Vec<u64> {
+            t.iter().unwrap().map(|r| r.unwrap().0.value()).collect()
+        };
+        let feed = keys(txn.open_table(FEED).unwrap());
+        let scoped = txn.open_table(FEED_SCOPED).unwrap().len().unwrap();
+        let stale = txn.open_table(FEED_STALE).unwrap().len().unwrap();
+        (feed, scoped, stale)
+    };
+    let live = |s: &Store, limit| -> Vec<(u64, String)> {
+        let all = s.feed_since(0, limit).unwrap();
+        let scoped = s.scope_feed_since(&scope, 0, limit).unwrap();
+        let seqs = |v: Vec<yiciban_sync::store::FeedEntry>| {
+            v.into_iter().map(|e| (e.seq, e.doc_id)).collect::<Vec<_>>()
+        };
+        let all = seqs(all);
+        assert_eq!(all, seqs(scoped), "the village's feed holds the same cases");
+        all
+    };
+    let expect = |ids: &[(u64, &str)]| -> Vec<(u64, String)> {
+        ids.iter().map(|(n, id)| (*n, id.to_string())).collect()
+    };
+    {
+        let store = open(&dir);
+        let c1 = put(&store, "c1", 1).await;
+        let c2 = put(&store, "c2", 2).await;
+        put(&store, "c3", 3).await;
+        comment_on(&store, &c1).await;
+        comment_on(&store, &c2).await;
+        // Two old entries, each in the feed and the village's and the town's feeds.
+        assert_eq!(raw(&store), (vec![1, 2, 3, 4, 5], 10, 6));
+        assert_eq!(
+            live(&store, 100),
+            expect(&[(3, "c3"), (4, "c1"), (5, "c2")])
+        );
+        // A limit counts the entries given, not the ones skipped.
+        assert_eq!(live(&store, 2), expect(&[(3, "c3"), (4, "c1")]));
+        assert_eq!(store.feed_head().unwrap(), 5);
+    }
+    // Closed before its idle sweep: the list survives the restart and is swept then.
+    let store = loop {
+        match Store::open(&dir.path().join("node.redb"), 64, 1024) {
+            Ok(s) => break s,
+            Err(StoreError::InUse(_)) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(raw(&store).2, 6);
+    assert_eq!(
+        live(&store, 100),
+        expect(&[(3, "c3"), (4, "c1"), (5, "c2")])
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while raw(&store).2 > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never swept: {:?}",
+            raw(&store)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(raw(&store), (vec![3, 4, 5], 6, 0));
+    assert_eq!(
+        live(&store, 100),
+        expect(&[(3, "c3"), (4, "c1"), (5, "c2")])
+    );
+    // New entries still go above every old one.
+    put(&store, "c4", 4).await;
+    assert_eq!(live(&store, 100).last(), Some(&(6, "c4".to_string())));
+}

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use automerge::{ActorId, AutoCommit};
-use redb::{Database, ReadableTable, Table, WriteTransaction};
+use redb::{Database, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
@@ -194,17 +194,36 @@ pub(super) fn spawn(
     queue_clock: super::SharedClock,
     feed_moved: Arc<tokio::sync::watch::Sender<()>>,
 ) -> Result<(), StoreError> {
-    let mut feed_head = {
+    let (mut feed_head, mut stale) = {
         let txn = redb::ReadableDatabase::begin_read(&*db)?;
         let feed = txn.open_table(FEED)?;
-        feed.last()?.map_or(0, |(k, _)| k.value())
+        let stale = txn.open_table(FEED_STALE)?;
+        (feed.last()?.map_or(0, |(k, _)| k.value()), stale.len()?)
     };
+    // Only to wait for a request with a time limit (the idle sweep).
+    let idle = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| StoreError::Refused(format!("cannot start the store writer: {e}")))?;
     std::thread::Builder::new()
         .name("yiciban-store-writer".into())
         .spawn(move || {
             // A message is one request, or the merges of a sync run sent together so that
             // they share one commit; a group may pass `group_max` by the last message taken.
-            while let Some(mut group) = rx.blocking_recv() {
+            loop {
+                let next = if stale == 0 {
+                    rx.blocking_recv()
+                } else {
+                    match idle.block_on(async { tokio::time::timeout(SWEEP_IDLE, rx.recv()).await })
+                    {
+                        Ok(next) => next,
+                        Err(_) => {
+                            stale = sweep_or_keep(&db, stale);
+                            continue;
+                        }
+                    }
+                };
+                let Some(mut group) = next else { break };
                 while group.len() < group_max {
                     match rx.try_recv() {
                         Ok(more) => group.extend(more),
@@ -217,10 +236,13 @@ pub(super) fn spawn(
                     .clone();
                 GROUP_CLOCK.with(|c| *c.borrow_mut() = clock);
                 let before = feed_head;
-                commit_group(&db, group, &mut feed_head);
+                stale += commit_group(&db, group, &mut feed_head);
                 // Only a committed feed entry wakes the sync links (`Store::watch_feed`).
                 if feed_head != before {
                     feed_moved.send_replace(());
+                }
+                if stale >= SWEEP_AT {
+                    stale = sweep_or_keep(&db, stale);
                 }
             }
             tracing::debug!("store writer stopped: every sender is gone");
@@ -235,14 +257,16 @@ thread_local! {
     static GROUP_CLOCK: std::cell::RefCell<Option<Arc<Clock>>> = const { std::cell::RefCell::new(None) };
 }
 
-fn commit_group(db: &Database, group: Vec<WriteRequest>, feed_head: &mut u64) {
+/// Commits `group` (or, if that fails, each request alone) and returns the rows it added to
+/// `feed_stale-1`.
+fn commit_group(db: &Database, group: Vec<WriteRequest>, feed_head: &mut u64) -> u64 {
     let started = *feed_head;
     let clock = std::time::Instant::now();
     let size = group.len();
     let attempt = (|| {
         let txn = begin(db)?;
         let mut outcomes = Vec::with_capacity(group.len());
-        {
+        let stale_rows = {
             // Tables are opened once per group: opening them per request cost more than the
             // inserts (measured in the ingest benchmark's commit times).
             let mut t = Tables::open(&txn)?;
@@ -253,13 +277,14 @@ fn commit_group(db: &Database, group: Vec<WriteRequest>, feed_head: &mut u64) {
                 }
                 outcomes.push(outcome);
             }
-        }
+            t.stale_rows
+        };
         let writes_us = clock.elapsed().as_micros() as u64;
         txn.commit()?;
-        Ok::<_, StoreError>((outcomes, writes_us))
+        Ok::<_, StoreError>((outcomes, writes_us, stale_rows))
     })();
     match attempt {
-        Ok((outcomes, writes_us)) => {
+        Ok((outcomes, writes_us, stale_rows)) => {
             // `writes_us` the inserts, the rest of `total_us` the commit (pages out, fsync).
             tracing::debug!(
                 size,
@@ -274,21 +299,81 @@ fn commit_group(db: &Database, group: Vec<WriteRequest>, feed_head: &mut u64) {
                 drop(op);
                 let _ = reply.send(Ok(outcome));
             }
+            stale_rows
         }
         Err(_) if group.len() > 1 => {
             // Retry one by one so only the failing request gets the error.
             *feed_head = started;
-            for req in group {
-                commit_group(db, vec![req], feed_head);
-            }
+            group
+                .into_iter()
+                .map(|req| commit_group(db, vec![req], feed_head))
+                .sum()
         }
         Err(e) => {
             *feed_head = started;
             if let Some(req) = group.into_iter().next() {
                 let _ = req.reply.send(Err(e));
             }
+            0
         }
     }
+}
+
+/// How long the writer waits with nothing to do before it sweeps stale feed entries, so a
+/// burst of writes shares one sweep. Longer in unit tests, so a test sees the entries listed
+/// before the sweep.
+const SWEEP_IDLE: std::time::Duration = if cfg!(test) {
+    std::time::Duration::from_secs(2)
+} else {
+    std::time::Duration::from_millis(200)
+};
+/// Stale rows past which the writer sweeps after a group even when requests are waiting,
+/// so a writer that is never idle keeps its feeds from growing.
+const SWEEP_AT: u64 = 20_000;
+/// Rows one sweep removes at most: a bound on how long a request can wait behind it.
+const SWEEP_MAX: usize = 4_096;
+
+/// [`sweep_stale`], or on failure `stale` as it was (readers skip the entries meanwhile).
+fn sweep_or_keep(db: &Database, stale: u64) -> u64 {
+    sweep_stale(db).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "stale feed entries not swept");
+        stale
+    })
+}
+
+/// Removes up to [`SWEEP_MAX`] stale feed entries and their rows of `feed_stale-1` in one
+/// commit; returns the rows left.
+pub(super) fn sweep_stale(db: &Database) -> Result<u64, StoreError> {
+    let clock = std::time::Instant::now();
+    let txn = begin(db)?;
+    let (swept, left) = {
+        let mut stale = txn.open_table(FEED_STALE)?;
+        let mut feed = txn.open_table(FEED)?;
+        let mut scoped = txn.open_table(FEED_SCOPED)?;
+        let rows = stale
+            .iter()?
+            .take(SWEEP_MAX)
+            .map(|row| row.map(|(k, _)| (k.value().0, k.value().1.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (seq, prefix) in &rows {
+            // A stale position is never reused: new entries go above every held one.
+            if prefix.is_empty() {
+                feed.remove(*seq)?;
+            } else {
+                scoped.remove(format!("{prefix}{seq:020}").as_str())?;
+            }
+            stale.remove((*seq, prefix.as_str()))?;
+        }
+        (rows.len(), stale.len()?)
+    };
+    txn.commit()?;
+    tracing::debug!(
+        swept,
+        left,
+        total_us = clock.elapsed().as_micros() as u64,
+        "stale feed entries swept"
+    );
+    Ok(left)
 }
 
 fn begin(db: &Database) -> Result<WriteTransaction, StoreError> {
@@ -311,6 +396,7 @@ struct Tables<'txn> {
     users: Table<'txn, &'static str, &'static [u8]>,
     feed: Table<'txn, u64, &'static str>,
     feed_pos: Table<'txn, &'static str, u64>,
+    feed_stale: Table<'txn, (u64, &'static str), ()>,
     doc_heads: Table<'txn, &'static str, &'static [u8]>,
     doc_tips: Table<'txn, &'static str, &'static [u8]>,
     feed_scoped: Table<'txn, &'static str, &'static str>,
@@ -335,6 +421,8 @@ struct Tables<'txn> {
     hlc: Option<Hlc>,
     /// The audit chain's head (`seq`, hash) as of this transaction, once read.
     audit_head: Option<(u64, [u8; 32])>,
+    /// Rows this transaction added to `feed_stale-1`.
+    stale_rows: u64,
 }
 
 impl<'txn> Tables<'txn> {
@@ -352,6 +440,7 @@ impl<'txn> Tables<'txn> {
             users: txn.open_table(USERS)?,
             feed: txn.open_table(FEED)?,
             feed_pos: txn.open_table(FEED_POS)?,
+            feed_stale: txn.open_table(FEED_STALE)?,
             doc_heads: txn.open_table(DOC_HEADS)?,
             doc_tips: txn.open_table(DOC_TIPS)?,
             feed_scoped: txn.open_table(FEED_SCOPED)?,
@@ -372,6 +461,7 @@ impl<'txn> Tables<'txn> {
             queue_checked: false,
             hlc: None,
             audit_head: None,
+            stale_rows: 0,
         })
     }
 
@@ -531,11 +621,14 @@ impl<'txn> Tables<'txn> {
                 self.doc_heads.remove(doc_id)?;
             }
         }
+        // The old entries stay until the writer is idle (`sweep_stale`); listed, readers skip
+        // them. The list is small, so its rows share a page or two.
         if let Some(old) = self.feed_pos.get(doc_id)?.map(|v| v.value()) {
-            self.feed.remove(old)?;
+            self.feed_stale.insert((old, ""), ())?;
             for p in prefixes {
-                self.feed_scoped.remove(format!("{p}{old:020}").as_str())?;
+                self.feed_stale.insert((old, p.as_str()), ())?;
             }
+            self.stale_rows += 1 + prefixes.len() as u64;
         }
         *feed_head += 1;
         self.feed.insert(*feed_head, doc_id)?;
