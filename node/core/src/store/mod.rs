@@ -580,12 +580,23 @@ impl Store {
             None,
             &format!("{doc_id}, {} changes", changes.len()),
         );
+        // The Automerge work on this task, not on the writer thread; refusals are left to
+        // the writer, which merges again and says why.
+        let prepared = match crate::audit_doc::parse_id(doc_id) {
+            Some((node, segment)) if at_county => self
+                .audit_doc_bytes(doc_id)
+                .and_then(|base| writer::prepare_audit(base, doc_id, &changes, node, segment))
+                .ok()
+                .map(Box::new),
+            _ => None,
+        };
         let op = WriteOp::ApplyAuditDoc {
             doc_id: doc_id.to_string(),
             changes,
             peer: peer.to_string(),
             at_county,
             own: self.node_id.to_string(),
+            prepared,
         };
         self.write_count(op, Some(audit)).await
     }

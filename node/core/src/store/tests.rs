@@ -635,6 +635,54 @@ async fn the_audit_trail_is_exported_in_segments_and_only_the_county_takes_it() 
     assert!(county.verify_audit_replica("v").unwrap().unwrap().is_ok());
 }
 
+/// An audit segment's merge is worked out before the writer takes it; if the stored segment
+/// moved meanwhile, the writer merges again on what is stored, so no entry is lost.
+#[tokio::test]
+async fn an_audit_merge_prepared_on_a_segment_that_moved_is_merged_again() {
+    let (vdir, cdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let village = open(&vdir).for_node("v");
+    let county = open(&cdir).for_node("county");
+    let case = put(&village, "c1", 1).await;
+    assert_eq!(village.export_audit(1).await.unwrap(), 1);
+    comment_on(&village, &case).await;
+    assert_eq!(village.export_audit(100).await.unwrap(), 1);
+    let id = crate::audit_doc::segment_id("v", 0);
+    let changes: Vec<Vec<u8>> = AutoCommit::load(&village.audit_doc_bytes(&id).unwrap().unwrap())
+        .unwrap()
+        .get_changes(&[])
+        .into_iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect();
+    assert_eq!(changes.len(), 2);
+    // Prepared while the county held nothing of the segment; then it takes both changes.
+    let stale = writer::prepare_audit(None, &id, &changes[..1], "v", 0).unwrap();
+    assert_eq!(
+        county
+            .apply_audit_changes("v", true, &id, changes.clone())
+            .await
+            .unwrap(),
+        2
+    );
+    let got = county
+        .write(
+            WriteOp::ApplyAuditDoc {
+                doc_id: id.clone(),
+                changes: changes[..1].to_vec(),
+                peer: "v".into(),
+                at_county: true,
+                own: "county".into(),
+                prepared: Some(Box::new(stale)),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    // The stale merge would have stored the one-entry segment over the two-entry one.
+    assert!(matches!(got, WriteOutcome::Count(2)), "{got:?}");
+    let copy = county.verify_audit_replica("v").unwrap().unwrap().unwrap();
+    assert_eq!(copy, village.verify_audit().unwrap().unwrap());
+}
+
 /// `n` chained audit entries of node `v`, entry `seq` stamped `base + seq`.
 fn audit_chain(n: u64, base: u64) -> Vec<Vec<u8>> {
     let mut prev = [0u8; 32];
