@@ -179,7 +179,7 @@ async fn ingest(group_commit: bool, clients: usize, cases: usize, seed: u64) -> 
 /// Sync figures at one size, each on a fresh session (the village process restarted while
 /// the county runs), timed by the county from the session's start (just after the QUIC
 /// handshake) until it has pulled and durably applied the village's feed (its link's
-/// `catch_up_ms`):
+/// `catch_up_us`, µs):
 /// - `sync-new`: N cases filed while the county was down;
 /// - `sync-idle`: nothing changed;
 /// - `sync-1pct`: 1% of the cases got a comment while the link was dark.
@@ -272,12 +272,14 @@ async fn catch_up(admin: &Api, what: &str) -> Result<(f64, u64)> {
     let waited = wait_for(what, Duration::from_secs(600), async || {
         let link = county_link(admin).await;
         last = link.clone();
-        match (link["connected"].as_bool(), link["catch_up_ms"].as_u64()) {
-            (Some(true), Some(ms)) => {
-                got = (
-                    ms as f64 / 1000.0,
-                    link["catch_up_bytes"].as_u64().unwrap_or(0),
-                );
+        // µs where the node reports them, else whole ms.
+        let secs = link["catch_up_us"]
+            .as_u64()
+            .map(|us| us as f64 / 1e6)
+            .or_else(|| link["catch_up_ms"].as_u64().map(|ms| ms as f64 / 1000.0));
+        match (link["connected"].as_bool(), secs) {
+            (Some(true), Some(secs)) => {
+                got = (secs, link["catch_up_bytes"].as_u64().unwrap_or(0));
                 true
             }
             _ => false,
