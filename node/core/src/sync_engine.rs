@@ -101,12 +101,10 @@ pub struct LinkSnapshot {
     /// At the county: the last entry of this peer's audit trail received over this link
     /// (`crate::audit_doc`).
     pub audit_held: Option<u64>,
-    /// The current session: ms from its start (just after the QUIC handshake) until the
+    /// The current session: µs from its start (just after the QUIC handshake) until the
     /// peer's feed was first pulled and durably applied, and the stream bytes both ways by
-    /// then. What the benchmarks read (`sync-new`, `sync-idle`, `sync-1pct`).
-    pub catch_up_ms: Option<u64>,
-    /// The same moment in µs: a 1% resync of 1,000 cases takes a few ms, where whole ms
-    /// are a sixth of the figure.
+    /// then. What the benchmarks read (`sync-new`, `sync-idle`, `sync-1pct`); µs, as a 1%
+    /// resync of 1,000 cases takes a few ms.
     pub catch_up_us: Option<u64>,
     pub catch_up_bytes: Option<u64>,
 }
@@ -518,7 +516,6 @@ pub async fn run_connection(
         s.peer_role = Some(peer.role.clone());
         s.peer_division = Some(peer.division.clone());
         s.connected = true;
-        s.catch_up_ms = None;
         s.catch_up_us = None;
         s.catch_up_bytes = None;
     });
@@ -693,7 +690,6 @@ fn note_catch_up(session: &Session, links: &Links, link: &str, started: Instant,
     if session.is_caught_up() {
         let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         links.update(link, |s| {
-            s.catch_up_ms.get_or_insert(us / 1000);
             s.catch_up_us.get_or_insert(us);
             s.catch_up_bytes.get_or_insert(bytes);
         });

@@ -215,7 +215,7 @@ async fn wait_for(what: &str, limit: Duration, mut ok: impl AsyncFnMut() -> bool
         }
         // Each poll costs the county a health report (~0.8 ms at 10,000 cases): every 10 ms
         // that was 8% of its samples during sync-new. The timed figures are the county's own
-        // (`catch_up_ms`), so a coarser poll only blurs the wall figure beside them.
+        // (`catch_up_us`), so a coarser poll only blurs the wall figure beside them.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
@@ -272,11 +272,7 @@ async fn catch_up(admin: &Api, what: &str) -> Result<(f64, u64)> {
     let waited = wait_for(what, Duration::from_secs(600), async || {
         let link = county_link(admin).await;
         last = link.clone();
-        // µs where the node reports them, else whole ms.
-        let secs = link["catch_up_us"]
-            .as_u64()
-            .map(|us| us as f64 / 1e6)
-            .or_else(|| link["catch_up_ms"].as_u64().map(|ms| ms as f64 / 1000.0));
+        let secs = link["catch_up_us"].as_u64().map(|us| us as f64 / 1e6);
         match (link["connected"].as_bool(), secs) {
             (Some(true), Some(secs)) => {
                 got = (secs, link["catch_up_bytes"].as_u64().unwrap_or(0));

@@ -346,7 +346,7 @@ fn sweep_or_keep(db: &Database, stale: u64) -> u64 {
 
 /// Removes up to [`SWEEP_MAX`] stale feed entries and their rows of `feed_stale-1` in one
 /// commit; returns the rows left.
-pub(super) fn sweep_stale(db: &Database) -> Result<u64, StoreError> {
+fn sweep_stale(db: &Database) -> Result<u64, StoreError> {
     let clock = std::time::Instant::now();
     let txn = begin(db)?;
     let (swept, left) = {
@@ -1211,20 +1211,12 @@ fn apply_audit_doc(
             m.peer
         )));
     }
-    let still_held = m.prepared.filter(|p| {
-        let stored = t.audit_docs.get(doc_id).ok().flatten();
-        match (&p.base, stored) {
-            (Some(base), Some(row)) => row.value() == base.as_slice(),
-            (None, None) => true,
-            _ => false,
-        }
-    });
+    let stored = t.audit_docs.get(doc_id)?.map(|v| v.value().to_vec());
     let redone;
-    let p = match still_held {
-        Some(p) => p,
-        None => {
-            let existing = t.audit_docs.get(doc_id)?.map(|v| v.value().to_vec());
-            redone = prepare_audit(existing, doc_id, m.changes, node, segment)?;
+    let p = match m.prepared {
+        Some(p) if p.base == stored => p,
+        _ => {
+            redone = prepare_audit(stored, doc_id, m.changes, node, segment)?;
             &redone
         }
     };
