@@ -22,6 +22,9 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 struct Doc {
     changes: BTreeMap<ChangeHash, Vec<u8>>,
     seq: FeedSeq,
+    /// The last change when it was a local edit ([`MemStore::edit`]), with the heads before
+    /// it; any other write drops it.
+    tip: Option<(Vec<ChangeHash>, Vec<u8>)>,
 }
 
 /// An in-memory store with a change feed, an epoch and blobs. `Clone` is a backup.
@@ -60,6 +63,7 @@ impl MemStore {
     pub fn apply(&mut self, doc_id: &str, changes: &[Vec<u8>]) -> bool {
         let doc = self.docs.entry(doc_id.to_string()).or_default();
         let mut new = false;
+        doc.tip = None;
         for c in changes {
             new |= doc.changes.insert(sha256(c), c.clone()).is_none();
         }
@@ -68,6 +72,20 @@ impl MemStore {
             self.head += 1;
             doc.seq = self.head;
             self.feed.insert(self.head, doc_id.to_string());
+        }
+        new
+    }
+
+    /// A local edit: one new change on a document this store holds, kept as its tip (the
+    /// node keeps a local event's change the same way). Returns whether it was new.
+    pub fn edit(&mut self, doc_id: &str, change: Vec<u8>) -> bool {
+        let base = self.doc_heads(doc_id).ok().flatten().unwrap_or_default();
+        let new = self.apply(doc_id, std::slice::from_ref(&change));
+        if new
+            && !base.is_empty()
+            && let Some(doc) = self.docs.get_mut(doc_id)
+        {
+            doc.tip = Some((base, change));
         }
         new
     }
@@ -183,6 +201,23 @@ impl ReplicaStore for MemStore {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    // Heads here name every change, so the tip is the set before it plus its own hash.
+    fn tip(
+        &self,
+        doc_id: &str,
+        heads: &[ChangeHash],
+    ) -> Result<Option<(Vec<ChangeHash>, Vec<u8>)>, Infallible> {
+        Ok(self.docs.get(doc_id).and_then(|d| {
+            let (base, change) = d.tip.as_ref()?;
+            let mut made: Vec<ChangeHash> = base.clone();
+            made.push(sha256(change));
+            made.sort_unstable();
+            let mut heads = heads.to_vec();
+            heads.sort_unstable();
+            (made == heads).then(|| (base.clone(), change.clone()))
+        }))
     }
 
     fn has_heads(&self, doc_id: &str, heads: &[ChangeHash]) -> Result<bool, Infallible> {

@@ -94,6 +94,22 @@ pub trait ReplicaStore {
         self.has_heads(doc_id, heads)
     }
 
+    /// The change that made a document's `heads` (as [`ReplicaStore::doc_heads`] just gave
+    /// them) and the heads the document had before it, when the store keeps that change at
+    /// hand: a local edit on top of what it held, with nothing written since. The pusher
+    /// sends it with its offer ([`crate::proto::OfferTip`]), so a puller holding the heads
+    /// before applies it without a want. `None` (the default) when the store has no such
+    /// change ready, or it would cost a document load to find.
+    #[allow(clippy::type_complexity)]
+    fn tip(
+        &self,
+        doc_id: &str,
+        heads: &[ChangeHash],
+    ) -> Result<Option<(Vec<ChangeHash>, Vec<u8>)>, Self::Error> {
+        let _ = (doc_id, heads);
+        Ok(None)
+    }
+
     /// The length of a complete blob, or `None` when the store does not hold all of it.
     fn blob_len(&self, hash: &BlobHash) -> Result<Option<u64>, Self::Error> {
         let _ = hash;

@@ -124,6 +124,40 @@ fn a_new_document_costs_about_its_changes() {
 }
 
 #[test]
+fn an_edit_of_a_held_document_rides_its_offer() {
+    let mut sim = Sim::star(13, 2);
+    for _ in 0..20 {
+        sim.write(1, None);
+    }
+    sim.run_until_quiescent(1_000_000).expect("initial sync");
+    sim.check_converged().expect("converged");
+    let docs: Vec<String> = sim.doc_ids(1).into_iter().step_by(4).collect();
+    let before = sim.stats.clone();
+    for doc in &docs {
+        sim.edit(1, doc);
+    }
+    sim.run_until_quiescent(1_000).expect("sync of the edits");
+    sim.check_converged().expect("converged after the edits");
+    // The county held what each edit was made on: every edit came with its offer.
+    assert_eq!(sim.stats.wants - before.wants, 0, "edits were wanted");
+    // A document filed and edited before it ever crossed: its tip is made on heads the
+    // county lacks, so it is wanted as before.
+    let fresh = format!("fresh-{}", docs.len());
+    sim.edit(1, &fresh);
+    sim.edit(1, &fresh);
+    let before = sim.stats.clone();
+    sim.run_until_quiescent(1_000)
+        .expect("sync of the fresh document");
+    sim.check_converged()
+        .expect("converged after the fresh document");
+    assert_eq!(
+        sim.stats.wants - before.wants,
+        1,
+        "the fresh document is wanted once"
+    );
+}
+
+#[test]
 fn restored_node_falls_back_and_converges() {
     for seed in 0..20 {
         let mut sim = Sim::star(seed, 3);

@@ -150,6 +150,18 @@ impl ReplicaStore for ScopedStore<'_> {
         self.store.changes_after(doc_id, have)
     }
 
+    // A tip is the document's own change: shown only where the document is.
+    fn tip(
+        &self,
+        doc_id: &str,
+        heads: &[ChangeHash],
+    ) -> Result<Option<(Vec<ChangeHash>, Vec<u8>)>, StoreError> {
+        match self.store.tip(doc_id, heads)? {
+            Some(tip) if self.visible(doc_id)? => Ok(Some(tip)),
+            _ => Ok(None),
+        }
+    }
+
     // Each answer loads its document (~100 µs): a batch of them is spread over the cores.
     fn changes_after_many(
         &self,

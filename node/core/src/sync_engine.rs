@@ -995,7 +995,12 @@ impl Shell<'_> {
 fn msg_label(m: &Message) -> String {
     match m {
         Message::Hello(_) => "Hello".into(),
-        Message::Offer { entries, .. } => format!("Offer[{}]", entries.len()),
+        Message::Offer { entries, .. } => {
+            match entries.iter().filter(|e| e.tip.is_some()).count() {
+                0 => format!("Offer[{}]", entries.len()),
+                tips => format!("Offer[{}, {tips} with tips]", entries.len()),
+            }
+        }
         Message::FeedEnd { .. } => "FeedEnd".into(),
         Message::Digest { entries, .. } => format!("Digest[{}]", entries.len()),
         Message::Want { .. } => "Want".into(),

@@ -57,7 +57,10 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             upto,
             entries,
         } => {
-            w.push(2);
+            // Tag 13 only when a tip rides along, so an offer without any is byte for byte
+            // what it always was.
+            let tips = entries.iter().any(|e| e.tip.is_some());
+            w.push(if tips { 13 } else { 2 });
             put_u64(&mut w, *after);
             put_u64(&mut w, *upto);
             put_len(&mut w, entries.len());
@@ -65,6 +68,16 @@ pub fn encode(msg: &Message) -> Vec<u8> {
                 put_str(&mut w, &e.doc_id);
                 put_u64(&mut w, e.seq);
                 put_heads(&mut w, &e.heads);
+                if tips {
+                    match &e.tip {
+                        None => w.push(0),
+                        Some(t) => {
+                            w.push(1);
+                            put_heads(&mut w, &t.base);
+                            put_bytes(&mut w, &t.change);
+                        }
+                    }
+                }
             }
         }
         Message::FeedEnd { head_seq } => {
@@ -200,7 +213,8 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
                 _ => return Err(DecodeError::BadValue("since flag")),
             },
         }),
-        2 => decode_offer(&mut r)?,
+        2 => decode_offer(&mut r, false)?,
+        13 => decode_offer(&mut r, true)?,
         3 => Message::FeedEnd { head_seq: r.u64()? },
         4 => decode_digest(&mut r)?,
         tag => decode_rest(&mut r, tag)?,
@@ -211,18 +225,41 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
     Ok(msg)
 }
 
-fn decode_offer(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
+fn decode_offer(r: &mut Reader<'_>, with_tips: bool) -> Result<Message, DecodeError> {
     let after = r.u64()?;
     let upto = r.u64()?;
-    // Smallest entry: empty id (4), seq (8), no heads (4).
-    let n = r.count("offer batch", MAX_BATCH, 16)?;
+    // Smallest entry: empty id (4), seq (8), no heads (4), and the tip flag (1) with tips.
+    let n = r.count("offer batch", MAX_BATCH, 16 + usize::from(with_tips))?;
     let mut entries = Vec::with_capacity(n);
+    let mut tip_bytes = 0usize;
     for _ in 0..n {
+        let doc_id = r.string("doc id")?;
+        let seq = r.u64()?;
+        let heads = r.heads()?;
+        let tip = match (with_tips, r.u8_if(with_tips)?) {
+            (false, _) | (true, Some(0)) => None,
+            (true, Some(1)) => {
+                let base = r.heads()?;
+                if base.is_empty() {
+                    return Err(DecodeError::BadValue("tip base"));
+                }
+                let left = MAX_OFFER_TIP_BYTES - tip_bytes;
+                let change = r.bytes("tip change", MAX_TIP_BYTES.min(left))?;
+                tip_bytes += change.len();
+                Some(OfferTip { base, change })
+            }
+            (true, _) => return Err(DecodeError::BadValue("tip flag")),
+        };
         entries.push(OfferEntry {
-            doc_id: r.string("doc id")?,
-            seq: r.u64()?,
-            heads: r.heads()?,
+            doc_id,
+            seq,
+            heads,
+            tip,
         });
+    }
+    // Canonical: an offer with no tip is tag 2.
+    if with_tips && entries.iter().all(|e| e.tip.is_none()) {
+        return Err(DecodeError::BadValue("offer with tips carries none"));
     }
     Ok(Message::Offer {
         after,
@@ -328,6 +365,15 @@ impl Reader<'_> {
     fn u8(&mut self) -> Result<u8, DecodeError> {
         let b = self.take(1)?;
         b.first().copied().ok_or(DecodeError::Truncated)
+    }
+
+    /// A byte when `present`, else nothing read.
+    fn u8_if(&mut self, present: bool) -> Result<Option<u8>, DecodeError> {
+        if present {
+            self.u8().map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     fn u64(&mut self) -> Result<u64, DecodeError> {

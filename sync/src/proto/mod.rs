@@ -8,7 +8,10 @@
 //!
 //! 1. `Hello` carries the cursor the sender holds for the receiver's feed: `(epoch, seq)`.
 //! 2. The feed owner walks its feed from that cursor and sends `Offer` batches
-//!    (`doc_id, seq, heads`), then `FeedEnd` when it has caught up. If the cursor is missing
+//!    (`doc_id, seq, heads`), then `FeedEnd` when it has caught up. An entry whose last
+//!    change the owner keeps at hand (a local edit on top of what it held: its tip) carries
+//!    that change and the heads it was made on ([`OfferTip`]); a puller that holds those
+//!    heads applies it at once instead of wanting it, which saves the want's round trip. If the cursor is missing
 //!    or names another store epoch (the store was restored from a backup, so its sequence
 //!    numbers mean something else now), it falls back to `Digest` batches: its whole set as
 //!    `(doc_id, heads)`. That costs O(documents), but only on fallback; a range-based set
@@ -44,6 +47,10 @@ pub const MAX_CHANGES: usize = 65_536;
 pub const MAX_CHANGES_BYTES: usize = 8 * 1024 * 1024;
 /// Largest blob chunk.
 pub const MAX_BLOB_CHUNK: usize = 64 * 1024;
+/// Largest change an offer entry carries ([`OfferTip`]); a larger one is wanted as usual.
+pub const MAX_TIP_BYTES: usize = 64 * 1024;
+/// Most change bytes the tips of one `Offer` carry together; the entries past it go without.
+pub const MAX_OFFER_TIP_BYTES: usize = 1024 * 1024;
 
 /// A position in one store's feed: the store's epoch and a sequence in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,6 +78,19 @@ pub struct OfferEntry {
     pub doc_id: String,
     pub seq: FeedSeq,
     pub heads: Vec<ChangeHash>,
+    /// The change that made `heads`, when the sender has it at hand.
+    pub tip: Option<OfferTip>,
+}
+
+/// The last change of an offered document and the heads it was made on: a puller holding
+/// `base` lacks exactly `change` (when `heads` is that change alone) and applies it without
+/// a want. Encoded only in an offer with tips (tag 13).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferTip {
+    /// The document's heads before the change; never empty.
+    pub base: Vec<ChangeHash>,
+    /// The change's bytes, at most [`MAX_TIP_BYTES`].
+    pub change: Vec<u8>,
 }
 
 /// One document of a `Digest` batch.
@@ -102,7 +122,8 @@ pub enum Message {
     Hello(Hello),
     /// Tag 2: the feed entries in `(after, upto]`, in order, except those the receiver is
     /// known to hold already (it offered the same heads in this session); `entries` may be
-    /// empty when it holds them all.
+    /// empty when it holds them all. Tag 13 when an entry carries its tip (the same fields,
+    /// each entry followed by a flag and, when set, its [`OfferTip`]).
     Offer {
         after: FeedSeq,
         upto: FeedSeq,

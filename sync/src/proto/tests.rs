@@ -14,8 +14,20 @@ fn id() -> impl Strategy<Value = String> {
 
 fn message() -> impl Strategy<Value = Message> {
     let cursor = (any::<u64>(), any::<u64>()).prop_map(|(epoch, seq)| Cursor { epoch, seq });
-    let offer = (id(), any::<u64>(), vec(hash(), 0..4))
-        .prop_map(|(doc_id, seq, heads)| OfferEntry { doc_id, seq, heads });
+    let tip = (vec(hash(), 1..3), vec(any::<u8>(), 0..40))
+        .prop_map(|(base, change)| OfferTip { base, change });
+    let offer = (
+        id(),
+        any::<u64>(),
+        vec(hash(), 0..4),
+        proptest::option::of(tip),
+    )
+        .prop_map(|(doc_id, seq, heads, tip)| OfferEntry {
+            doc_id,
+            seq,
+            heads,
+            tip,
+        });
     let digest =
         (id(), vec(hash(), 0..4)).prop_map(|(doc_id, heads)| DigestEntry { doc_id, heads });
     prop_oneof![
@@ -79,7 +91,7 @@ proptest! {
     }
 
     #[test]
-    fn prefixed_bytes_never_panic(tag in 1u8..=12, bytes in vec(any::<u8>(), 0..128)) {
+    fn prefixed_bytes_never_panic(tag in 1u8..=13, bytes in vec(any::<u8>(), 0..128)) {
         let mut input = vec![WIRE_VERSION, tag];
         input.extend_from_slice(&bytes);
         let _ = decode(&input);
@@ -116,4 +128,63 @@ fn hostile_counts_are_refused_before_allocation() {
         decode(&[WIRE_VERSION, 99]),
         Err(DecodeError::UnknownTag(99))
     );
+}
+
+/// An offer entry with its tip: one document, one head, the tip on one base head.
+fn offer_with_tip(change_len: usize) -> Vec<u8> {
+    encode(&Message::Offer {
+        after: 0,
+        upto: 1,
+        entries: vec![OfferEntry {
+            doc_id: "d".into(),
+            seq: 1,
+            heads: vec![[1; 32]],
+            tip: Some(OfferTip {
+                base: vec![[2; 32]],
+                change: vec![7; change_len],
+            }),
+        }],
+    })
+}
+
+#[test]
+fn an_offer_with_tips_is_tag_13_and_bounds_its_changes() {
+    let ok = offer_with_tip(10);
+    assert_eq!(ok[1], 13);
+    assert!(decode(&ok).is_ok());
+    // A tip over the limit is refused before its bytes are read.
+    let big = offer_with_tip(MAX_TIP_BYTES + 1);
+    assert!(matches!(
+        decode(&big),
+        Err(DecodeError::TooLong {
+            what: "tip change",
+            ..
+        })
+    ));
+    // Without a tip the same offer is tag 2; tag 13 carrying none is not canonical.
+    let plain = Message::Offer {
+        after: 0,
+        upto: 1,
+        entries: vec![OfferEntry {
+            doc_id: "d".into(),
+            seq: 1,
+            heads: vec![],
+            tip: None,
+        }],
+    };
+    let mut bytes = encode(&plain);
+    assert_eq!(bytes[1], 2);
+    bytes[1] = 13;
+    bytes.push(0);
+    assert_eq!(
+        decode(&bytes),
+        Err(DecodeError::BadValue("offer with tips carries none"))
+    );
+    // A tip on no base heads would apply to nothing: refused.
+    let mut empty_base = encode(&plain);
+    empty_base[1] = 13;
+    empty_base.push(1);
+    empty_base.extend_from_slice(&0u32.to_be_bytes());
+    empty_base.extend_from_slice(&0u32.to_be_bytes());
+    assert_eq!(decode(&empty_base), Err(DecodeError::BadValue("tip base")));
 }

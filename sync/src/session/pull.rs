@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 
 use super::{Effect, Output, ProtoError, Session, store_err};
-use crate::proto::{Cursor, DigestEntry, Message, OfferEntry, WantEntry};
+use crate::proto::{Cursor, DigestEntry, Message, OfferEntry, OfferTip, WantEntry};
 use crate::store::{ChangeHash, FeedSeq, ReplicaStore};
 
 /// Most feed entries awaiting their changes; a pusher keeps within it by its window.
@@ -127,16 +127,18 @@ impl Pull {
         Ok(())
     }
 
-    /// Settles or wants one entry; one want per document at a time, gathered in `wants` (the
-    /// caller sends them as one `WantMany`).
+    /// Settles, applies or wants one entry; one want per document at a time, gathered in
+    /// `wants` (the caller sends them as one `WantMany`). An entry whose tip was made on
+    /// heads this store holds is applied from the tip: no want, no round trip.
     fn add(
         &mut self,
         store: &impl ReplicaStore,
-        doc_id: String,
-        heads: Vec<ChangeHash>,
+        entry: (String, Vec<ChangeHash>, Option<OfferTip>),
         floor: FeedSeq,
         wants: &mut Vec<WantEntry>,
+        out: &mut Output,
     ) -> Result<(), ProtoError> {
+        let (doc_id, heads, tip) = entry;
         self.peer_holds.note(&doc_id, &heads);
         let state = if store.heads_cover(&doc_id, &heads).map_err(store_err)? {
             State::Settled
@@ -147,6 +149,16 @@ impl Pull {
         {
             // Its outstanding Want or Apply is checked against these heads when applied.
             State::Wanted
+        } else if let Some(tip) = tip
+            && store.heads_cover(&doc_id, &tip.base).map_err(store_err)?
+        {
+            // Holding the heads it was made on, we hold every change it depends on. If it
+            // still falls short of `heads` once applied, the entry is wanted then.
+            out.effects.push(Effect::Apply {
+                doc_id: doc_id.clone(),
+                changes: vec![tip.change],
+            });
+            State::Applying
         } else {
             wants.push(WantEntry {
                 have: have_of(store, &doc_id)?,
@@ -262,7 +274,8 @@ impl Session {
         let mut wants = Vec::new();
         for e in entries {
             let floor = e.seq - 1; // e.seq > after >= 0, checked above
-            self.pull.add(store, e.doc_id, e.heads, floor, &mut wants)?;
+            let entry = (e.doc_id, e.heads, e.tip);
+            self.pull.add(store, entry, floor, &mut wants, out)?;
         }
         send_wants(wants, out);
         self.advance_cursor(out);
@@ -281,7 +294,8 @@ impl Session {
         let mut wants = Vec::new();
         for e in entries {
             // A digest entry has no sequence of its own: it holds the cursor at the batch start.
-            self.pull.add(store, e.doc_id, e.heads, after, &mut wants)?;
+            let entry = (e.doc_id, e.heads, None);
+            self.pull.add(store, entry, after, &mut wants, out)?;
         }
         send_wants(wants, out);
         self.advance_cursor(out);

@@ -5,7 +5,8 @@ use std::collections::VecDeque;
 use super::pull::PeerHolds;
 use super::{BATCH_ENTRIES, MAX_INFLIGHT_BATCHES, Output, ProtoError, store_err};
 use crate::proto::{
-    Cursor, DigestEntry, DocChanges, MAX_CHANGES, MAX_CHANGES_BYTES, Message, OfferEntry, WantEntry,
+    Cursor, DigestEntry, DocChanges, MAX_CHANGES, MAX_CHANGES_BYTES, MAX_HEADS,
+    MAX_OFFER_TIP_BYTES, MAX_TIP_BYTES, Message, OfferEntry, OfferTip, WantEntry,
 };
 use crate::store::{ChangeHash, FeedSeq, ReplicaStore};
 
@@ -103,16 +104,36 @@ impl Push {
             };
             let after = self.sent_upto;
             let mut offers = Vec::with_capacity(feed.len());
+            let mut tip_bytes = 0usize;
             for e in feed {
                 let heads = heads_of(store, &e.doc_id)?;
                 if self.mode == Mode::Offer && peer_holds.holds(&e.doc_id, &heads) {
                     // The echo of what the peer itself sent this session: nothing to offer.
                     continue;
                 }
+                // The document's last change rides along when it is at hand (a digest has
+                // no room for it: the fallback knows nothing of what the peer holds).
+                let tip = match self.mode {
+                    Mode::Offer => store
+                        .tip(&e.doc_id, &heads)
+                        .map_err(store_err)?
+                        .filter(|(base, change)| {
+                            !base.is_empty()
+                                && base.len() <= MAX_HEADS
+                                && change.len() <= MAX_TIP_BYTES
+                                && tip_bytes + change.len() <= MAX_OFFER_TIP_BYTES
+                        })
+                        .map(|(base, change)| {
+                            tip_bytes += change.len();
+                            OfferTip { base, change }
+                        }),
+                    Mode::Digest => None,
+                };
                 offers.push(OfferEntry {
                     doc_id: e.doc_id,
                     seq: e.seq,
                     heads,
+                    tip,
                 });
             }
             out.send.push(match self.mode {

@@ -29,6 +29,7 @@ fn offer(store: &MemStore, after: u64) -> Message {
             heads: store.doc_heads(&e.doc_id).unwrap().unwrap(),
             doc_id: e.doc_id,
             seq: e.seq,
+            tip: None,
         })
         .collect::<Vec<_>>();
     Message::Offer {

@@ -53,6 +53,9 @@ impl Sim {
             if matches!(msg, Message::Digest { .. }) {
                 self.stats.digests += 1;
             }
+            if matches!(msg, Message::Want { .. } | Message::WantMany { .. }) {
+                self.stats.wants += 1;
+            }
             if self.rng.chance(self.faults.loss) {
                 continue;
             }

@@ -63,6 +63,8 @@ pub struct Stats {
     pub messages: u64,
     pub bytes: u64,
     pub digests: u64,
+    /// `Want` and `WantMany` messages sent.
+    pub wants: u64,
     pub session_errors: u64,
     pub restores: u64,
 }
@@ -72,6 +74,7 @@ impl Stats {
         self.messages += o.messages;
         self.bytes += o.bytes;
         self.digests += o.digests;
+        self.wants += o.wants;
         self.session_errors += o.session_errors;
         self.restores += o.restores;
     }
@@ -168,6 +171,11 @@ impl Sim {
         self.nodes[node].store.doc_count()
     }
 
+    /// The ids of the documents `node` holds, in order.
+    pub fn doc_ids(&self, node: usize) -> Vec<String> {
+        self.nodes[node].store.summary().into_keys().collect()
+    }
+
     pub fn blob_bytes_received(&self) -> u64 {
         self.nodes.iter().map(|n| n.blob_bytes).sum()
     }
@@ -204,8 +212,14 @@ impl Sim {
         }
         let change = change.into_bytes();
         let len = change.len();
-        n.store.apply(&doc_id, &[change]);
+        // An edit of a held document is kept as its tip, as the node keeps a local event's.
+        n.store.edit(&doc_id, change);
         len
+    }
+
+    /// A local edit of `doc_id` on `node` (a new document if it holds none).
+    pub fn edit(&mut self, node: usize, doc_id: &str) -> usize {
+        self.write_to(node, doc_id.to_string(), None, 0)
     }
 
     /// Random local writes: new documents, edits of any held document, sometimes a blob.

@@ -834,6 +834,17 @@ impl Store {
         if have.is_empty() {
             return Ok(None);
         }
+        let mut have = have.to_vec();
+        have.sort_unstable();
+        have.dedup();
+        Ok(self
+            .held_tip(doc_id)?
+            .and_then(|tip| (have == tip.base).then_some(tip.change)))
+    }
+
+    /// A document's tip (`doc_tips-1`), when its change is the document's one head
+    /// (`doc_heads-1`). `None` when there is no row, or it does not match.
+    fn held_tip(&self, doc_id: &str) -> Result<Option<HeldTip>, StoreError> {
         let txn = self.db.begin_read()?;
         let Some(row) = txn
             .open_table(DOC_TIPS)?
@@ -846,12 +857,6 @@ impl Store {
             tracing::warn!(doc = doc_id, "doc_tips row too short; loading the document");
             return Ok(None);
         };
-        let mut have = have.to_vec();
-        have.sort_unstable();
-        have.dedup();
-        if have != base {
-            return Ok(None);
-        }
         let Some(heads) = txn
             .open_table(DOC_HEADS)?
             .get(doc_id)?
@@ -867,7 +872,12 @@ impl Store {
                 return Ok(None);
             }
         };
-        Ok((heads.as_slice() == change.hash().0.as_slice()).then(|| change.raw_bytes().to_vec()))
+        let hash = change.hash().0;
+        Ok((heads.as_slice() == hash.as_slice()).then(|| HeldTip {
+            base,
+            change: change.raw_bytes().to_vec(),
+            hash,
+        }))
     }
 
     /// A document's current heads from `doc_heads-1`, or by loading it where that has no row
@@ -1664,6 +1674,19 @@ impl yiciban_sync::store::ReplicaStore for Store {
             .collect())
     }
 
+    // The tip of a local event, while it is the document's one head: sent with the offer.
+    fn tip(
+        &self,
+        doc_id: &str,
+        heads: &[[u8; 32]],
+    ) -> Result<Option<(Vec<[u8; 32]>, Vec<u8>)>, StoreError> {
+        // `held_tip` checked the change against the stored heads; these are the offered ones.
+        Ok(self
+            .held_tip(doc_id)?
+            .filter(|tip| heads == [tip.hash])
+            .map(|tip| (tip.base, tip.change)))
+    }
+
     // A document that moved past `heads` no longer lists them, so look each change up.
     fn has_heads(&self, doc_id: &str, heads: &[[u8; 32]]) -> Result<bool, StoreError> {
         // Most often the heads asked about are the current ones: no load needed.
@@ -1709,6 +1732,15 @@ impl yiciban_sync::store::ReplicaStore for Store {
 
 #[cfg(test)]
 mod tests;
+
+/// A document's tip as [`Store::held_tip`] found it: checked against its heads.
+struct HeldTip {
+    /// The heads before the change, sorted.
+    base: Vec<[u8; 32]>,
+    change: Vec<u8>,
+    /// The change's hash, computed from its bytes.
+    hash: [u8; 32],
+}
 
 /// `feed_stale-1` as a reader sees it: entries listed there are left behind by a later
 /// write of their document and are skipped. Nothing is looked up while the list is empty.

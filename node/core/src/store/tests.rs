@@ -1193,6 +1193,7 @@ async fn a_local_events_change_is_answered_from_its_tip_until_another_write() {
     let case = put(&a, "c1", 1).await;
     assert_eq!(tip_row(&a), None, "a filed case keeps no tip");
     let filed = a.doc_heads("c1").unwrap().unwrap();
+    let filed_bytes = a.case_doc_bytes("c1").unwrap().unwrap();
     comment_on(&a, &case).await;
     let row = tip_row(&a).expect("the comment's change is the tip");
     let tip = tip::decode(&row).unwrap();
@@ -1201,6 +1202,26 @@ async fn a_local_events_change_is_answered_from_its_tip_until_another_write() {
     assert_eq!(a.tip_after("c1", &filed).unwrap(), Some(tip.clone()));
     assert_eq!(a.changes_after("c1", &filed).unwrap(), vec![tip.clone()]);
     assert_eq!(loaded(&a, &filed), vec![tip.clone()]);
+    // The pusher's view: offered with the current heads, the tip comes with its base; with
+    // any other heads it does not.
+    let now = a.doc_heads("c1").unwrap().unwrap();
+    assert_eq!(
+        a.tip("c1", &now).unwrap(),
+        Some((filed.clone(), tip.clone()))
+    );
+    assert_eq!(a.tip("c1", &filed).unwrap(), None);
+    assert_eq!(
+        a.tip("c2", &now).unwrap(),
+        None,
+        "no tip for a case not held"
+    );
+    // A holder of the base gets exactly the offered heads from the tip alone.
+    let other = tempfile::tempdir().unwrap();
+    let c = open(&other);
+    c.apply_changes("c1", vec![filed_bytes]).await.unwrap();
+    assert_eq!(c.doc_heads("c1").unwrap().unwrap(), filed);
+    c.apply_changes("c1", vec![tip.clone()]).await.unwrap();
+    assert_eq!(c.doc_heads("c1").unwrap().unwrap(), now);
     // A holder of nothing, or of other heads, is answered from the document.
     assert_eq!(a.changes_after("c1", &[]).unwrap().len(), 1);
     assert_eq!(
@@ -1215,6 +1236,11 @@ async fn a_local_events_change_is_answered_from_its_tip_until_another_write() {
         .unwrap();
     txn.commit().unwrap();
     assert_eq!(a.tip_after("c1", &filed).unwrap(), None);
+    assert_eq!(
+        a.tip("c1", &now).unwrap(),
+        None,
+        "a damaged row is not offered"
+    );
     assert_eq!(a.changes_after("c1", &filed).unwrap(), loaded(&a, &filed));
 
     // Another write of the document (a peer's change merged) removes the row.
@@ -1232,6 +1258,7 @@ async fn a_local_events_change_is_answered_from_its_tip_until_another_write() {
     .unwrap();
     assert_eq!(a.doc_heads("c1").unwrap().unwrap(), b_heads);
     assert_eq!(tip_row(&a), None);
+    assert_eq!(a.tip("c1", &b_heads).unwrap(), None, "no tip after a merge");
     assert_eq!(a.changes_after("c1", &filed).unwrap(), loaded(&a, &filed));
     assert_eq!(loaded(&a, &filed).len(), 2);
     // a's next event depends on b's change and on a's own last one (Automerge lists both):
