@@ -763,12 +763,22 @@ pub async fn serve(
         tracing::info!(webhook = ?notices.webhook, "this node sends the SMS notices");
         tokio::spawn(yiciban_core::notice::run_outbox(node.clone(), notices))
     });
+    let node_store = node.store.clone();
     let served = yiciban_web::serve(listener, yiciban_web::AppState::new(node), shutdown).await;
     if let Some(outbox) = outbox {
         outbox.abort();
     }
     if let Some(exporter) = exporter {
         exporter.abort();
+        // The entries since the last tick (up to EXPORT_EVERY of them) go into the segments
+        // now: what the clerk did just before closing goes up with the next link.
+        match yiciban_core::audit_doc::export_pending(&node_store).await {
+            Ok(n) if n > 0 => tracing::info!(entries = n, "audit entries exported at stop"),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "audit entries not exported at stop; exported at the next start")
+            }
+        }
     }
     // Tell the peers this node is leaving, so they drop the link now rather than at the
     // idle timeout; give the close a moment to go out.

@@ -184,11 +184,36 @@ pub fn append(
     entries: &[Vec<u8>],
     actor: automerge::ActorId,
 ) -> Result<Vec<u8>, DocError> {
+    append_change(existing, node, segment, entries, actor).map(|a| a.bytes)
+}
+
+/// A segment after [`append_change`]: what the store keeps of it.
+#[derive(Debug)]
+pub struct Appended {
+    /// The saved document.
+    pub bytes: Vec<u8>,
+    /// Its heads before the append (empty for a new segment) and after.
+    pub heads_before: Vec<automerge::ChangeHash>,
+    pub heads: Vec<automerge::ChangeHash>,
+    /// The append's change (the one change it made).
+    pub change: Option<automerge::Change>,
+}
+
+/// [`append`], also giving the heads before and after and the change it made: the writer
+/// keeps the heads in `doc_heads-1` and the change as the segment's tip (`store::tip`).
+pub fn append_change(
+    existing: Option<&[u8]>,
+    node: &str,
+    segment: u64,
+    entries: &[Vec<u8>],
+    actor: automerge::ActorId,
+) -> Result<Appended, DocError> {
     let mut doc = match existing {
         Some(bytes) => AutoCommit::load(bytes)?,
         None => AutoCommit::new(),
     }
     .with_actor(actor);
+    let heads_before = doc.get_heads();
     let list = if existing.is_some() {
         let held = read(&doc)?;
         if held.node != node || held.segment != segment {
@@ -221,7 +246,13 @@ pub fn append(
             .map(|bytes| hydrate::Value::Scalar(ScalarValue::Bytes(bytes.clone()))),
     )?;
     doc.commit();
-    Ok(doc.save_nocompress())
+    let change = doc.get_last_local_change();
+    Ok(Appended {
+        bytes: doc.save_nocompress(),
+        heads_before,
+        heads: doc.get_heads(),
+        change,
+    })
 }
 
 /// Checks one segment of `node`: every entry decodes, matches its hash, is entry
@@ -322,20 +353,25 @@ pub async fn run_exporter(store: crate::store::Store) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        loop {
-            match store.export_audit(EXPORT_MAX).await {
-                Ok(n) if n == EXPORT_MAX => continue,
-                Ok(n) => {
-                    if n > 0 {
-                        tracing::debug!(entries = n, "audit entries exported for the county");
-                    }
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "audit export failed; trying again later");
-                    break;
-                }
-            }
+        match export_pending(&store).await {
+            Ok(n) if n > 0 => tracing::debug!(entries = n, "audit entries exported for the county"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "audit export failed; trying again later"),
+        }
+    }
+}
+
+/// Exports every audit entry not yet in a segment document, [`EXPORT_MAX`] at a time;
+/// returns how many. Run by [`run_exporter`], and once more when a node stops cleanly, so
+/// the trail of its last seconds goes up with the next link instead of being exported (a
+/// segment loaded and saved) while that link's catch-up runs.
+pub async fn export_pending(store: &crate::store::Store) -> Result<u64, crate::store::StoreError> {
+    let mut total = 0;
+    loop {
+        let n = store.export_audit(EXPORT_MAX).await?;
+        total += n;
+        if n < EXPORT_MAX {
+            return Ok(total);
         }
     }
 }

@@ -514,18 +514,30 @@ async fn the_audit_trail_is_exported_in_segments_and_only_the_county_takes_it() 
     let town = open(&odir).for_node("t");
     let case = put(&village, "c1", 1).await;
     comment_on(&village, &case).await;
+    let id = crate::audit_doc::segment_id("v", 0);
     assert_eq!(village.export_audit(1).await.unwrap(), 1);
+    let first = village.doc_heads(&id).unwrap().unwrap();
+    assert_eq!(
+        village.tip(&id, &first).unwrap(),
+        None,
+        "a new segment has no tip"
+    );
     assert_eq!(village.export_audit(100).await.unwrap(), 1);
     // Exporting writes no entry of its own, and nothing is left to export.
     assert_eq!(village.export_audit(100).await.unwrap(), 0);
     assert_eq!(village.verify_audit().unwrap().unwrap().count, 2);
 
-    let id = crate::audit_doc::segment_id("v", 0);
     // In the global feed (the county's view) only: no village or town scope sees it.
     let all = ScopedStore {
         store: &village,
         scope: &Scope::All,
     };
+    // The second export's change is the segment's tip: offered with it, made on the heads
+    // of the first, and what a holder of those lacks.
+    let now = all.doc_heads(&id).unwrap().unwrap();
+    let (base, change) = all.tip(&id, &now).unwrap().expect("the append is the tip");
+    assert_eq!(base, first);
+    assert_eq!(all.changes_after(&id, &first).unwrap(), vec![change]);
     assert!(
         all.feed_since(0, 100)
             .unwrap()
@@ -547,6 +559,7 @@ async fn the_audit_trail_is_exported_in_segments_and_only_the_county_takes_it() 
                 .all(|e| e.doc_id != id)
         );
         assert_eq!(view.doc_heads(&id).unwrap(), None);
+        assert_eq!(view.tip(&id, &now).unwrap(), None, "no tip out of scope");
         assert!(view.changes_after(&id, &[]).unwrap().is_empty());
         // Still, what the store holds of it is what it asks the sender for more than.
         assert_eq!(

@@ -1041,10 +1041,22 @@ fn export_audit(
                 "{id} ends at entry {held}, the export cursor at {cursor}"
             )));
         }
-        let bytes = audit_doc::append(existing.as_deref(), node, segment, &entries, actor.clone())?;
-        t.audit_docs.insert(id.as_str(), bytes.as_slice())?;
-        // The global feed only: the county reads it, no village or town does.
-        t.bump_feed_under(&id, &[], None, feed_head)?;
+        let seg =
+            audit_doc::append_change(existing.as_deref(), node, segment, &entries, actor.clone())?;
+        t.audit_docs.insert(id.as_str(), seg.bytes.as_slice())?;
+        // The global feed only: the county reads it, no village or town does. Its heads are
+        // kept, so offering it loads nothing.
+        t.bump_feed_under(&id, &[], Some(&seg.heads), feed_head)?;
+        // The append's change on top of a segment the county may already hold: offered with
+        // the segment and answered without loading it, as a case's local event is.
+        if !seg.heads_before.is_empty()
+            && let [head] = seg.heads.as_slice()
+            && let Some(change) = &seg.change
+            && change.hash() == *head
+            && let Some(row) = super::tip::encode(&seg.heads_before, change.raw_bytes())
+        {
+            t.doc_tips.insert(id.as_str(), row.as_slice())?;
+        }
         next = upto + 1;
     }
     t.meta
