@@ -770,7 +770,7 @@ pub async fn serve(
     }
     if let Some(exporter) = exporter {
         exporter.abort();
-        // The entries since the last tick (up to EXPORT_EVERY of them) go into the segments
+        // The entries logged since the last tick (at most EXPORT_EVERY ago) go into the segments
         // now: what the clerk did just before closing goes up with the next link.
         match yiciban_core::audit_doc::export_pending(&node_store).await {
             Ok(n) if n > 0 => tracing::info!(entries = n, "audit entries exported at stop"),
