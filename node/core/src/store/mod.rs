@@ -837,15 +837,20 @@ impl Store {
         let mut have = have.to_vec();
         have.sort_unstable();
         have.dedup();
-        Ok(self
-            .held_tip(doc_id)?
-            .and_then(|tip| (have == tip.base).then_some(tip.change)))
+        let txn = self.db.begin_read()?;
+        let Some(tip) = Self::held_tip(&txn, doc_id)?.filter(|tip| tip.base == have) else {
+            return Ok(None);
+        };
+        let heads = txn.open_table(DOC_HEADS)?.get(doc_id)?;
+        Ok(heads
+            .is_some_and(|h| h.value() == tip.hash.as_slice())
+            .then_some(tip.change))
     }
 
-    /// A document's tip (`doc_tips-1`), when its change is the document's one head
-    /// (`doc_heads-1`). `None` when there is no row, or it does not match.
-    fn held_tip(&self, doc_id: &str) -> Result<Option<HeldTip>, StoreError> {
-        let txn = self.db.begin_read()?;
+    /// A document's tip as `doc_tips-1` keeps it, its change parsed (the hash computed from
+    /// its bytes, not trusted from the row). Not checked against any heads: each caller
+    /// compares it with the heads it goes by. `None` when there is no row, or it is damaged.
+    fn held_tip(txn: &redb::ReadTransaction, doc_id: &str) -> Result<Option<HeldTip>, StoreError> {
         let Some(row) = txn
             .open_table(DOC_TIPS)?
             .get(doc_id)?
@@ -857,14 +862,6 @@ impl Store {
             tracing::warn!(doc = doc_id, "doc_tips row too short; loading the document");
             return Ok(None);
         };
-        let Some(heads) = txn
-            .open_table(DOC_HEADS)?
-            .get(doc_id)?
-            .map(|v| v.value().to_vec())
-        else {
-            return Ok(None);
-        };
-        // Parsed (its hash computed from its bytes), not trusted from the row.
         let change = match automerge::Change::from_bytes(change.to_vec()) {
             Ok(change) => change,
             Err(e) => {
@@ -872,11 +869,10 @@ impl Store {
                 return Ok(None);
             }
         };
-        let hash = change.hash().0;
-        Ok((heads.as_slice() == hash.as_slice()).then(|| HeldTip {
+        Ok(Some(HeldTip {
             base,
+            hash: change.hash().0,
             change: change.raw_bytes().to_vec(),
-            hash,
         }))
     }
 
@@ -1680,9 +1676,9 @@ impl yiciban_sync::store::ReplicaStore for Store {
         doc_id: &str,
         heads: &[[u8; 32]],
     ) -> Result<Option<(Vec<[u8; 32]>, Vec<u8>)>, StoreError> {
-        // `held_tip` checked the change against the stored heads; these are the offered ones.
-        Ok(self
-            .held_tip(doc_id)?
+        // Checked against the heads offered with it, which the pusher has just read.
+        let txn = self.db.begin_read()?;
+        Ok(Self::held_tip(&txn, doc_id)?
             .filter(|tip| heads == [tip.hash])
             .map(|tip| (tip.base, tip.change)))
     }
@@ -1733,7 +1729,7 @@ impl yiciban_sync::store::ReplicaStore for Store {
 #[cfg(test)]
 mod tests;
 
-/// A document's tip as [`Store::held_tip`] found it: checked against its heads.
+/// A document's tip as [`Store::held_tip`] read it.
 struct HeldTip {
     /// The heads before the change, sorted.
     base: Vec<[u8; 32]>,

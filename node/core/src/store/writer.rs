@@ -603,6 +603,26 @@ impl<'txn> Tables<'txn> {
         self.bump_feed_under(doc_id, &Scope::prefixes_of(division), heads, feed_head)
     }
 
+    /// Keeps `change`, a local write made on `heads_before`, as `doc_id`'s tip
+    /// (`super::tip`), when it is the document's one head now (`heads`) and was made on
+    /// something a peer can hold (a new document has no tip). Called after the document's
+    /// feed bump, which removes the row of an earlier tip.
+    fn keep_tip(
+        &mut self,
+        doc_id: &str,
+        heads_before: &[automerge::ChangeHash],
+        heads: &[automerge::ChangeHash],
+        change: &automerge::Change,
+    ) -> Result<(), StoreError> {
+        if !heads_before.is_empty()
+            && heads == [change.hash()]
+            && let Some(row) = super::tip::encode(heads_before, change.raw_bytes())
+        {
+            self.doc_tips.insert(doc_id, row.as_slice())?;
+        }
+        Ok(())
+    }
+
     /// Moves `doc_id` to the head of the feed and of the scoped feeds under `prefixes`, and
     /// records its new `heads` in `doc_heads-1` (`None`: not known here, the row goes, so a
     /// reader loads the document).
@@ -760,9 +780,8 @@ fn apply(
             // document as it was before the event lacks (`super::tip`).
             if let [head] = heads.as_slice()
                 && let Some(change) = doc.get_change_by_hash(head)
-                && let Some(row) = super::tip::encode(&heads_before, change.raw_bytes())
             {
-                t.doc_tips.insert(case_id.as_str(), row.as_slice())?;
+                t.keep_tip(case_id, &heads_before, &heads, &change)?;
             }
             t.raise_hlc(event.at)?;
             Ok((WriteOutcome::Case(Arc::new(case)), true))
@@ -1049,13 +1068,8 @@ fn export_audit(
         t.bump_feed_under(&id, &[], Some(&seg.heads), feed_head)?;
         // The append's change on top of a segment the county may already hold: offered with
         // the segment and answered without loading it, as a case's local event is.
-        if !seg.heads_before.is_empty()
-            && let [head] = seg.heads.as_slice()
-            && let Some(change) = &seg.change
-            && change.hash() == *head
-            && let Some(row) = super::tip::encode(&seg.heads_before, change.raw_bytes())
-        {
-            t.doc_tips.insert(id.as_str(), row.as_slice())?;
+        if let Some(change) = &seg.change {
+            t.keep_tip(&id, &seg.heads_before, &seg.heads, change)?;
         }
         next = upto + 1;
     }
