@@ -616,8 +616,15 @@ pub async fn run_connection(
                         }
                         // With "sync messages out" and the writer's "group committed": a
                         // session's timeline (docs/bench.md).
-                        tracing::debug!(peer = %peer.node_id, msg = %msg_label(&msg), "sync message in");
+                        let label = msg_label(&msg);
+                        let handling = Instant::now();
                         let more = session.handle(&view, now_ms(), msg)?;
+                        tracing::debug!(
+                            peer = %peer.node_id,
+                            msg = %label,
+                            handle_us = handling.elapsed().as_micros() as u64,
+                            "sync message in"
+                        );
                         out.send.extend(more.send);
                         out.effects.extend(more.effects);
                     }
@@ -698,6 +705,7 @@ fn note_catch_up(session: &Session, links: &Links, link: &str, started: Instant,
 
 /// Frames (compressing where it pays) and writes a run of messages in one stream write.
 async fn write_all(send: &mut quinn::SendStream, msgs: &[Message]) -> Result<u64, EngineError> {
+    let encoding = Instant::now();
     let mut bytes = Vec::new();
     for msg in msgs {
         bytes.extend_from_slice(&frame::message_frame(proto::encode(msg))?.encode());
@@ -706,6 +714,7 @@ async fn write_all(send: &mut quinn::SendStream, msgs: &[Message]) -> Result<u64
         tracing::debug!(
             msgs = %msgs.iter().map(msg_label).collect::<Vec<_>>().join(","),
             bytes = bytes.len(),
+            encode_us = encoding.elapsed().as_micros() as u64,
             "sync messages out"
         );
         send.write_all(&bytes).await?;

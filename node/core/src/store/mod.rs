@@ -172,7 +172,7 @@ pub struct CaseQuery {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Arc<Database>,
-    writer: mpsc::Sender<Vec<WriteRequest>>,
+    writer: mpsc::Sender<writer::Submission>,
     receipts: Arc<Mutex<HashMap<String, u64>>>,
     blob_max_bytes: usize,
     /// The node id audit entries carry ([`Store::for_node`]).
@@ -256,7 +256,7 @@ impl Store {
     ) -> Result<WriteOutcome, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.writer
-            .send(vec![WriteRequest { op, audit, reply }])
+            .send(vec![WriteRequest { op, audit, reply }].into())
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -443,10 +443,11 @@ impl Store {
         .into_case()
     }
 
-    /// [`Store::apply_changes_from`] for the cases of one sync run: merged concurrently, then
-    /// handed to the writer in one message so that they share one commit (one fsync for the
-    /// run instead of one per few cases). Each case keeps its own outcome, in order: a refused
-    /// one is refused alone.
+    /// [`Store::apply_changes_from`] for the cases of one sync run: merged concurrently, each
+    /// handed to the writer as soon as it is ready, all in one transaction (one fsync for the
+    /// run instead of one per few cases; the writer's inserts go on beside the merges instead
+    /// of after them). Each case keeps its own outcome, in order: a refused one is refused
+    /// alone.
     pub async fn apply_changes_many(
         &self,
         peer: &str,
@@ -455,49 +456,59 @@ impl Store {
     ) -> Vec<Result<Case, StoreError>> {
         let count = docs.len();
         let started = std::time::Instant::now();
+        // The writer takes the run as one group: it applies each merge as it comes, in one
+        // transaction, and commits once every merge has sent its request or failed.
+        let (run, more) = mpsc::unbounded_channel();
+        let open = writer::Submission {
+            requests: Vec::new(),
+            more: Some(more),
+        };
+        if self.writer.send(open).await.is_err() {
+            return (0..count).map(|_| Err(StoreError::Closed)).collect();
+        }
         let mut merges = tokio::task::JoinSet::new();
         for (i, (doc_id, changes)) in docs.into_iter().enumerate() {
-            let store = self.clone();
+            let (store, run, peer, scopes) =
+                (self.clone(), run.clone(), peer.to_string(), scopes.clone());
             merges.spawn(async move {
                 let prepared = store
                     .held_case(&doc_id)
                     .and_then(|held| writer::prepare_case(held, &doc_id, &changes));
-                (i, doc_id, changes, prepared)
+                let answer = prepared.and_then(|prepared| {
+                    let audit = store.record(
+                        &format!("peer:{peer}"),
+                        "case.merged",
+                        Some(&doc_id),
+                        &format!("{} changes", changes.len()),
+                    );
+                    let (reply, rx) = oneshot::channel();
+                    let req = WriteRequest {
+                        op: WriteOp::ApplyChanges {
+                            doc_id,
+                            changes,
+                            scopes,
+                            prepared: Some(Box::new(prepared)),
+                        },
+                        audit: Some(audit),
+                        reply,
+                    };
+                    run.send(req).map_err(|_| StoreError::Closed)?;
+                    Ok(rx)
+                });
+                (i, answer)
             });
         }
+        drop(run);
         let mut outcomes: Vec<Option<Result<Case, StoreError>>> =
             (0..count).map(|_| None).collect();
-        let mut requests = Vec::new();
         let mut replies = Vec::new();
         while let Some(joined) = merges.join_next().await {
-            let Ok((i, doc_id, changes, prepared)) = joined else {
-                continue; // a merge that panicked: its case stays unanswered, asked again
-            };
-            let prepared = match prepared {
-                Ok(p) => p,
-                Err(e) => {
-                    outcomes[i] = Some(Err(e));
-                    continue;
-                }
-            };
-            let audit = self.record(
-                &format!("peer:{peer}"),
-                "case.merged",
-                Some(&doc_id),
-                &format!("{} changes", changes.len()),
-            );
-            let (reply, rx) = oneshot::channel();
-            requests.push(WriteRequest {
-                op: WriteOp::ApplyChanges {
-                    doc_id,
-                    changes,
-                    scopes: scopes.clone(),
-                    prepared: Some(Box::new(prepared)),
-                },
-                audit: Some(audit),
-                reply,
-            });
-            replies.push((i, rx));
+            match joined {
+                Ok((i, Ok(rx))) => replies.push((i, rx)),
+                Ok((i, Err(e))) => outcomes[i] = Some(Err(e)),
+                // A merge that panicked: its case stays unanswered, asked again.
+                Err(_) => {}
+            }
         }
         // With the writer's "group committed", the timeline of a sync run's merges.
         tracing::debug!(
@@ -505,9 +516,6 @@ impl Store {
             prepare_us = started.elapsed().as_micros() as u64,
             "sync merges prepared"
         );
-        if !requests.is_empty() && self.writer.send(requests).await.is_err() {
-            return (0..count).map(|_| Err(StoreError::Closed)).collect();
-        }
         for (i, rx) in replies {
             outcomes[i] = Some(match rx.await {
                 Ok(outcome) => outcome.and_then(WriteOutcome::into_case),

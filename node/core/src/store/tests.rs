@@ -324,6 +324,59 @@ async fn merge_moves_projections(damage_summary: bool) {
     assert_eq!(listed(case.state().status), 0, "the old status row is gone");
 }
 
+/// A merge that leaves the summary as it was does not write the row again, unless the row is
+/// damaged: then it is written from the merged case.
+#[tokio::test]
+async fn a_comment_merged_onto_a_damaged_summary_row_repairs_it() {
+    use yiciban_sync::store::ReplicaStore;
+    let here = tempfile::tempdir().unwrap();
+    let there = tempfile::tempdir().unwrap();
+    let (a, b) = (open(&here), open(&there));
+    let case = put(&a, "c1", 1).await;
+    b.apply_changes("c1", a.changes_after("c1", &[]).unwrap())
+        .await
+        .unwrap();
+    let row = |s: &Store| {
+        let txn = s.db.begin_read().unwrap();
+        let t = txn.open_table(CASE_SUMMARIES).unwrap();
+        t.get("c1").unwrap().map(|v| v.value().to_vec())
+    };
+    let good = row(&b).unwrap();
+    let heads = b.doc_heads("c1").unwrap().unwrap();
+    comment_on(&a, &case).await;
+    let txn = b.db.begin_write().unwrap();
+    txn.open_table(CASE_SUMMARIES)
+        .unwrap()
+        .insert("c1", b"{not json".as_slice())
+        .unwrap();
+    txn.commit().unwrap();
+    let merged = b
+        .apply_changes("c1", a.changes_after("c1", &heads).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(merged.events.len(), 2);
+    assert_eq!(row(&b).unwrap(), good, "a comment changes no summary field");
+}
+
+/// A run whose every merge fails sends the writer nothing to commit, and the writer goes on.
+#[tokio::test]
+async fn a_run_whose_every_merge_fails_leaves_the_writer_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let run = (0..3)
+        .map(|n| (format!("c{n}"), vec![b"not a change".to_vec()]))
+        .collect();
+    let merged = store.apply_changes_many("village", run, vec![]).await;
+    assert!(
+        merged
+            .iter()
+            .all(|m| matches!(m, Err(StoreError::Refused(_))))
+    );
+    put(&store, "c9", 1).await;
+    assert_eq!(store.case_count().unwrap(), 1);
+    assert_eq!(store.verify_audit().unwrap().unwrap().count, 1);
+}
+
 #[tokio::test]
 async fn hostile_or_incomplete_changes_are_refused_and_nothing_is_written() {
     use yiciban_sync::store::ReplicaStore;
@@ -1320,6 +1373,46 @@ async fn a_run_with_a_case_out_of_scope_stores_the_others_and_refuses_that_one()
         11,
         "one entry a stored case"
     );
+}
+
+/// Writes sent while a run's merges are still arriving join the run's transaction; when a
+/// case of the run is refused there, every request of the group, the run's and the others,
+/// is retried alone and only the refused one fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_sent_during_a_run_join_it_and_a_refused_case_fails_alone() {
+    use crate::scope::Scope;
+    use yiciban_sync::store::ReplicaStore;
+    let here = tempfile::tempdir().unwrap();
+    let there = tempfile::tempdir().unwrap();
+    let (village, county) = (open(&here), open(&there));
+    let mut run = Vec::new();
+    for n in 0..40u64 {
+        let case = put_with(&village, &format!("c{n:02}"), n, |c| {
+            if n == 29 {
+                c.division.village = "430181101002".into();
+            }
+        })
+        .await;
+        run.push((
+            case.id.clone(),
+            village.changes_after(&case.id, &[]).unwrap(),
+        ));
+    }
+    let scopes = vec![Scope::Village("430181101001".into())];
+    let (merged, local) = tokio::join!(county.apply_changes_many("village", run, scopes), async {
+        let mut filed = Vec::new();
+        for n in 0..5u64 {
+            filed.push(put(&county, &format!("k{n}"), 100 + n).await);
+        }
+        filed
+    });
+    for (n, got) in merged.iter().enumerate() {
+        assert_eq!(got.is_err(), n == 29, "case {n}: {got:?}");
+    }
+    assert_eq!(local.len(), 5);
+    assert_eq!(county.case_count().unwrap(), 39 + 5);
+    assert_eq!(county.feed_head().unwrap(), 39 + 5);
+    assert_eq!(county.verify_audit().unwrap().unwrap().count, 39 + 5);
 }
 
 /// A write that moves a document up the feed lists its old entries in `feed_stale-1`

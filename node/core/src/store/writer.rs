@@ -182,6 +182,25 @@ impl WriteOutcome {
     }
 }
 
+/// What the writer's channel carries: requests to commit together and, for a sync run whose
+/// merges are still being worked out, the rest of the run. The writer applies each request of
+/// `more` as it arrives, in the same transaction, and commits once the sender is gone: the
+/// run's inserts go on beside its merges instead of after them.
+#[derive(Debug)]
+pub(super) struct Submission {
+    pub requests: Vec<WriteRequest>,
+    pub more: Option<mpsc::UnboundedReceiver<WriteRequest>>,
+}
+
+impl From<Vec<WriteRequest>> for Submission {
+    fn from(requests: Vec<WriteRequest>) -> Self {
+        Self {
+            requests,
+            more: None,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct WriteRequest {
     pub op: WriteOp,
@@ -192,7 +211,7 @@ pub(super) struct WriteRequest {
 
 pub(super) fn spawn(
     db: Arc<Database>,
-    mut rx: mpsc::Receiver<Vec<WriteRequest>>,
+    rx: mpsc::Receiver<Submission>,
     group_max: usize,
     queue_clock: super::SharedClock,
     feed_moved: Arc<tokio::sync::watch::Sender<()>>,
@@ -212,12 +231,22 @@ pub(super) fn spawn(
         .name("yiciban-store-writer".into())
         .spawn(move || {
             // A message is one request, or the merges of a sync run sent together so that
-            // they share one commit; a group may pass `group_max` by the last message taken.
+            // they share one commit, or a run still arriving; a group may pass `group_max` by
+            // the last message taken.
+            let mut intake = Intake {
+                rx,
+                idle,
+                group_max,
+                closed: false,
+            };
             loop {
                 let next = if stale == 0 {
-                    rx.blocking_recv()
+                    intake.rx.blocking_recv()
                 } else {
-                    match idle.block_on(async { tokio::time::timeout(SWEEP_IDLE, rx.recv()).await })
+                    let rx = &mut intake.rx;
+                    match intake
+                        .idle
+                        .block_on(async { tokio::time::timeout(SWEEP_IDLE, rx.recv()).await })
                     {
                         Ok(next) => next,
                         Err(_) => {
@@ -226,10 +255,12 @@ pub(super) fn spawn(
                         }
                     }
                 };
-                let Some(mut group) = next else { break };
-                while group.len() < group_max {
-                    match rx.try_recv() {
-                        Ok(more) => group.extend(more),
+                let Some(first) = next else { break };
+                let mut group = Group::default();
+                group.take(first);
+                while group.requests.len() < group_max {
+                    match intake.rx.try_recv() {
+                        Ok(next) => group.take(next),
                         Err(_) => break,
                     }
                 }
@@ -239,7 +270,7 @@ pub(super) fn spawn(
                     .clone();
                 GROUP_CLOCK.with(|c| *c.borrow_mut() = clock);
                 let before = feed_head;
-                stale += commit_group(&db, group, &mut feed_head);
+                stale += commit_group(&db, group, &mut intake, &mut feed_head);
                 // Only a committed feed entry wakes the sync links (`Store::watch_feed`).
                 if feed_head != before {
                     feed_moved.send_replace(());
@@ -260,38 +291,93 @@ thread_local! {
     static GROUP_CLOCK: std::cell::RefCell<Option<Arc<Clock>>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Commits `group` (or, if that fails, each request alone) and returns the rows it added to
-/// `feed_stale-1`.
-fn commit_group(db: &Database, group: Vec<WriteRequest>, feed_head: &mut u64) -> u64 {
+/// The writer's side of its channel, and what it needs to wait on runs still arriving.
+struct Intake {
+    rx: mpsc::Receiver<Submission>,
+    /// Only to wait with a time limit (the idle sweep), or on two channels at once.
+    idle: tokio::runtime::Runtime,
+    group_max: usize,
+    /// Every sender of `rx` is gone.
+    closed: bool,
+}
+
+/// The requests of one transaction, and the runs still sending theirs ([`Submission`]).
+#[derive(Default)]
+struct Group {
+    requests: Vec<WriteRequest>,
+    runs: std::collections::VecDeque<mpsc::UnboundedReceiver<WriteRequest>>,
+}
+
+impl Group {
+    fn take(&mut self, s: Submission) {
+        self.requests.extend(s.requests);
+        self.runs.extend(s.more);
+    }
+
+    /// The next request of the oldest run still arriving, or, while the group has room,
+    /// whatever else is sent meanwhile (a request waiting for a run's commit would only wait
+    /// longer, and pay for an fsync of its own). `false` once no run is left.
+    fn wait(&mut self, intake: &mut Intake) -> bool {
+        enum Next {
+            Run(Option<Box<WriteRequest>>),
+            Other(Option<Submission>),
+        }
+        let Some(run) = self.runs.front_mut() else {
+            return false;
+        };
+        let room = !intake.closed && self.requests.len() < intake.group_max;
+        let rx = &mut intake.rx;
+        let next = intake.idle.block_on(async {
+            tokio::select! {
+                biased;
+                req = run.recv() => Next::Run(req.map(Box::new)),
+                other = rx.recv(), if room => Next::Other(other),
+            }
+        });
+        match next {
+            Next::Run(Some(req)) => self.requests.push(*req),
+            Next::Run(None) => {
+                self.runs.pop_front();
+            }
+            Next::Other(Some(s)) => self.take(s),
+            Next::Other(None) => intake.closed = true,
+        }
+        true
+    }
+
+    /// Every request of the runs still arriving, waited for: a failed attempt is retried
+    /// with all of them.
+    fn drain(&mut self) {
+        while let Some(mut run) = self.runs.pop_front() {
+            while let Some(req) = run.blocking_recv() {
+                self.requests.push(req);
+            }
+        }
+    }
+}
+
+/// Commits `group`, taking the requests of its runs as they arrive (or, if that fails, each
+/// request alone), and returns the rows it added to `feed_stale-1`.
+fn commit_group(db: &Database, mut group: Group, intake: &mut Intake, feed_head: &mut u64) -> u64 {
     let started = *feed_head;
     let clock = std::time::Instant::now();
+    let attempt = apply_group(db, &mut group, intake, feed_head);
+    group.drain();
+    let group = group.requests;
     let size = group.len();
-    let attempt = (|| {
-        let txn = begin(db)?;
-        let mut outcomes = Vec::with_capacity(group.len());
-        let stale_rows = {
-            // Tables are opened once per group: opening them per request cost more than the
-            // inserts (measured in the ingest benchmark's commit times).
-            let mut t = Tables::open(&txn)?;
-            for req in &group {
-                let (outcome, changed) = apply(&mut t, &req.op, feed_head)?;
-                if let (true, Some(record)) = (changed, &req.audit) {
-                    t.append_audit(record)?;
-                }
-                outcomes.push(outcome);
-            }
-            t.stale_rows
-        };
-        let writes_us = clock.elapsed().as_micros() as u64;
-        txn.commit()?;
-        Ok::<_, StoreError>((outcomes, writes_us, stale_rows))
-    })();
     match attempt {
-        Ok((outcomes, writes_us, stale_rows)) => {
-            // `writes_us` the inserts, the rest of `total_us` the commit (pages out, fsync).
+        Ok(Applied {
+            outcomes,
+            writes_us,
+            wait_us,
+            stale_rows,
+        }) => {
+            // `writes_us` the inserts (and, for a run still arriving, `wait_us` of waiting for
+            // its merges), the rest of `total_us` the commit (pages out, fsync).
             tracing::debug!(
                 size,
                 writes_us,
+                wait_us,
                 total_us = clock.elapsed().as_micros() as u64,
                 "group committed"
             );
@@ -309,7 +395,13 @@ fn commit_group(db: &Database, group: Vec<WriteRequest>, feed_head: &mut u64) ->
             *feed_head = started;
             group
                 .into_iter()
-                .map(|req| commit_group(db, vec![req], feed_head))
+                .map(|req| {
+                    let alone = Group {
+                        requests: vec![req],
+                        ..Group::default()
+                    };
+                    commit_group(db, alone, intake, feed_head)
+                })
                 .sum()
         }
         Err(e) => {
@@ -320,6 +412,65 @@ fn commit_group(db: &Database, group: Vec<WriteRequest>, feed_head: &mut u64) ->
             0
         }
     }
+}
+
+/// A group [`apply_group`] committed.
+struct Applied {
+    /// One a request, in the order of the group.
+    outcomes: Vec<WriteOutcome>,
+    /// µs of inserts, and of waiting for the rest of a run still arriving.
+    writes_us: u64,
+    wait_us: u64,
+    /// Rows added to `feed_stale-1`.
+    stale_rows: u64,
+}
+
+/// Applies `group`, and each request of its runs as it arrives, in one transaction, and
+/// commits it.
+fn apply_group(
+    db: &Database,
+    group: &mut Group,
+    intake: &mut Intake,
+    feed_head: &mut u64,
+) -> Result<Applied, StoreError> {
+    let clock = std::time::Instant::now();
+    let txn = begin(db)?;
+    let mut outcomes = Vec::with_capacity(group.requests.len());
+    let mut wait = std::time::Duration::ZERO;
+    let stale_rows = {
+        // Tables are opened once per group: opening them per request cost more than the
+        // inserts (measured in the ingest benchmark's commit times).
+        let mut t = Tables::open(&txn)?;
+        loop {
+            while let Some(req) = group.requests.get(outcomes.len()) {
+                let (outcome, changed) = apply(&mut t, &req.op, feed_head)?;
+                if let (true, Some(record)) = (changed, &req.audit) {
+                    t.append_audit(record)?;
+                }
+                outcomes.push(outcome);
+            }
+            let waiting = std::time::Instant::now();
+            let more = group.wait(intake);
+            wait += waiting.elapsed();
+            if !more {
+                break;
+            }
+        }
+        t.stale_rows
+    };
+    let writes_us = (clock.elapsed() - wait).as_micros() as u64;
+    // A run whose every merge failed brought nothing: no commit, no fsync.
+    if outcomes.is_empty() {
+        txn.abort()?;
+    } else {
+        txn.commit()?;
+    }
+    Ok(Applied {
+        outcomes,
+        writes_us,
+        wait_us: wait.as_micros() as u64,
+        stale_rows,
+    })
 }
 
 /// How long the writer waits with nothing to do before it sweeps stale feed entries, so a
@@ -496,9 +647,13 @@ impl<'txn> Tables<'txn> {
     /// Replaces a case's projection rows: the old keys out, the new ones in.
     fn put_projections(
         &mut self,
-        old: Option<&CaseSummary>,
+        old: Option<&OldSummary>,
         new: &CaseSummary,
     ) -> Result<(), StoreError> {
+        // A summary row that would be written as it is stays (most comments change none of
+        // it): a random leaf page fewer in the commit.
+        let unchanged = old.is_some_and(|o| o.stored && o.summary == *new);
+        let old = old.map(|o| &o.summary);
         // Only the keys that moved: most events (a comment, a notice mark, a step of the
         // route) change none of them, and each row left alone is a removal and an insertion
         // fewer in the B-trees.
@@ -515,8 +670,10 @@ impl<'txn> Tables<'txn> {
         )?;
         move_row(&mut self.by_name, was(|k| &k.by_name), &k.by_name, ())?;
         move_row(&mut self.by_tail, was(|k| &k.by_id_tail), &k.by_id_tail, ())?;
-        let json = serde_json::to_vec(new).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.summaries.insert(new.id.as_str(), json.as_slice())?;
+        if !unchanged {
+            let json = serde_json::to_vec(new).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            self.summaries.insert(new.id.as_str(), json.as_slice())?;
+        }
         self.put_queue(new)
     }
 
@@ -1372,7 +1529,7 @@ pub(crate) struct PreparedCase {
     bytes: Vec<u8>,
     heads: Vec<automerge::ChangeHash>,
     changed: bool,
-    old_summary: Option<CaseSummary>,
+    old_summary: Option<OldSummary>,
     case: Arc<Case>,
 }
 
@@ -1392,14 +1549,29 @@ impl HeldCase {
     }
 }
 
+/// The summary a case's projections were written from ([`summary_or_read`]).
+#[derive(Debug)]
+pub(crate) struct OldSummary {
+    summary: CaseSummary,
+    /// It is the stored row; else it was read out of the document, the row being missing or
+    /// damaged, and the row is written whatever the new summary is.
+    stored: bool,
+}
+
 /// The summary the case's projections were written from: its row, or read out of the
 /// document `doc` (as stored, before any change) when the row is missing or damaged.
-fn summary_or_read(row: Option<CaseSummary>, doc: &AutoCommit) -> Result<CaseSummary, StoreError> {
+fn summary_or_read(row: Option<CaseSummary>, doc: &AutoCommit) -> Result<OldSummary, StoreError> {
     match row {
-        Some(summary) => Ok(summary),
+        Some(summary) => Ok(OldSummary {
+            summary,
+            stored: true,
+        }),
         None => {
             let before = case_doc::read(doc)?;
-            Ok(CaseSummary::of(&before, &before.state()))
+            Ok(OldSummary {
+                summary: CaseSummary::of(&before, &before.state()),
+                stored: false,
+            })
         }
     }
 }
