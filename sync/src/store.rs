@@ -18,6 +18,14 @@ pub type BlobHash = [u8; 32];
 /// A position in a store's change feed. `0` is "before everything".
 pub type FeedSeq = u64;
 
+/// What an offer says of one document ([`ReplicaStore::offer_rows`]): its heads (`None`: not
+/// held, or not shown to the peer) and its tip on those heads, when at hand.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OfferRow {
+    pub heads: Option<Vec<ChangeHash>>,
+    pub tip: Option<(Vec<ChangeHash>, Vec<u8>)>,
+}
+
 /// One entry of the change feed: the document changed at `seq`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeedEntry {
@@ -108,6 +116,24 @@ pub trait ReplicaStore {
     ) -> Result<Option<(Vec<ChangeHash>, Vec<u8>)>, Self::Error> {
         let _ = (doc_id, heads);
         Ok(None)
+    }
+
+    /// What an offer of these documents says of each, in order: its heads
+    /// ([`ReplicaStore::doc_heads`]) and, with `with_tips`, its tip on them
+    /// ([`ReplicaStore::tip`]). The default asks document by document; a store whose reads
+    /// each cost a transaction may read them all in one.
+    fn offer_rows(&self, doc_ids: &[&str], with_tips: bool) -> Result<Vec<OfferRow>, Self::Error> {
+        doc_ids
+            .iter()
+            .map(|&doc_id| {
+                let heads = self.doc_heads(doc_id)?;
+                let tip = match &heads {
+                    Some(heads) if with_tips => self.tip(doc_id, heads)?,
+                    _ => None,
+                };
+                Ok(OfferRow { heads, tip })
+            })
+            .collect()
     }
 
     /// The length of a complete blob, or `None` when the store does not hold all of it.

@@ -9,7 +9,7 @@
 //! (`crate::audit_doc`) only in the county's, the only scope that reads the global feed; a
 //! node's user directory (`crate::user_dir`) only in the scope of that node's division.
 
-use yiciban_sync::store::{ChangeHash, FeedEntry, ReplicaStore};
+use yiciban_sync::store::{ChangeHash, FeedEntry, OfferRow, ReplicaStore};
 
 use crate::case_doc::Divisions;
 use crate::catalog::Tier;
@@ -160,6 +160,22 @@ impl ReplicaStore for ScopedStore<'_> {
             Some(tip) if self.visible(doc_id)? => Ok(Some(tip)),
             _ => Ok(None),
         }
+    }
+
+    // What the peer may not see is offered as not held: no heads, no tip.
+    fn offer_rows(&self, doc_ids: &[&str], with_tips: bool) -> Result<Vec<OfferRow>, StoreError> {
+        let rows = self.store.offer_rows(doc_ids, with_tips)?;
+        doc_ids
+            .iter()
+            .zip(rows)
+            .map(|(doc_id, row)| {
+                Ok(if self.visible(doc_id)? {
+                    row
+                } else {
+                    OfferRow::default()
+                })
+            })
+            .collect()
     }
 
     // Each answer loads its document (~100 µs): a batch of them is spread over the cores.

@@ -105,18 +105,28 @@ impl Push {
             let after = self.sent_upto;
             let mut offers = Vec::with_capacity(feed.len());
             let mut tip_bytes = 0usize;
-            for e in feed {
-                let heads = heads_of(store, &e.doc_id)?;
+            // The document's last change rides along when it is at hand (a digest has no
+            // room for it: the fallback knows nothing of what the peer holds).
+            let ids: Vec<&str> = feed.iter().map(|e| e.doc_id.as_str()).collect();
+            let rows = store
+                .offer_rows(&ids, self.mode == Mode::Offer)
+                .map_err(store_err)?;
+            if rows.len() != feed.len() {
+                return Err(store_err(std::io::Error::other(format!(
+                    "offer_rows gave {} rows for {} documents",
+                    rows.len(),
+                    feed.len()
+                ))));
+            }
+            for (e, row) in feed.into_iter().zip(rows) {
+                let heads = row.heads.unwrap_or_default();
                 if self.mode == Mode::Offer && peer_holds.holds(&e.doc_id, &heads) {
                     // The echo of what the peer itself sent this session: nothing to offer.
                     continue;
                 }
-                // The document's last change rides along when it is at hand (a digest has
-                // no room for it: the fallback knows nothing of what the peer holds).
                 let tip = match self.mode {
-                    Mode::Offer => store
-                        .tip(&e.doc_id, &heads)
-                        .map_err(store_err)?
+                    Mode::Offer => row
+                        .tip
                         .filter(|(base, change)| {
                             !base.is_empty()
                                 && base.len() <= MAX_HEADS
@@ -159,13 +169,6 @@ impl Push {
         }
         Ok(())
     }
-}
-
-fn heads_of(store: &impl ReplicaStore, doc_id: &str) -> Result<Vec<ChangeHash>, ProtoError> {
-    Ok(store
-        .doc_heads(doc_id)
-        .map_err(store_err)?
-        .unwrap_or_default())
 }
 
 /// Answers a `Want` with the changes the peer lacks, split so no message passes

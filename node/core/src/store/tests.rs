@@ -324,6 +324,47 @@ async fn merge_moves_projections(damage_summary: bool) {
     assert_eq!(listed(case.state().status), 0, "the old status row is gone");
 }
 
+/// An offer's rows read in one transaction say what `doc_heads` and `tip` say one by one: a
+/// case with a tip, one without, one not held, one whose heads row is damaged, and the same
+/// with tips not asked for.
+#[tokio::test]
+async fn offer_rows_read_at_once_match_heads_and_tips_read_one_by_one() {
+    use yiciban_sync::store::{OfferRow, ReplicaStore};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let tipped = put(&store, "c1", 1).await;
+    comment_on(&store, &tipped).await;
+    put(&store, "c2", 2).await;
+    let damaged = put(&store, "c3", 3).await;
+    comment_on(&store, &damaged).await;
+    let txn = store.db.begin_write().unwrap();
+    txn.open_table(DOC_HEADS)
+        .unwrap()
+        .insert("c3", [7u8; 5].as_slice())
+        .unwrap();
+    txn.commit().unwrap();
+    let ids = ["c1", "c2", "nope", "c3"];
+    for with_tips in [true, false] {
+        let one_by_one: Vec<OfferRow> = ids
+            .iter()
+            .map(|id| {
+                let heads = store.doc_heads(id).unwrap();
+                let tip = match &heads {
+                    Some(h) if with_tips => store.tip(id, h).unwrap(),
+                    _ => None,
+                };
+                OfferRow { heads, tip }
+            })
+            .collect();
+        let at_once = store.offer_rows(&ids, with_tips).unwrap();
+        assert_eq!(at_once, one_by_one, "with_tips {with_tips}");
+        assert_eq!(at_once[0].tip.is_some(), with_tips, "c1 has a tip");
+        assert!(at_once[1].tip.is_none() && at_once[1].heads.is_some());
+        assert_eq!(at_once[2], OfferRow::default());
+        assert!(at_once[3].heads.is_some(), "c3 loaded for its heads");
+    }
+}
+
 /// A merge that leaves the summary as it was does not write the row again, unless the row is
 /// damaged: then it is written from the merged case.
 #[tokio::test]
