@@ -564,7 +564,8 @@ pub async fn run_connection(
     // The cursor save the writer is committing. The session reads on meanwhile: awaited
     // inline, a save queued behind a run's commit held the whole session for that commit.
     let mut cursor_saving: Option<CursorSave> = None;
-    // The feed moved while runs of merges were in flight: offered once the oldest finishes.
+    // The feed moved while runs of merges were in flight: offered once the oldest finishes
+    // (and any finished with it).
     // Most often the move is those merges' own commit, whose echo offer then went out before
     // their Ack (~1 ms of a 100-case catch-up, timeline in docs/bench.md).
     let mut tick_after_run = false;
@@ -591,7 +592,11 @@ pub async fn run_connection(
                     let out = shell.finish_run(&mut session, merged)?;
                     session_bytes += shell.perform(&mut session, &mut send, out).await?;
                     note_catch_up(&session, &ctx.links, link, started, session_bytes);
-                    if std::mem::take(&mut tick_after_run) {
+                    // Runs that finished together are all told first: the audit segment's
+                    // run, committed in the cases' group, waited ~1 ms behind the echo offer.
+                    let next_done = shell.in_flight.front().is_some_and(|r| r.task.is_finished());
+                    if tick_after_run && !next_done {
+                        tick_after_run = false;
                         let out = session.tick(&view, now_ms())?;
                         session_bytes += shell.perform(&mut session, &mut send, out).await?;
                     }
