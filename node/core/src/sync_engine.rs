@@ -19,7 +19,7 @@ use yiciban_transport::tls::{TlsError, connection_identity};
 use crate::case_doc::Case;
 use crate::catalog::Tier;
 use crate::scope::{Scope, ScopedStore};
-use crate::store::{Store, StoreError};
+use crate::store::{RunMode, Store, StoreError};
 
 /// How often a link checks for a stall and refreshes its row in the link table.
 const TICK: Duration = Duration::from_millis(100);
@@ -815,8 +815,15 @@ impl Shell<'_> {
         );
         let ids: Vec<String> = run.iter().map(|(d, _)| d.clone()).collect();
         let (peer, scopes) = (self.peer.clone(), self.scopes.clone());
+        // A run alone streams to the writer; one behind others goes whole, so the writer
+        // can take it with them (`RunMode`).
+        let mode = if self.in_flight.iter().any(|r| !r.task.is_finished()) {
+            RunMode::Whole
+        } else {
+            RunMode::Streamed
+        };
         let task = tokio::spawn(async move {
-            Merged::Cases(store.apply_changes_many(&peer, run, scopes).await)
+            Merged::Cases(store.apply_changes_many(&peer, run, scopes, mode).await)
         });
         self.in_flight.push_back(Run { ids, task });
     }

@@ -168,6 +168,19 @@ pub struct CaseQuery {
     pub limit: usize,
 }
 
+/// How a run of merges reaches the writer ([`Store::apply_changes_many`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// Each merge as soon as it is ready: the writer inserts beside the merges and commits
+    /// right after the last. For a run alone, whose Ack waits on it (a 1% resync).
+    Streamed,
+    /// All in one message once every merge is done: the writer, busy with the runs before,
+    /// may commit this one with them. For a run behind others (a resync of many cases): with
+    /// every run streamed, each committed alone, and sync-new 10,000 measured slower (pooled
+    /// interleaved runs, median 0.86 -> 0.92 s).
+    Whole,
+}
+
 /// The open store. Cheap to clone: clones share the database and the writer.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -443,29 +456,36 @@ impl Store {
         .into_case()
     }
 
-    /// [`Store::apply_changes_from`] for the cases of one sync run: merged concurrently, each
-    /// handed to the writer as soon as it is ready, all in one transaction (one fsync for the
-    /// run instead of one per few cases; the writer's inserts go on beside the merges instead
-    /// of after them). Each case keeps its own outcome, in order: a refused one is refused
-    /// alone.
+    /// [`Store::apply_changes_from`] for the cases of one sync run: merged concurrently and
+    /// committed in one transaction (one fsync for the run instead of one per few cases),
+    /// [`RunMode::Streamed`] or [`RunMode::Whole`]. Each case keeps its own outcome, in
+    /// order: a refused one is refused alone.
     pub async fn apply_changes_many(
         &self,
         peer: &str,
         docs: Vec<(String, Vec<Vec<u8>>)>,
         scopes: Vec<Scope>,
+        mode: RunMode,
     ) -> Vec<Result<Case, StoreError>> {
         let count = docs.len();
         let started = std::time::Instant::now();
-        // The writer takes the run as one group: it applies each merge as it comes, in one
-        // transaction, and commits once every merge has sent its request or failed.
+        // Streamed, the writer takes the run as one group: it applies each merge as it comes,
+        // in one transaction, and commits once every merge has sent its request or failed.
+        // Whole, the requests gather in `more` and go in one message at the end.
         let (run, more) = mpsc::unbounded_channel();
-        let open = writer::Submission {
-            requests: Vec::new(),
-            more: Some(more),
+        let gathered = match mode {
+            RunMode::Streamed => {
+                let open = writer::Submission {
+                    requests: Vec::new(),
+                    more: Some(more),
+                };
+                if self.writer.send(open).await.is_err() {
+                    return (0..count).map(|_| Err(StoreError::Closed)).collect();
+                }
+                None
+            }
+            RunMode::Whole => Some(more),
         };
-        if self.writer.send(open).await.is_err() {
-            return (0..count).map(|_| Err(StoreError::Closed)).collect();
-        }
         let mut merges = tokio::task::JoinSet::new();
         for (i, (doc_id, changes)) in docs.into_iter().enumerate() {
             let (store, run, peer, scopes) =
@@ -514,8 +534,18 @@ impl Store {
         tracing::debug!(
             cases = count,
             prepare_us = started.elapsed().as_micros() as u64,
+            ?mode,
             "sync merges prepared"
         );
+        if let Some(mut gathered) = gathered {
+            let mut requests = Vec::new();
+            while let Ok(req) = gathered.try_recv() {
+                requests.push(req);
+            }
+            if !requests.is_empty() && self.writer.send(requests.into()).await.is_err() {
+                return (0..count).map(|_| Err(StoreError::Closed)).collect();
+            }
+        }
         for (i, rx) in replies {
             outcomes[i] = Some(match rx.await {
                 Ok(outcome) => outcome.and_then(WriteOutcome::into_case),

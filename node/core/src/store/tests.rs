@@ -404,15 +404,17 @@ async fn a_comment_merged_onto_a_damaged_summary_row_repairs_it() {
 async fn a_run_whose_every_merge_fails_leaves_the_writer_free() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    let run = (0..3)
-        .map(|n| (format!("c{n}"), vec![b"not a change".to_vec()]))
-        .collect();
-    let merged = store.apply_changes_many("village", run, vec![]).await;
-    assert!(
-        merged
-            .iter()
-            .all(|m| matches!(m, Err(StoreError::Refused(_))))
-    );
+    for mode in [RunMode::Streamed, RunMode::Whole] {
+        let run = (0..3)
+            .map(|n| (format!("c{n}"), vec![b"not a change".to_vec()]))
+            .collect();
+        let merged = store.apply_changes_many("village", run, vec![], mode).await;
+        assert!(
+            merged
+                .iter()
+                .all(|m| matches!(m, Err(StoreError::Refused(_))))
+        );
+    }
     put(&store, "c9", 1).await;
     assert_eq!(store.case_count().unwrap(), 1);
     assert_eq!(store.verify_audit().unwrap().unwrap().count, 1);
@@ -1126,7 +1128,12 @@ async fn sync_pair(a: &Store, b: &Store) -> ([yiciban_sync::session::Session; 2]
             for effect in effects {
                 if let Effect::Apply { doc_id, changes } = effect {
                     let merged = stores[i]
-                        .apply_changes_many(names[1 - i], vec![(doc_id.clone(), changes)], vec![])
+                        .apply_changes_many(
+                            names[1 - i],
+                            vec![(doc_id.clone(), changes)],
+                            vec![],
+                            RunMode::Streamed,
+                        )
                         .await;
                     assert!(merged.iter().all(Result::is_ok), "{merged:?}");
                     outs.push(sessions[i].applied_all(&view, [doc_id.as_str()]).unwrap());
@@ -1255,7 +1262,9 @@ async fn a_run_of_merges_lands_every_comment_and_moves_the_feed_once_per_case() 
         ));
         comments.push(case);
     }
-    let merged = county.apply_changes_many("village", whole, vec![]).await;
+    let merged = county
+        .apply_changes_many("village", whole, vec![], RunMode::Whole)
+        .await;
     assert!(merged.iter().all(Result::is_ok));
     let mut run = Vec::new();
     for case in &comments {
@@ -1267,7 +1276,9 @@ async fn a_run_of_merges_lands_every_comment_and_moves_the_feed_once_per_case() 
         ));
     }
     let head = county.feed_head().unwrap();
-    let merged = county.apply_changes_many("village", run, vec![]).await;
+    let merged = county
+        .apply_changes_many("village", run, vec![], RunMode::Streamed)
+        .await;
     for (case, got) in comments.iter().zip(&merged) {
         let got = got.as_ref().unwrap();
         assert_eq!((got.id.as_str(), got.events.len()), (case.id.as_str(), 2));
@@ -1401,7 +1412,9 @@ async fn a_run_with_a_case_out_of_scope_stores_the_others_and_refuses_that_one()
     // The scope is checked by the writer, inside the run's group: the group fails, and each
     // request is retried alone.
     let scopes = vec![Scope::Village("430181101001".into())];
-    let merged = county.apply_changes_many("village", run, scopes).await;
+    let merged = county
+        .apply_changes_many("village", run, scopes, RunMode::Whole)
+        .await;
     for (n, got) in merged.iter().enumerate() {
         assert_eq!(got.is_err(), n == 7, "case {n}: {got:?}");
     }
@@ -1440,13 +1453,16 @@ async fn writes_sent_during_a_run_join_it_and_a_refused_case_fails_alone() {
         ));
     }
     let scopes = vec![Scope::Village("430181101001".into())];
-    let (merged, local) = tokio::join!(county.apply_changes_many("village", run, scopes), async {
-        let mut filed = Vec::new();
-        for n in 0..5u64 {
-            filed.push(put(&county, &format!("k{n}"), 100 + n).await);
+    let (merged, local) = tokio::join!(
+        county.apply_changes_many("village", run, scopes, RunMode::Streamed),
+        async {
+            let mut filed = Vec::new();
+            for n in 0..5u64 {
+                filed.push(put(&county, &format!("k{n}"), 100 + n).await);
+            }
+            filed
         }
-        filed
-    });
+    );
     for (n, got) in merged.iter().enumerate() {
         assert_eq!(got.is_err(), n == 29, "case {n}: {got:?}");
     }

@@ -238,9 +238,12 @@ pub(super) fn spawn(
                 idle,
                 group_max,
                 closed: false,
+                next: None,
             };
             loop {
-                let next = if stale == 0 {
+                let next = if let Some(run) = intake.next.take() {
+                    Some(run)
+                } else if stale == 0 {
                     intake.rx.blocking_recv()
                 } else {
                     let rx = &mut intake.rx;
@@ -260,6 +263,11 @@ pub(super) fn spawn(
                 group.take(first);
                 while group.requests.len() < group_max {
                     match intake.rx.try_recv() {
+                        // A second run starts the next group ([`Intake::next`]).
+                        Ok(next) if next.more.is_some() && !group.runs.is_empty() => {
+                            intake.next = Some(next);
+                            break;
+                        }
                         Ok(next) => group.take(next),
                         Err(_) => break,
                     }
@@ -299,6 +307,11 @@ struct Intake {
     group_max: usize,
     /// Every sender of `rx` is gone.
     closed: bool,
+    /// A run that arrived while another was open: it starts the next group. Runs in one
+    /// group would commit together, the first waiting for the second's merges (sync-new
+    /// 10,000 went from ~0.83 to ~1.0 s that way: the session, with its runs in flight
+    /// unacknowledged, stopped reading).
+    next: Option<Submission>,
 }
 
 /// The requests of one transaction, and the runs still sending theirs ([`Submission`]).
@@ -325,7 +338,8 @@ impl Group {
         let Some(run) = self.runs.front_mut() else {
             return false;
         };
-        let room = !intake.closed && self.requests.len() < intake.group_max;
+        let room =
+            !intake.closed && intake.next.is_none() && self.requests.len() < intake.group_max;
         let rx = &mut intake.rx;
         let next = intake.idle.block_on(async {
             tokio::select! {
@@ -339,6 +353,7 @@ impl Group {
             Next::Run(None) => {
                 self.runs.pop_front();
             }
+            Next::Other(Some(s)) if s.more.is_some() => intake.next = Some(s),
             Next::Other(Some(s)) => self.take(s),
             Next::Other(None) => intake.closed = true,
         }
