@@ -1389,17 +1389,18 @@ async fn a_local_events_change_is_answered_from_its_tip_until_another_write() {
     assert_eq!(loaded(&a, &b_heads), vec![answer]);
 }
 
-#[tokio::test]
-async fn a_run_with_a_case_out_of_scope_stores_the_others_and_refuses_that_one() {
-    use crate::scope::Scope;
+/// A run of `cases` new cases filed at `village` (village 430181101001), case `out` of them
+/// in another village.
+async fn run_with_one_out_of_scope(
+    village: &Store,
+    cases: u64,
+    out: u64,
+) -> Vec<(String, Vec<Vec<u8>>)> {
     use yiciban_sync::store::ReplicaStore;
-    let here = tempfile::tempdir().unwrap();
-    let there = tempfile::tempdir().unwrap();
-    let (village, county) = (open(&here), open(&there));
     let mut run = Vec::new();
-    for n in 0..12u64 {
-        let case = put_with(&village, &format!("c{n:02}"), n, |c| {
-            if n == 7 {
+    for n in 0..cases {
+        let case = put_with(village, &format!("c{n:02}"), n, |c| {
+            if n == out {
                 c.division.village = "430181101002".into();
             }
         })
@@ -1409,6 +1410,17 @@ async fn a_run_with_a_case_out_of_scope_stores_the_others_and_refuses_that_one()
             village.changes_after(&case.id, &[]).unwrap(),
         ));
     }
+    run
+}
+
+#[tokio::test]
+async fn a_run_with_a_case_out_of_scope_stores_the_others_and_refuses_that_one() {
+    use crate::scope::Scope;
+    use yiciban_sync::store::ReplicaStore;
+    let here = tempfile::tempdir().unwrap();
+    let there = tempfile::tempdir().unwrap();
+    let (village, county) = (open(&here), open(&there));
+    let run = run_with_one_out_of_scope(&village, 12, 7).await;
     // The scope is checked by the writer, inside the run's group: the group fails, and each
     // request is retried alone.
     let scopes = vec![Scope::Village("430181101001".into())];
@@ -1439,19 +1451,7 @@ async fn writes_sent_during_a_run_join_it_and_a_refused_case_fails_alone() {
     let here = tempfile::tempdir().unwrap();
     let there = tempfile::tempdir().unwrap();
     let (village, county) = (open(&here), open(&there));
-    let mut run = Vec::new();
-    for n in 0..40u64 {
-        let case = put_with(&village, &format!("c{n:02}"), n, |c| {
-            if n == 29 {
-                c.division.village = "430181101002".into();
-            }
-        })
-        .await;
-        run.push((
-            case.id.clone(),
-            village.changes_after(&case.id, &[]).unwrap(),
-        ));
-    }
+    let run = run_with_one_out_of_scope(&village, 40, 29).await;
     let scopes = vec![Scope::Village("430181101001".into())];
     let (merged, local) = tokio::join!(
         county.apply_changes_many("village", run, scopes, RunMode::Streamed),
