@@ -1441,11 +1441,11 @@ async fn a_run_with_a_case_out_of_scope_stores_the_others_and_refuses_that_one()
     );
 }
 
-/// Writes sent while a run's merges are still arriving join the run's transaction; when a
-/// case of the run is refused there, every request of the group, the run's and the others,
-/// is retried alone and only the refused one fails.
+/// Writes sent while a run's merges are still arriving are all kept, whether they joined the
+/// run's transaction or came after it; when a case of the run is refused, every request of
+/// its group is retried alone and only the refused one fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_sent_during_a_run_join_it_and_a_refused_case_fails_alone() {
+async fn writes_sent_during_a_run_are_kept_and_a_refused_case_fails_alone() {
     use crate::scope::Scope;
     use yiciban_sync::store::ReplicaStore;
     let here = tempfile::tempdir().unwrap();

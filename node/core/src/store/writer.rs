@@ -307,10 +307,8 @@ struct Intake {
     group_max: usize,
     /// Every sender of `rx` is gone.
     closed: bool,
-    /// A run that arrived while another was open: it starts the next group. Runs in one
-    /// group would commit together, the first waiting for the second's merges (sync-new
-    /// 10,000 went from ~0.83 to ~1.0 s that way: the session, with its runs in flight
-    /// unacknowledged, stopped reading).
+    /// A run that arrived while another was open: it starts the next group, so the first
+    /// run's commit never waits for the second's merges.
     next: Option<Submission>,
 }
 
