@@ -200,7 +200,7 @@ pub struct Appended {
 }
 
 /// [`append`], also giving the heads before and after and the change it made: the writer
-/// keeps the heads in `doc_heads-1` and the change as the segment's tip (`store::tip`).
+/// keeps the heads in `doc_pos-1` and the change as the segment's tip (`store::tip`).
 pub fn append_change(
     existing: Option<&[u8]>,
     node: &str,

@@ -12,7 +12,7 @@ type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 /// The schema version this build writes: the number of migrations.
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
 
-const MIGRATIONS: [Migration; 16] = [
+const MIGRATIONS: [Migration; 17] = [
     migration_001_initial_tables,
     migration_002_store_epoch,
     migration_003_sync_cursors,
@@ -29,7 +29,32 @@ const MIGRATIONS: [Migration; 16] = [
     migration_014_audit_tails,
     migration_015_doc_tips,
     migration_016_feed_stale,
+    migration_017_doc_pos,
 ];
+
+/// A document's feed position and heads in one row (`doc_pos-1`, `super::doc_pos`), from
+/// `feed_pos-1` and `doc_heads-1`, which go. A heads row of a bad length becomes "not known"
+/// (the document is loaded, as before); a heads row without a position had no feed entry to
+/// keep and is dropped.
+fn migration_017_doc_pos(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    {
+        let feed_pos = txn.open_table(FEED_POS)?;
+        let doc_heads = txn.open_table(DOC_HEADS)?;
+        let mut doc_pos = txn.open_table(DOC_POS)?;
+        for entry in feed_pos.iter()? {
+            let (id, seq) = entry?;
+            let heads = doc_heads
+                .get(id.value())?
+                .and_then(|row| super::heads_row(row.value()))
+                .map(|h| h.into_iter().map(automerge::ChangeHash).collect::<Vec<_>>());
+            let row = super::doc_pos::encode(seq.value(), heads.as_deref());
+            doc_pos.insert(id.value(), row.as_slice())?;
+        }
+    }
+    txn.delete_table(FEED_POS)?;
+    txn.delete_table(DOC_HEADS)?;
+    Ok(())
+}
 
 /// Feed entries left behind, to be swept (`feed_stale-1`). Starts empty: every entry in
 /// the feeds before it is live, as writes removed the old one themselves.

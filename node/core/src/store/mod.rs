@@ -5,6 +5,7 @@
 //! acknowledged only once it is on disk. Every write that changes something is logged in the
 //! audit chain (`audit-1`, see [`crate::audit`]) in the same transaction.
 
+mod doc_pos;
 mod migrations;
 pub use migrations::SCHEMA_VERSION;
 mod tables;
@@ -118,7 +119,7 @@ from_redb!(
 );
 
 /// A case document as the store takes it: its saved bytes and its heads, which go to
-/// `doc_heads-1` so that sync offers the case without loading it.
+/// `doc_pos-1` so that sync offers the case without loading it.
 #[derive(Debug, Clone)]
 pub struct SavedDoc {
     pub bytes: Vec<u8>,
@@ -838,8 +839,8 @@ impl Store {
     /// Where a document stands in the change feed (moves on every change); `None` if not held.
     pub fn feed_pos(&self, id: &str) -> Result<Option<u64>, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(FEED_POS)?;
-        Ok(table.get(id)?.map(|v| v.value()))
+        let table = txn.open_table(DOC_POS)?;
+        Ok(table.get(id)?.and_then(|v| doc_pos::seq_of(v.value())))
     }
 
     /// Any document's saved bytes: a case, a county-wide document or an audit segment.
@@ -879,10 +880,8 @@ impl Store {
         let Some(tip) = Self::held_tip(&txn, doc_id)?.filter(|tip| tip.base == have) else {
             return Ok(None);
         };
-        let heads = txn.open_table(DOC_HEADS)?.get(doc_id)?;
-        Ok(heads
-            .is_some_and(|h| h.value() == tip.hash.as_slice())
-            .then_some(tip.change))
+        let heads = Self::known_heads(&txn.open_table(DOC_POS)?, doc_id)?;
+        Ok((heads == Some(vec![tip.hash])).then_some(tip.change))
     }
 
     /// A document's tip as `doc_tips-1` keeps it, its change parsed (the hash computed from
@@ -915,16 +914,31 @@ impl Store {
         })
     }
 
-    /// A document's current heads from `doc_heads-1`, or by loading it where that has no row
-    /// (`None`: the document is not held).
+    /// A document's heads as `doc_pos-1` knows them: `None` when it has no row, its row does
+    /// not know them, or the row is damaged (with a warning).
+    fn known_heads(
+        table: &impl ReadableTable<&'static str, &'static [u8]>,
+        id: &str,
+    ) -> Result<Option<Vec<[u8; 32]>>, StoreError> {
+        let Some(row) = table.get(id)? else {
+            return Ok(None);
+        };
+        let bytes = row.value();
+        match doc_pos::decode(bytes) {
+            Some(pos) => Ok(pos.heads),
+            None => {
+                tracing::warn!(doc = id, len = bytes.len(), "damaged doc_pos row");
+                Ok(None)
+            }
+        }
+    }
+
+    /// A document's current heads from `doc_pos-1`, or by loading it where that does not know
+    /// them (`None`: the document is not held).
     fn heads(&self, id: &str) -> Result<Option<Vec<[u8; 32]>>, StoreError> {
         let txn = self.db.begin_read()?;
-        if let Some(row) = txn.open_table(DOC_HEADS)?.get(id)? {
-            let bytes = row.value();
-            if let Some(heads) = heads_row(bytes) {
-                return Ok(Some(heads));
-            }
-            tracing::warn!(doc = id, len = bytes.len(), "doc_heads row of a bad length");
+        if let Some(heads) = Self::known_heads(&txn.open_table(DOC_POS)?, id)? {
+            return Ok(Some(heads));
         }
         let table = txn.open_table(Self::doc_table(id))?;
         let Some(bytes) = table.get(id)? else {
@@ -1721,7 +1735,7 @@ impl yiciban_sync::store::ReplicaStore for Store {
     ) -> Result<Vec<yiciban_sync::store::OfferRow>, StoreError> {
         use yiciban_sync::store::OfferRow;
         let txn = self.db.begin_read()?;
-        let heads_table = txn.open_table(DOC_HEADS)?;
+        let pos_table = txn.open_table(DOC_POS)?;
         let tips = if with_tips {
             Some(txn.open_table(DOC_TIPS)?)
         } else {
@@ -1729,10 +1743,9 @@ impl yiciban_sync::store::ReplicaStore for Store {
         };
         let mut rows = Vec::with_capacity(doc_ids.len());
         for &doc_id in doc_ids {
-            let row = heads_table.get(doc_id)?;
-            let heads = match row.as_ref().and_then(|r| heads_row(r.value())) {
+            let heads = match Self::known_heads(&pos_table, doc_id)? {
                 Some(heads) => Some(heads),
-                // No row, or a damaged one: as `doc_heads` answers it (the document loaded).
+                // Not known, or a damaged row: as `doc_heads` answers it (the document loaded).
                 None => self.heads(doc_id)?,
             };
             let tip = match (&heads, &tips) {
@@ -1794,7 +1807,8 @@ impl yiciban_sync::store::ReplicaStore for Store {
 mod tests;
 
 /// A document's tip as [`Store::held_tip`] read it.
-/// A `doc_heads-1` row: the heads, `None` if its length is not a whole number of hashes.
+/// A `doc_heads-1` row (schemas 13–16, read by migration 17): the heads, `None` if its length
+/// is not a whole number of hashes.
 fn heads_row(bytes: &[u8]) -> Option<Vec<[u8; 32]>> {
     if !bytes.len().is_multiple_of(32) {
         return None;

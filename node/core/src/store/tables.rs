@@ -32,22 +32,28 @@ pub const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs-1");
 pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users-1");
 /// Feed sequence → document id: the change feed peers read with a cursor.
 pub const FEED: TableDefinition<u64, &str> = TableDefinition::new("feed-1");
-/// Document id → its current feed sequence (so a document holds one live feed entry).
+/// Document id → its current feed sequence. Schemas 1–16 only: migration 17 moved its rows
+/// into `doc_pos-1` and deleted it.
 pub const FEED_POS: TableDefinition<&str, u64> = TableDefinition::new("feed_pos-1");
+/// Document id → its current feed sequence (so a document holds one live feed entry) and,
+/// when the writer had loaded it, its current heads, so sync reads a document's heads without
+/// loading it (`super::doc_pos`). One row for both, written with every feed bump: a random
+/// leaf page a moved document fewer than two tables. Heads "not known" mean "load the
+/// document"; known heads always equal its current ones.
+pub const DOC_POS: TableDefinition<&str, &[u8]> = TableDefinition::new("doc_pos-1");
 /// (sequence, prefix) → (): feed entries a later write of their document left behind, to be
 /// removed by the writer when it is idle (`writer::sweep_stale`). The prefix is empty for a
 /// row of `feed-1`, else that of a row of `feed_scoped-1`. Readers skip a listed entry.
 /// Removing it in the write itself cost a random page per feed for every document a sync
 /// run moved (three of seven in a run of comments at the county: docs/bench.md).
 pub const FEED_STALE: TableDefinition<(u64, &str), ()> = TableDefinition::new("feed_stale-1");
-/// Document id → its current heads, 32 bytes each, written with every feed bump of a
-/// document the writer had loaded (so sync reads a document's heads without loading it). An
-/// absent row means "load the document"; a present one always equals its current heads.
+/// Document id → its current heads, 32 bytes each. Schemas 13–16 only: migration 17 moved
+/// its rows into `doc_pos-1` and deleted it.
 pub const DOC_HEADS: TableDefinition<&str, &[u8]> = TableDefinition::new("doc_heads-1");
 /// Case id → the change a local event just made and the heads the document had before it
 /// (`super::tip`): a peer holding those heads is sent the change without loading the
 /// document (`Store::changes_after`). Any other write of the document removes the row; a
-/// row is used only after checking its change is the document's one head in `doc_heads-1`.
+/// row is used only after checking its change is the document's one head in `doc_pos-1`.
 pub const DOC_TIPS: TableDefinition<&str, &[u8]> = TableDefinition::new("doc_tips-1");
 /// Peer node id → 16 bytes: the epoch and sequence of that peer's feed applied here.
 pub const SYNC_CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("sync_cursors-1");

@@ -21,7 +21,7 @@ async fn put_with(store: &Store, id: &str, receipt_seq: u64, edit: impl FnOnce(&
     store
         .put_new_case(
             &case,
-            SavedDoc::from_bytes(doc.save()),
+            SavedDoc::of(&mut doc),
             summary,
             ("20261122".into(), receipt_seq),
             vec![],
@@ -57,17 +57,81 @@ async fn cases_and_receipt_sequence_survive_reopen() {
         let case = put(&store, "c1", 1).await;
         assert_eq!(store.case("c1").unwrap().unwrap(), case);
     }
-    // The writer thread holds the database until its channel closes; wait for it.
-    let store = loop {
+    // The writer thread holds the database until its channel closes: `reopen` waits for it.
+    let store = reopen(&dir);
+    assert_eq!(store.case_count().unwrap(), 1);
+    assert_eq!(store.reserve_receipt_seq("20261122").unwrap(), 2);
+    assert_eq!(store.reserve_receipt_seq("20261123").unwrap(), 1);
+}
+
+/// Opens the store in `dir` once the writer of an earlier handle has let it go.
+fn reopen(dir: &tempfile::TempDir) -> Store {
+    loop {
         match Store::open(&dir.path().join("node.redb"), 64, 1024) {
             Ok(s) => break s,
             Err(StoreError::InUse(_)) => std::thread::sleep(std::time::Duration::from_millis(10)),
             Err(e) => panic!("{e}"),
         }
+    }
+}
+
+/// A store of schema 16 (feed positions in `feed_pos-1`, heads in `doc_heads-1`) opened by
+/// this build: every position and every readable heads row land in `doc_pos-1`, a heads row
+/// of a bad length becomes "not known" (the document is loaded), and the old tables go.
+#[tokio::test]
+async fn migration_17_moves_feed_positions_and_heads_into_one_row() {
+    use yiciban_sync::store::ReplicaStore;
+    let dir = tempfile::tempdir().unwrap();
+    let (held, positions) = {
+        let store = open(&dir);
+        for (n, id) in ["c1", "c2", "c3"].into_iter().enumerate() {
+            put(&store, id, n as u64 + 1).await;
+        }
+        let held: Vec<Vec<[u8; 32]>> = ["c1", "c2", "c3"]
+            .iter()
+            .map(|id| loaded_heads(&store, id))
+            .collect();
+        // Back to schema 16's layout: c1 with its heads, c2 with a damaged heads row, c3
+        // without one (a document the writer had not loaded).
+        let txn = store.db.begin_write().unwrap();
+        let mut positions = Vec::new();
+        {
+            let mut pos = txn.open_table(FEED_POS).unwrap();
+            let mut heads = txn.open_table(DOC_HEADS).unwrap();
+            let new = txn.open_table(DOC_POS).unwrap();
+            for (id, h) in ["c1", "c2", "c3"].iter().zip(&held) {
+                let row = doc_pos::decode(new.get(*id).unwrap().unwrap().value()).unwrap();
+                pos.insert(*id, row.seq).unwrap();
+                positions.push(row.seq);
+                match *id {
+                    "c1" => heads.insert(*id, h.concat().as_slice()).unwrap(),
+                    "c2" => heads.insert(*id, [1u8; 31].as_slice()).unwrap(),
+                    _ => None,
+                };
+            }
+        }
+        txn.delete_table(DOC_POS).unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", 16u64.to_be_bytes().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        (held, positions)
     };
-    assert_eq!(store.case_count().unwrap(), 1);
-    assert_eq!(store.reserve_receipt_seq("20261122").unwrap(), 2);
-    assert_eq!(store.reserve_receipt_seq("20261123").unwrap(), 1);
+    let store = reopen(&dir);
+    let txn = store.db.begin_read().unwrap();
+    let rows = txn.open_table(DOC_POS).unwrap();
+    for ((id, h), seq) in ["c1", "c2", "c3"].iter().zip(&held).zip(&positions) {
+        let row = doc_pos::decode(rows.get(*id).unwrap().unwrap().value()).unwrap();
+        assert_eq!(row.seq, *seq, "{id} keeps its feed position");
+        let expect = (*id == "c1").then(|| h.clone());
+        assert_eq!(row.heads, expect, "{id}: heads known only from a good row");
+        assert_eq!(store.feed_pos(id).unwrap(), Some(*seq));
+        assert_eq!(store.doc_heads(id).unwrap().as_ref(), Some(h));
+    }
+    assert!(txn.open_table(FEED_POS).is_err(), "feed_pos-1 is gone");
+    assert!(txn.open_table(DOC_HEADS).is_err(), "doc_heads-1 is gone");
+    assert_eq!(store.case_count().unwrap(), 3);
 }
 
 #[tokio::test]
@@ -325,7 +389,7 @@ async fn merge_moves_projections(damage_summary: bool) {
 }
 
 /// An offer's rows read in one transaction say what `doc_heads` and `tip` say one by one: a
-/// case with a tip, one without, one not held, one whose heads row is damaged, and the same
+/// case with a tip, one without, one not held, one whose `doc_pos-1` row is damaged, and the same
 /// with tips not asked for.
 #[tokio::test]
 async fn offer_rows_read_at_once_match_heads_and_tips_read_one_by_one() {
@@ -338,7 +402,7 @@ async fn offer_rows_read_at_once_match_heads_and_tips_read_one_by_one() {
     let damaged = put(&store, "c3", 3).await;
     comment_on(&store, &damaged).await;
     let txn = store.db.begin_write().unwrap();
-    txn.open_table(DOC_HEADS)
+    txn.open_table(DOC_POS)
         .unwrap()
         .insert("c3", [7u8; 5].as_slice())
         .unwrap();
@@ -917,7 +981,7 @@ async fn health_documents_of_old_days_are_dropped_with_their_feed_entries() {
     assert!(store.health_doc_bytes(&ids[0]).unwrap().is_none());
 }
 
-/// The heads `doc_heads-1` hands out, checked against the document itself.
+/// The heads `doc_pos-1` hands out, checked against the document itself.
 fn loaded_heads(store: &Store, id: &str) -> Vec<[u8; 32]> {
     let bytes = store.case_doc_bytes(id).unwrap().unwrap();
     let doc = automerge::Automerge::load(&bytes).unwrap();
@@ -932,11 +996,15 @@ async fn doc_heads_rows_follow_every_write_of_a_case() {
     let case = put(&store, "c1", 1).await;
     let row = |s: &Store| {
         let txn = s.db.begin_read().unwrap();
-        let t = txn.open_table(DOC_HEADS).unwrap();
-        t.get("c1").unwrap().map(|v| v.value().to_vec())
+        let t = txn.open_table(DOC_POS).unwrap();
+        t.get("c1")
+            .unwrap()
+            .map(|v| doc_pos::decode(v.value()).unwrap())
     };
-    // Filed: the row holds the heads the document has.
-    assert_eq!(row(&store).map(|r| r.len()), Some(32));
+    // Filed: the row holds the heads the document has, and its feed position.
+    let filed = row(&store).unwrap();
+    assert_eq!(filed.heads.as_ref().map(Vec::len), Some(1));
+    assert_eq!(Some(filed.seq), store.feed_pos("c1").unwrap());
     assert_eq!(
         store.doc_heads("c1").unwrap().unwrap(),
         loaded_heads(&store, "c1")
@@ -958,9 +1026,17 @@ async fn doc_heads_rows_follow_every_write_of_a_case() {
     assert!(!store.doc_heads("c1").unwrap().unwrap().contains(&first));
     assert!(store.has_heads("c1", &[first]).unwrap());
     assert!(!store.has_heads("c1", &[[7u8; 32]]).unwrap());
-    // Without a row (a store from before migration 013), the document is loaded.
+    assert!(
+        row(&store).unwrap().seq > filed.seq,
+        "the event moved it up the feed"
+    );
+    // With heads not known (a store from before migration 013), the document is loaded.
+    let seq = row(&store).unwrap().seq;
     let txn = store.db.begin_write().unwrap();
-    txn.open_table(DOC_HEADS).unwrap().remove("c1").unwrap();
+    txn.open_table(DOC_POS)
+        .unwrap()
+        .insert("c1", doc_pos::encode(seq, None).as_slice())
+        .unwrap();
     txn.commit().unwrap();
     assert_eq!(
         store.doc_heads("c1").unwrap().unwrap(),

@@ -31,7 +31,7 @@ use crate::users::User;
 pub(super) enum WriteOp {
     PutCase {
         id: String,
-        /// The document's heads, if the caller could load it (`doc_heads-1`).
+        /// The document's heads, if the caller could load it (`doc_pos-1`).
         heads: Option<Vec<automerge::ChangeHash>>,
         doc: Vec<u8>,
         summary: Box<CaseSummary>,
@@ -562,9 +562,8 @@ struct Tables<'txn> {
     blobs: Table<'txn, &'static str, &'static [u8]>,
     users: Table<'txn, &'static str, &'static [u8]>,
     feed: Table<'txn, u64, &'static str>,
-    feed_pos: Table<'txn, &'static str, u64>,
+    doc_pos: Table<'txn, &'static str, &'static [u8]>,
     feed_stale: Table<'txn, (u64, &'static str), ()>,
-    doc_heads: Table<'txn, &'static str, &'static [u8]>,
     doc_tips: Table<'txn, &'static str, &'static [u8]>,
     feed_scoped: Table<'txn, &'static str, &'static str>,
     blob_scope: Table<'txn, &'static str, ()>,
@@ -606,9 +605,8 @@ impl<'txn> Tables<'txn> {
             blobs: txn.open_table(BLOBS)?,
             users: txn.open_table(USERS)?,
             feed: txn.open_table(FEED)?,
-            feed_pos: txn.open_table(FEED_POS)?,
+            doc_pos: txn.open_table(DOC_POS)?,
             feed_stale: txn.open_table(FEED_STALE)?,
-            doc_heads: txn.open_table(DOC_HEADS)?,
             doc_tips: txn.open_table(DOC_TIPS)?,
             feed_scoped: txn.open_table(FEED_SCOPED)?,
             blob_scope: txn.open_table(BLOB_SCOPE)?,
@@ -794,7 +792,7 @@ impl<'txn> Tables<'txn> {
     }
 
     /// Moves `doc_id` to the head of the feed and of the scoped feeds under `prefixes`, and
-    /// records its new `heads` in `doc_heads-1` (`None`: not known here, the row goes, so a
+    /// records its new position and `heads` in `doc_pos-1` (`None`: not known here, so a
     /// reader loads the document).
     fn bump_feed_under(
         &mut self,
@@ -805,27 +803,32 @@ impl<'txn> Tables<'txn> {
     ) -> Result<(), StoreError> {
         // A write that keeps a tip puts it back after this (`AppendEvent`).
         self.doc_tips.remove(doc_id)?;
-        match heads {
-            Some(heads) => {
-                let bytes: Vec<u8> = heads.iter().flat_map(|h| h.0).collect();
-                self.doc_heads.insert(doc_id, bytes.as_slice())?;
-            }
-            None => {
-                self.doc_heads.remove(doc_id)?;
-            }
-        }
         // The old entries stay until the writer is idle (`sweep_stale`); listed, readers skip
         // them. The list is small, so its rows share a page or two.
-        if let Some(old) = self.feed_pos.get(doc_id)?.map(|v| v.value()) {
-            self.feed_stale.insert((old, ""), ())?;
-            for p in prefixes {
-                self.feed_stale.insert((old, p.as_str()), ())?;
+        let old = self
+            .doc_pos
+            .get(doc_id)?
+            .map(|v| super::doc_pos::seq_of(v.value()));
+        match old {
+            Some(Some(old)) => {
+                self.feed_stale.insert((old, ""), ())?;
+                for p in prefixes {
+                    self.feed_stale.insert((old, p.as_str()), ())?;
+                }
+                self.stale_rows += 1 + prefixes.len() as u64;
             }
-            self.stale_rows += 1 + prefixes.len() as u64;
+            Some(None) => {
+                tracing::warn!(
+                    doc = doc_id,
+                    "doc_pos row too short; its old feed entry stays"
+                );
+            }
+            None => {}
         }
         *feed_head += 1;
         self.feed.insert(*feed_head, doc_id)?;
-        self.feed_pos.insert(doc_id, *feed_head)?;
+        let row = super::doc_pos::encode(*feed_head, heads);
+        self.doc_pos.insert(doc_id, row.as_slice())?;
         for p in prefixes {
             self.feed_scoped
                 .insert(format!("{p}{:020}", *feed_head).as_str(), doc_id)?;
@@ -1014,8 +1017,8 @@ fn apply(
             }
             for id in &old {
                 t.health_docs.remove(id.as_str())?;
-                t.doc_heads.remove(id.as_str())?;
-                if let Some(pos) = t.feed_pos.remove(id.as_str())?.map(|v| v.value()) {
+                let row = t.doc_pos.remove(id.as_str())?;
+                if let Some(pos) = row.and_then(|v| super::doc_pos::seq_of(v.value())) {
                     t.feed.remove(pos)?;
                 }
             }
