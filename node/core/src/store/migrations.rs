@@ -12,7 +12,7 @@ type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 /// The schema version this build writes: the number of migrations.
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
 
-const MIGRATIONS: [Migration; 17] = [
+const MIGRATIONS: [Migration; 18] = [
     migration_001_initial_tables,
     migration_002_store_epoch,
     migration_003_sync_cursors,
@@ -30,7 +30,45 @@ const MIGRATIONS: [Migration; 17] = [
     migration_015_doc_tips,
     migration_016_feed_stale,
     migration_017_doc_pos,
+    migration_018_case_log,
 ];
+
+/// Case documents at their feed sequence (`case_log-1`), from `case_docs-1`, which goes. A
+/// case without a `doc_pos-1` row (none is written without one) gets a new position at the
+/// head of the county-wide feed, with its heads not known.
+fn migration_018_case_log(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    {
+        let docs = txn.open_table(CASE_DOCS)?;
+        let mut log = txn.open_table(CASE_LOG)?;
+        let mut doc_pos = txn.open_table(DOC_POS)?;
+        let mut feed = txn.open_table(FEED)?;
+        let mut head = feed.last()?.map_or(0, |(k, _)| k.value());
+        for entry in docs.iter()? {
+            let (id, bytes) = entry?;
+            let seq = doc_pos
+                .get(id.value())?
+                .and_then(|row| super::doc_pos::seq_of(row.value()));
+            let seq = match seq {
+                Some(seq) => seq,
+                None => {
+                    head += 1;
+                    tracing::warn!(
+                        case = id.value(),
+                        seq = head,
+                        "case without a feed position"
+                    );
+                    feed.insert(head, id.value())?;
+                    let row = super::doc_pos::encode(head, None);
+                    doc_pos.insert(id.value(), row.as_slice())?;
+                    head
+                }
+            };
+            log.insert(seq, bytes.value())?;
+        }
+    }
+    txn.delete_table(CASE_DOCS)?;
+    Ok(())
+}
 
 /// A document's feed position and heads in one row (`doc_pos-1`, `super::doc_pos`), from
 /// `feed_pos-1` and `doc_heads-1`, which go. A heads row of a bad length becomes "not known"

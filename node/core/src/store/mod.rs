@@ -843,26 +843,46 @@ impl Store {
         Ok(table.get(id)?.and_then(|v| doc_pos::seq_of(v.value())))
     }
 
-    /// Any document's saved bytes: a case, a county-wide document or an audit segment.
-    /// The table that holds document `id`, by the form of its id.
-    fn doc_table(id: &str) -> TableDefinition<'static, &'static str, &'static [u8]> {
+    /// The table that holds document `id` by id, by the form of its id; `None` for a case,
+    /// whose bytes are in `case_log-1` at its feed position ([`Store::with_doc`]).
+    fn doc_table(id: &str) -> Option<TableDefinition<'static, &'static str, &'static [u8]>> {
         if crate::county_doc::is_county_doc(id) {
-            COUNTY_DOCS
+            Some(COUNTY_DOCS)
         } else if crate::audit_doc::is_audit_doc(id) {
-            AUDIT_DOCS
+            Some(AUDIT_DOCS)
         } else if crate::health::is_health_doc(id) {
-            HEALTH_DOCS
+            Some(HEALTH_DOCS)
         } else if crate::user_dir::is_user_dir_doc(id) {
-            USER_DOCS
+            Some(USER_DOCS)
         } else {
-            CASE_DOCS
+            None
         }
     }
 
+    /// `f` of any document's saved bytes as `txn` holds them (a case, a county-wide document,
+    /// an audit segment, ...), without copying them; `None` if the document is not held.
+    fn with_doc<R>(
+        txn: &redb::ReadTransaction,
+        id: &str,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, StoreError> {
+        if let Some(table) = Self::doc_table(id) {
+            return Ok(txn.open_table(table)?.get(id)?.map(|v| f(v.value())));
+        }
+        let seq = txn
+            .open_table(DOC_POS)?
+            .get(id)?
+            .and_then(|row| doc_pos::seq_of(row.value()));
+        Ok(match seq {
+            Some(seq) => txn.open_table(CASE_LOG)?.get(seq)?.map(|v| f(v.value())),
+            None => None,
+        })
+    }
+
+    /// Any document's saved bytes: a case, a county-wide document or an audit segment.
     fn doc_bytes(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(Self::doc_table(id))?;
-        Ok(table.get(id)?.map(|v| v.value().to_vec()))
+        Self::with_doc(&txn, id, <[u8]>::to_vec)
     }
 
     /// The change a holder of `have` lacks, from `doc_tips-1`, when that is exactly the tip:
@@ -940,11 +960,10 @@ impl Store {
         if let Some(heads) = Self::known_heads(&txn.open_table(DOC_POS)?, id)? {
             return Ok(Some(heads));
         }
-        let table = txn.open_table(Self::doc_table(id))?;
-        let Some(bytes) = table.get(id)? else {
+        let Some(loaded) = Self::with_doc(&txn, id, automerge::Automerge::load)? else {
             return Ok(None);
         };
-        let doc = automerge::Automerge::load(bytes.value()).map_err(DocError::from)?;
+        let doc = loaded.map_err(DocError::from)?;
         Ok(Some(doc.get_heads().into_iter().map(|h| h.0).collect()))
     }
 
@@ -1127,11 +1146,7 @@ impl Store {
     /// A case's document bytes and summary row, read together: what a merge starts from.
     pub(crate) fn held_case(&self, id: &str) -> Result<Option<writer::HeldCase>, StoreError> {
         let txn = self.db.begin_read()?;
-        let Some(bytes) = txn
-            .open_table(CASE_DOCS)?
-            .get(id)?
-            .map(|v| v.value().to_vec())
-        else {
+        let Some(bytes) = Self::with_doc(&txn, id, <[u8]>::to_vec)? else {
             return Ok(None);
         };
         let summaries = txn.open_table(CASE_SUMMARIES)?;
@@ -1142,9 +1157,10 @@ impl Store {
 
     /// The case document's saved bytes.
     pub fn case_doc_bytes(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(CASE_DOCS)?;
-        Ok(table.get(id)?.map(|v| v.value().to_vec()))
+        if Self::doc_table(id).is_some() {
+            return Ok(None);
+        }
+        self.doc_bytes(id)
     }
 
     /// Loads one case from its document.
@@ -1162,9 +1178,10 @@ impl Store {
         Ok(table.get(receipt_no)?.map(|v| v.value().to_string()))
     }
 
+    /// How many cases the store holds: one summary row each, written with the case.
     pub fn case_count(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
-        Ok(txn.open_table(CASE_DOCS)?.len()?)
+        Ok(txn.open_table(CASE_SUMMARIES)?.len()?)
     }
 
     /// Cases per status, from the status index.
@@ -1463,10 +1480,7 @@ impl Store {
         let txn = self.db.begin_read()?;
         for e in &entries[..sized] {
             // The length only: no copy of the document.
-            let table = txn.open_table(Self::doc_table(&e.doc_id))?;
-            if let Some(v) = table.get(e.doc_id.as_str())? {
-                bytes += v.value().len() as u64;
-            }
+            bytes += Self::with_doc(&txn, &e.doc_id, <[u8]>::len)?.unwrap_or(0) as u64;
         }
         if sized > 0 && entries.len() > sized {
             bytes = bytes * entries.len() as u64 / sized as u64;

@@ -3,8 +3,15 @@
 
 use redb::TableDefinition;
 
-/// Case id → the case's saved Automerge document.
+/// Case id → the case's saved Automerge document. Schemas 1–17 only: migration 18 moved its
+/// rows into `case_log-1` and deleted it.
 pub const CASE_DOCS: TableDefinition<&str, &[u8]> = TableDefinition::new("case_docs-1");
+/// Feed sequence → the saved Automerge document of the case at that sequence: a case's bytes
+/// live at its `doc_pos-1` sequence, and a write that moves it up the feed appends them at the
+/// new one. A run of writes fills consecutive pages at the end of the table instead of one
+/// random leaf page (and its branch pages) a case (docs/bench.md, session 17). The rows at
+/// older sequences are listed in `feed_stale-1` by the move, and removed with the feed's.
+pub const CASE_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("case_log-1");
 /// Case id → JSON [`crate::summary::CaseSummary`], the projection lists read.
 pub const CASE_SUMMARIES: TableDefinition<&str, &[u8]> = TableDefinition::new("case_summaries-1");
 /// `status \x1f accepted_at \x1f id` → (); the list by status and date.

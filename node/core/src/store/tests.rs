@@ -134,6 +134,50 @@ async fn migration_17_moves_feed_positions_and_heads_into_one_row() {
     assert_eq!(store.case_count().unwrap(), 3);
 }
 
+/// A store of schema 17 (case documents in `case_docs-1` by id) opened by this build: each
+/// document lands in `case_log-1` at its feed position, and `case_docs-1` goes.
+#[tokio::test]
+async fn migration_18_moves_case_documents_to_their_feed_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = {
+        let store = open(&dir);
+        let c1 = put(&store, "c1", 1).await;
+        put(&store, "c2", 2).await;
+        comment_on(&store, &c1).await;
+        let held: Vec<Vec<u8>> = ["c1", "c2"]
+            .iter()
+            .map(|id| store.case_doc_bytes(id).unwrap().unwrap())
+            .collect();
+        // Back to schema 17's layout.
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut docs = txn.open_table(CASE_DOCS).unwrap();
+            for (id, bytes) in ["c1", "c2"].iter().zip(&held) {
+                docs.insert(*id, bytes.as_slice()).unwrap();
+            }
+        }
+        txn.delete_table(CASE_LOG).unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", 17u64.to_be_bytes().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        held
+    };
+    let store = reopen(&dir);
+    for (id, bytes) in ["c1", "c2"].iter().zip(&held) {
+        assert_eq!(store.case_doc_bytes(id).unwrap().as_ref(), Some(bytes));
+        let seq = store.feed_pos(id).unwrap().unwrap();
+        let txn = store.db.begin_read().unwrap();
+        let log = txn.open_table(CASE_LOG).unwrap();
+        assert_eq!(log.get(seq).unwrap().unwrap().value(), bytes.as_slice());
+    }
+    assert_eq!(store.case("c1").unwrap().unwrap().events.len(), 2);
+    let txn = store.db.begin_read().unwrap();
+    assert!(txn.open_table(CASE_DOCS).is_err(), "case_docs-1 is gone");
+    assert_eq!(txn.open_table(CASE_LOG).unwrap().len().unwrap(), 2);
+}
+
 #[tokio::test]
 async fn projections_find_by_receipt_name_and_id_tail() {
     let dir = tempfile::tempdir().unwrap();
@@ -389,8 +433,8 @@ async fn merge_moves_projections(damage_summary: bool) {
 }
 
 /// An offer's rows read in one transaction say what `doc_heads` and `tip` say one by one: a
-/// case with a tip, one without, one not held, one whose `doc_pos-1` row is damaged, and the same
-/// with tips not asked for.
+/// case with a tip, one without, one not held, one whose heads in `doc_pos-1` are damaged, and
+/// the same with tips not asked for.
 #[tokio::test]
 async fn offer_rows_read_at_once_match_heads_and_tips_read_one_by_one() {
     use yiciban_sync::store::{OfferRow, ReplicaStore};
@@ -401,11 +445,14 @@ async fn offer_rows_read_at_once_match_heads_and_tips_read_one_by_one() {
     put(&store, "c2", 2).await;
     let damaged = put(&store, "c3", 3).await;
     comment_on(&store, &damaged).await;
+    // Its position stands, its heads are cut short: they are read by loading the document.
     let txn = store.db.begin_write().unwrap();
-    txn.open_table(DOC_POS)
-        .unwrap()
-        .insert("c3", [7u8; 5].as_slice())
-        .unwrap();
+    {
+        let mut rows = txn.open_table(DOC_POS).unwrap();
+        let mut row = rows.get("c3").unwrap().unwrap().value().to_vec();
+        row.pop();
+        rows.insert("c3", row.as_slice()).unwrap();
+    }
     txn.commit().unwrap();
     let ids = ["c1", "c2", "nope", "c3"];
     for with_tips in [true, false] {
@@ -1550,7 +1597,8 @@ async fn writes_sent_during_a_run_are_kept_and_a_refused_case_fails_alone() {
 
 /// A write that moves a document up the feed lists its old entries in `feed_stale-1`
 /// instead of removing them; readers skip them, and the writer sweeps them when idle, also
-/// after a restart that left them behind.
+/// after a restart that left them behind. A case's bytes at an old position in `case_log-1`
+/// go with its old feed entry.
 #[tokio::test]
 async fn old_feed_entries_are_skipped_by_readers_and_swept_when_the_writer_is_idle() {
     use crate::scope::Scope;
@@ -1566,6 +1614,14 @@ async fn old_feed_entries_are_skipped_by_readers_and_swept_when_the_writer_is_id
         let feed = keys(txn.open_table(FEED).unwrap());
         let scoped = txn.open_table(FEED_SCOPED).unwrap().len().unwrap();
         let stale = txn.open_table(FEED_STALE).unwrap().len().unwrap();
+        let log: Vec<u64> = txn
+            .open_table(CASE_LOG)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|r| r.unwrap().0.value())
+            .collect();
+        assert_eq!(feed, log, "a case's bytes at each of its feed entries");
         (feed, scoped, stale)
     };
     let live = |s: &Store, limit| -> Vec<(u64, String)> {
@@ -1625,6 +1681,11 @@ async fn old_feed_entries_are_skipped_by_readers_and_swept_when_the_writer_is_id
         live(&store, 100),
         expect(&[(3, "c3"), (4, "c1"), (5, "c2")])
     );
+    // Each case reads at its live position.
+    for id in ["c1", "c2", "c3"] {
+        assert_eq!(store.case(id).unwrap().unwrap().id, id);
+    }
+    assert_eq!(store.case("c1").unwrap().unwrap().events.len(), 2);
     // New entries still go above every old one.
     put(&store, "c4", 4).await;
     assert_eq!(live(&store, 100).last(), Some(&(6, "c4".to_string())));

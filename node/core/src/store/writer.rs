@@ -516,6 +516,7 @@ fn sweep_stale(db: &Database) -> Result<u64, StoreError> {
     let (swept, left) = {
         let mut stale = txn.open_table(FEED_STALE)?;
         let mut feed = txn.open_table(FEED)?;
+        let mut log = txn.open_table(CASE_LOG)?;
         let mut scoped = txn.open_table(FEED_SCOPED)?;
         let rows = stale
             .iter()?
@@ -526,6 +527,8 @@ fn sweep_stale(db: &Database) -> Result<u64, StoreError> {
             // A stale position is never reused: new entries go above every held one.
             if prefix.is_empty() {
                 feed.remove(*seq)?;
+                // The bytes a case had at that position (none for other documents).
+                log.remove(*seq)?;
             } else {
                 scoped.remove(format!("{prefix}{seq:020}").as_str())?;
             }
@@ -551,7 +554,7 @@ fn begin(db: &Database) -> Result<WriteTransaction, StoreError> {
 
 /// Every table a write touches, opened once for a group.
 struct Tables<'txn> {
-    docs: Table<'txn, &'static str, &'static [u8]>,
+    case_log: Table<'txn, u64, &'static [u8]>,
     summaries: Table<'txn, &'static str, &'static [u8]>,
     by_status: Table<'txn, &'static str, ()>,
     by_date: Table<'txn, &'static str, ()>,
@@ -594,7 +597,7 @@ struct Tables<'txn> {
 impl<'txn> Tables<'txn> {
     fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
         Ok(Self {
-            docs: txn.open_table(CASE_DOCS)?,
+            case_log: txn.open_table(CASE_LOG)?,
             summaries: txn.open_table(CASE_SUMMARIES)?,
             by_status: txn.open_table(CASE_BY_STATUS)?,
             by_date: txn.open_table(CASE_BY_DATE)?,
@@ -759,6 +762,37 @@ impl<'txn> Tables<'txn> {
         Ok(keys.len() as u64)
     }
 
+    /// Where document `id` stands in the feed (`doc_pos-1`); `None` if it is not held.
+    fn doc_seq(&self, id: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .doc_pos
+            .get(id)?
+            .and_then(|row| super::doc_pos::seq_of(row.value())))
+    }
+
+    /// Case `id`'s saved document (`case_log-1` at its feed position).
+    fn case_doc(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(match self.doc_seq(id)? {
+            Some(seq) => self.case_log.get(seq)?.map(|v| v.value().to_vec()),
+            None => None,
+        })
+    }
+
+    /// Stores case `id`'s document `bytes`: moves it up the feed ([`Tables::bump_feed`]) and
+    /// appends the bytes at its new position, so a group's documents fill consecutive pages.
+    fn put_case_doc(
+        &mut self,
+        id: &str,
+        bytes: &[u8],
+        division: &Divisions,
+        heads: Option<&[automerge::ChangeHash]>,
+        feed_head: &mut u64,
+    ) -> Result<(), StoreError> {
+        self.bump_feed(id, division, heads, feed_head)?;
+        self.case_log.insert(*feed_head, bytes)?;
+        Ok(())
+    }
+
     /// Gives the document a new feed position, in the county-wide feed and in its village's
     /// and town's feeds, and drops its old one. A case's divisions never change.
     fn bump_feed(
@@ -898,7 +932,7 @@ fn apply(
             division,
             blob_refs,
         } => {
-            if t.docs.get(id.as_str())?.is_some() {
+            if t.doc_seq(id)?.is_some() {
                 return Err(StoreError::Exists(format!("case {id}")));
             }
             if t.by_receipt.get(summary.receipt_no.as_str())?.is_some() {
@@ -907,7 +941,6 @@ fn apply(
                     summary.receipt_no
                 )));
             }
-            t.docs.insert(id.as_str(), doc.as_slice())?;
             let current = t
                 .receipt_seq
                 .get(receipt.0.as_str())?
@@ -918,7 +951,7 @@ fn apply(
                 t.blobs.insert(hash.as_str(), bytes.as_slice())?;
             }
             t.put_projections(None, summary)?;
-            t.bump_feed(id, division, heads.as_deref(), feed_head)?;
+            t.put_case_doc(id, doc, division, heads.as_deref(), feed_head)?;
             t.scope_blobs(division, blob_refs.iter().map(String::as_str))?;
             t.raise_hlc(*at)?;
             Ok((WriteOutcome::Done, true))
@@ -929,9 +962,7 @@ fn apply(
             actor,
         } => {
             let bytes = t
-                .docs
-                .get(case_id.as_str())?
-                .map(|v| v.value().to_vec())
+                .case_doc(case_id)?
                 .ok_or_else(|| StoreError::NotFound(format!("case {case_id}")))?;
             let mut doc = AutoCommit::load(&bytes)
                 .map_err(DocError::from)?
@@ -944,11 +975,10 @@ fn apply(
             if let Some(s) = state.superseded.iter().find(|s| s.event_id == event.id) {
                 return Err(StoreError::Refused(s.reason.clone()));
             }
-            t.docs
-                .insert(case_id.as_str(), doc.save_nocompress().as_slice())?;
             t.put_projections(Some(&old_summary), &CaseSummary::of(&case, &state))?;
             let heads = doc.get_heads();
-            t.bump_feed(case_id, &case.division, Some(&heads), feed_head)?;
+            let bytes = doc.save_nocompress();
+            t.put_case_doc(case_id, &bytes, &case.division, Some(&heads), feed_head)?;
             // The event's change and the heads before it: what a peer that holds the
             // document as it was before the event lacks (`super::tip`).
             if let [head] = heads.as_slice()
@@ -1665,7 +1695,7 @@ fn apply_changes(
     prepared: Option<&PreparedCase>,
     feed_head: &mut u64,
 ) -> Result<(WriteOutcome, bool), StoreError> {
-    let existing = t.docs.get(doc_id)?.map(|v| v.value().to_vec());
+    let existing = t.case_doc(doc_id)?;
     let merged_here;
     let p = match prepared {
         Some(p) if p.base == existing => p,
@@ -1689,9 +1719,8 @@ fn apply_changes(
         )));
     }
     let state = case.state();
-    t.docs.insert(doc_id, p.bytes.as_slice())?;
     t.put_projections(p.old_summary.as_ref(), &CaseSummary::of(&case, &state))?;
-    t.bump_feed(doc_id, &case.division, Some(&p.heads), feed_head)?;
+    t.put_case_doc(doc_id, &p.bytes, &case.division, Some(&p.heads), feed_head)?;
     t.scope_blobs(
         &case.division,
         case.materials.iter().filter_map(|m| m.blob.as_deref()),
