@@ -74,6 +74,15 @@ pub trait ReplicaStore {
         Ok(heads.iter().all(|h| local.contains(h)))
     }
 
+    /// [`ReplicaStore::has_heads`] of several documents, in order. The default asks one by
+    /// one; a store whose reads each cost a transaction may answer the usual case (heads that
+    /// are the current ones) for all of them in one.
+    fn has_heads_many(&self, asks: &[(&str, &[ChangeHash])]) -> Result<Vec<bool>, Self::Error> {
+        asks.iter()
+            .map(|&(doc_id, heads)| self.has_heads(doc_id, heads))
+            .collect()
+    }
+
     /// The answers to many wants, in order: `None` for a document the store does not hold
     /// (or does not show the peer, as [`ReplicaStore::doc_heads`]), else the changes a holder
     /// of its `have` lacks. The default answers one by one; a store whose answers cost a

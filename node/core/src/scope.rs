@@ -196,6 +196,10 @@ impl ReplicaStore for ScopedStore<'_> {
         self.store.has_heads(doc_id, heads)
     }
 
+    fn has_heads_many(&self, asks: &[(&str, &[ChangeHash])]) -> Result<Vec<bool>, StoreError> {
+        self.store.has_heads_many(asks)
+    }
+
     fn heads_cover(&self, doc_id: &str, heads: &[ChangeHash]) -> Result<bool, StoreError> {
         self.store.heads_cover(doc_id, heads)
     }

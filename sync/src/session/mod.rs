@@ -214,7 +214,7 @@ impl Session {
         doc_id: &str,
     ) -> Result<Output, ProtoError> {
         let mut out = Output::default();
-        self.pull.on_applied(store, doc_id, &mut out)?;
+        self.pull.on_applied(store, &[doc_id], &mut out)?;
         self.advance_cursor(&mut out);
         self.pump_blobs(&mut out);
         Ok(out)
@@ -228,9 +228,8 @@ impl Session {
         doc_ids: impl IntoIterator<Item = &'a str>,
     ) -> Result<Output, ProtoError> {
         let mut out = Output::default();
-        for doc_id in doc_ids {
-            self.pull.on_applied(store, doc_id, &mut out)?;
-        }
+        let doc_ids: Vec<&str> = doc_ids.into_iter().collect();
+        self.pull.on_applied(store, &doc_ids, &mut out)?;
         self.advance_cursor(&mut out);
         self.pump_blobs(&mut out);
         Ok(out)

@@ -96,33 +96,62 @@ impl Pull {
         }
     }
 
+    /// The shell has durably merged the changes of the last `Apply` of each of `doc_ids`:
+    /// their entries are settled where the store now holds the offered heads, else wanted
+    /// again (at most [`MAX_WANTS_PER_ENTRY`] times an entry).
     pub(super) fn on_applied(
         &mut self,
         store: &impl ReplicaStore,
-        doc_id: &str,
+        doc_ids: &[&str],
         out: &mut Output,
     ) -> Result<(), ProtoError> {
-        let mut rewant = false;
-        for p in self.pending.iter_mut() {
-            // `Wanted` entries of this document were offered after its changes arrived (the
-            // shell handles every frame it has read before it applies anything); they rode on
-            // this apply, with no want of their own, so they are checked here too.
-            if p.doc_id != doc_id || p.state == State::Settled {
-                continue;
-            }
-            // Check the store itself: the changes may have answered an older offer.
-            if store.has_heads(doc_id, &p.heads).map_err(store_err)? {
+        let applied: std::collections::HashSet<&str> = doc_ids.iter().copied().collect();
+        // `Wanted` entries of these documents were offered after their changes arrived (the
+        // shell handles every frame it has read before it applies anything); they rode on
+        // this apply, with no want of their own, so they are checked here too.
+        let checked: Vec<usize> = (0..self.pending.len())
+            .filter(|&i| {
+                let p = &self.pending[i];
+                p.state != State::Settled && applied.contains(p.doc_id.as_str())
+            })
+            .collect();
+        // Check the store itself: the changes may have answered an older offer. One call for
+        // the lot (the county's Ack for a 1% run waited on a read transaction a case).
+        let asks: Vec<(&str, &[ChangeHash])> = checked
+            .iter()
+            .map(|&i| {
+                (
+                    self.pending[i].doc_id.as_str(),
+                    self.pending[i].heads.as_slice(),
+                )
+            })
+            .collect();
+        let held = store.has_heads_many(&asks).map_err(store_err)?;
+        if held.len() != checked.len() {
+            return Err(store_err(std::io::Error::other(format!(
+                "has_heads_many answered {} of {}",
+                held.len(),
+                checked.len()
+            ))));
+        }
+        let mut rewant = std::collections::HashSet::new();
+        for (&i, held) in checked.iter().zip(held) {
+            let p = &mut self.pending[i];
+            if held {
                 p.state = State::Settled;
             } else if p.rewants >= MAX_WANTS_PER_ENTRY {
-                return Err(ProtoError::NoProgress(doc_id.to_string()));
+                return Err(ProtoError::NoProgress(p.doc_id.clone()));
             } else {
                 p.state = State::Wanted;
                 p.rewants += 1;
-                rewant = true;
+                rewant.insert(p.doc_id.clone());
             }
         }
-        if rewant {
-            out.send.push(want(store, doc_id)?);
+        // One want a document, in the order the documents were applied.
+        for doc_id in doc_ids {
+            if rewant.remove(*doc_id) {
+                out.send.push(want(store, doc_id)?);
+            }
         }
         Ok(())
     }

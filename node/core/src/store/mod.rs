@@ -1789,6 +1789,21 @@ impl yiciban_sync::store::ReplicaStore for Store {
             .all(|h| doc.get_change_by_hash(&automerge::ChangeHash(*h)).is_some()))
     }
 
+    // The usual case, heads that are the current ones, for all of them in one read
+    // transaction; the others as `has_heads` answers them (the document loaded).
+    fn has_heads_many(&self, asks: &[(&str, &[[u8; 32]])]) -> Result<Vec<bool>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DOC_POS)?;
+        asks.iter()
+            .map(
+                |&(doc_id, heads)| match Self::known_heads(&table, doc_id)? {
+                    Some(current) if heads.iter().all(|h| current.contains(h)) => Ok(true),
+                    _ => self.has_heads(doc_id, heads),
+                },
+            )
+            .collect()
+    }
+
     // The current heads only: an offered head that is new (the usual case) is wanted
     // without loading the document to look it up.
     fn heads_cover(&self, doc_id: &str, heads: &[[u8; 32]]) -> Result<bool, StoreError> {

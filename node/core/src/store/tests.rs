@@ -476,6 +476,45 @@ async fn offer_rows_read_at_once_match_heads_and_tips_read_one_by_one() {
     }
 }
 
+/// Heads checked at once say what `has_heads` says one by one: current heads, a head the
+/// document has moved past (found by loading it), a hash it never had, a document not held,
+/// and one whose heads `doc_pos-1` does not know.
+#[tokio::test]
+async fn has_heads_many_answers_as_has_heads_one_by_one() {
+    use yiciban_sync::store::ReplicaStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let c1 = put(&store, "c1", 1).await;
+    let filed = store.doc_heads("c1").unwrap().unwrap();
+    comment_on(&store, &c1).await;
+    let now = store.doc_heads("c1").unwrap().unwrap();
+    put(&store, "c2", 2).await;
+    let c2 = store.doc_heads("c2").unwrap().unwrap();
+    let seq = store.feed_pos("c2").unwrap().unwrap();
+    let txn = store.db.begin_write().unwrap();
+    txn.open_table(DOC_POS)
+        .unwrap()
+        .insert("c2", doc_pos::encode(seq, None).as_slice())
+        .unwrap();
+    txn.commit().unwrap();
+    let never = [[9u8; 32]];
+    let asks: Vec<(&str, &[[u8; 32]])> = vec![
+        ("c1", &now),
+        ("c1", &filed),
+        ("c1", &never),
+        ("nope", &[]),
+        ("nope", &never),
+        ("c2", &c2),
+        ("c2", &never),
+    ];
+    let one_by_one: Vec<bool> = asks
+        .iter()
+        .map(|(id, h)| store.has_heads(id, h).unwrap())
+        .collect();
+    assert_eq!(one_by_one, [true, true, false, true, false, true, false]);
+    assert_eq!(store.has_heads_many(&asks).unwrap(), one_by_one);
+}
+
 /// A merge that leaves the summary as it was does not write the row again, unless the row is
 /// damaged: then it is written from the merged case.
 #[tokio::test]
