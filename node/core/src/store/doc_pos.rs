@@ -47,16 +47,7 @@ pub(crate) fn decode(row: &[u8]) -> Option<DocPos> {
     let (&flag, heads) = row.get(8..)?.split_first()?;
     let heads = match flag {
         0 if heads.is_empty() => None,
-        1 if heads.len().is_multiple_of(32) => Some(
-            heads
-                .chunks_exact(32)
-                .map(|c| {
-                    let mut h = [0u8; 32];
-                    h.copy_from_slice(c);
-                    h
-                })
-                .collect(),
-        ),
+        1 => Some(super::heads_row(heads)?),
         _ => return None,
     };
     Some(DocPos { seq, heads })

@@ -1836,8 +1836,8 @@ impl yiciban_sync::store::ReplicaStore for Store {
 mod tests;
 
 /// A document's tip as [`Store::held_tip`] read it.
-/// A `doc_heads-1` row (schemas 13–16, read by migration 17): the heads, `None` if its length
-/// is not a whole number of hashes.
+/// Hashes laid end to end, 32 bytes each (a `doc_heads-1` row of schemas 13–16, the heads of
+/// a `doc_pos-1` row or of a tip), `None` if the length is not a whole number of hashes.
 fn heads_row(bytes: &[u8]) -> Option<Vec<[u8; 32]>> {
     if !bytes.len().is_multiple_of(32) {
         return None;

@@ -41,14 +41,7 @@ pub(crate) fn decode(row: &[u8]) -> Option<Tip<'_>> {
         return None;
     }
     let (heads, change) = rest.split_at(heads_len);
-    let base = heads
-        .chunks_exact(32)
-        .map(|c| {
-            let mut h = [0u8; 32];
-            h.copy_from_slice(c);
-            h
-        })
-        .collect();
+    let base = super::heads_row(heads)?;
     Some(Tip { base, change })
 }
 
