@@ -1694,13 +1694,7 @@ async fn old_feed_entries_are_skipped_by_readers_and_swept_when_the_writer_is_id
         assert_eq!(store.feed_head().unwrap(), 5);
     }
     // Closed before its idle sweep: the list survives the restart and is swept then.
-    let store = loop {
-        match Store::open(&dir.path().join("node.redb"), 64, 1024) {
-            Ok(s) => break s,
-            Err(StoreError::InUse(_)) => std::thread::sleep(std::time::Duration::from_millis(10)),
-            Err(e) => panic!("{e}"),
-        }
-    };
+    let store = reopen(&dir);
     assert_eq!(raw(&store).2, 6);
     assert_eq!(
         live(&store, 100),
