@@ -476,6 +476,18 @@ async fn offer_rows_read_at_once_match_heads_and_tips_read_one_by_one() {
     }
 }
 
+/// Marks `id`'s heads "not known" in `doc_pos-1`, keeping its feed position: as a store from
+/// before migration 013 left them, so readers load the document.
+fn forget_heads(store: &Store, id: &str) {
+    let seq = store.feed_pos(id).unwrap().unwrap();
+    let txn = store.db.begin_write().unwrap();
+    txn.open_table(DOC_POS)
+        .unwrap()
+        .insert(id, doc_pos::encode(seq, None).as_slice())
+        .unwrap();
+    txn.commit().unwrap();
+}
+
 /// Heads checked at once say what `has_heads` says one by one: current heads, a head the
 /// document has moved past (found by loading it), a hash it never had, a document not held,
 /// and one whose heads `doc_pos-1` does not know.
@@ -490,13 +502,7 @@ async fn has_heads_many_answers_as_has_heads_one_by_one() {
     let now = store.doc_heads("c1").unwrap().unwrap();
     put(&store, "c2", 2).await;
     let c2 = store.doc_heads("c2").unwrap().unwrap();
-    let seq = store.feed_pos("c2").unwrap().unwrap();
-    let txn = store.db.begin_write().unwrap();
-    txn.open_table(DOC_POS)
-        .unwrap()
-        .insert("c2", doc_pos::encode(seq, None).as_slice())
-        .unwrap();
-    txn.commit().unwrap();
+    forget_heads(&store, "c2");
     let never = [[9u8; 32]];
     let asks: Vec<(&str, &[[u8; 32]])> = vec![
         ("c1", &now),
@@ -1117,13 +1123,7 @@ async fn doc_heads_rows_follow_every_write_of_a_case() {
         "the event moved it up the feed"
     );
     // With heads not known (a store from before migration 013), the document is loaded.
-    let seq = row(&store).unwrap().seq;
-    let txn = store.db.begin_write().unwrap();
-    txn.open_table(DOC_POS)
-        .unwrap()
-        .insert("c1", doc_pos::encode(seq, None).as_slice())
-        .unwrap();
-    txn.commit().unwrap();
+    forget_heads(&store, "c1");
     assert_eq!(
         store.doc_heads("c1").unwrap().unwrap(),
         loaded_heads(&store, "c1")
