@@ -621,6 +621,7 @@ impl Store {
         );
         // The Automerge work on this task, not on the writer thread; refusals are left to
         // the writer, which merges again and says why.
+        let started = std::time::Instant::now();
         let prepared = match crate::audit_doc::parse_id(doc_id) {
             Some((node, segment)) if at_county => self
                 .audit_doc_bytes(doc_id)
@@ -629,6 +630,13 @@ impl Store {
                 .map(Box::new),
             _ => None,
         };
+        // With "sync merges prepared": the timeline of a catch-up that carries a segment.
+        tracing::debug!(
+            doc = doc_id,
+            changes = changes.len(),
+            prepare_us = started.elapsed().as_micros() as u64,
+            "audit merge prepared"
+        );
         let op = WriteOp::ApplyAuditDoc {
             doc_id: doc_id.to_string(),
             changes,

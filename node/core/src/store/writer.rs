@@ -383,6 +383,8 @@ fn commit_group(db: &Database, mut group: Group, intake: &mut Intake, feed_head:
             outcomes,
             writes_us,
             wait_us,
+            tail_us,
+            commit_us,
             stale_rows,
         }) => {
             // `writes_us` the inserts (and, for a run still arriving, `wait_us` of waiting for
@@ -391,6 +393,8 @@ fn commit_group(db: &Database, mut group: Group, intake: &mut Intake, feed_head:
                 size,
                 writes_us,
                 wait_us,
+                tail_us,
+                commit_us,
                 total_us = clock.elapsed().as_micros() as u64,
                 "group committed"
             );
@@ -434,6 +438,10 @@ struct Applied {
     /// µs of inserts, and of waiting for the rest of a run still arriving.
     writes_us: u64,
     wait_us: u64,
+    /// µs of the inserts after the last wait (what the commit waited for once every merge
+    /// was in), and of the commit itself (pages out, fsync).
+    tail_us: u64,
+    commit_us: u64,
     /// Rows added to `feed_stale-1`.
     stale_rows: u64,
 }
@@ -450,6 +458,7 @@ fn apply_group(
     let txn = begin(db)?;
     let mut outcomes = Vec::with_capacity(group.requests.len());
     let mut wait = std::time::Duration::ZERO;
+    let mut last_in;
     let stale_rows = {
         // Tables are opened once per group: opening them per request cost more than the
         // inserts (measured in the ingest benchmark's commit times).
@@ -464,7 +473,8 @@ fn apply_group(
             }
             let waiting = std::time::Instant::now();
             let more = group.wait(intake);
-            wait += waiting.elapsed();
+            last_in = std::time::Instant::now();
+            wait += last_in - waiting;
             if !more {
                 break;
             }
@@ -472,6 +482,8 @@ fn apply_group(
         t.stale_rows
     };
     let writes_us = (clock.elapsed() - wait).as_micros() as u64;
+    let committing = std::time::Instant::now();
+    let tail_us = (committing - last_in).as_micros() as u64;
     // A run whose every merge failed brought nothing: no commit, no fsync.
     if outcomes.is_empty() {
         txn.abort()?;
@@ -481,6 +493,8 @@ fn apply_group(
     Ok(Applied {
         outcomes,
         writes_us,
+        tail_us,
+        commit_us: committing.elapsed().as_micros() as u64,
         wait_us: wait.as_micros() as u64,
         stale_rows,
     })
