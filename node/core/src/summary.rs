@@ -32,6 +32,11 @@ pub struct CaseSummary {
     /// What legal time is counted from (rows written before deadlines existed have none).
     #[serde(default)]
     pub marks: crate::deadline::Marks,
+    /// Notices the events call for that no `notice_sent` records yet
+    /// ([`crate::notice::pending_count`]): the outbox loads a case only when its row does not
+    /// say 0. Rows written before this field have none, and the outbox loads those.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notices_pending: Option<u32>,
 }
 
 impl CaseSummary {
@@ -53,6 +58,9 @@ impl CaseSummary {
             conflict: state.conflict.is_some(),
             proxy: case.proxy.is_some(),
             marks: crate::deadline::Marks::of(state),
+            notices_pending: Some(
+                u32::try_from(crate::notice::pending_count(case)).unwrap_or(u32::MAX),
+            ),
         }
     }
 }

@@ -1296,6 +1296,22 @@ impl Store {
         ids.iter().map(|id| load_summary(&table, id)).collect()
     }
 
+    /// [`CaseSummary::notices_pending`] of each of `ids`, in order: `None` where the row is
+    /// missing, damaged or older than the field (then only the document can tell).
+    pub fn notices_pending(&self, ids: &[&str]) -> Result<Vec<Option<u32>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CASE_SUMMARIES)?;
+        ids.iter()
+            .map(|id| {
+                Ok(table.get(*id)?.and_then(|v| {
+                    serde_json::from_slice::<CaseSummary>(v.value())
+                        .ok()
+                        .and_then(|s| s.notices_pending)
+                }))
+            })
+            .collect()
+    }
+
     /// Lists case summaries, newest first. Reads projections only, never documents.
     pub fn list_cases(&self, query: &CaseQuery) -> Result<Vec<CaseSummary>, StoreError> {
         let txn = self.db.begin_read()?;
@@ -1842,6 +1858,23 @@ impl yiciban_sync::store::ReplicaStore for Store {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+impl Store {
+    /// Rewrites the summary row of `id` as JSON, as damage or an older build would leave it.
+    pub(crate) fn rewrite_summary_row(&self, id: &str, f: impl FnOnce(&mut serde_json::Value)) {
+        let txn = self.db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(CASE_SUMMARIES).unwrap();
+            let mut row: serde_json::Value =
+                serde_json::from_slice(table.get(id).unwrap().unwrap().value()).unwrap();
+            f(&mut row);
+            let bytes = serde_json::to_vec(&row).unwrap();
+            table.insert(id, bytes.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+}
 
 /// A document's tip as [`Store::held_tip`] read it.
 /// Hashes laid end to end, 32 bytes each (a `doc_heads-1` row of schemas 13–16, the heads of
