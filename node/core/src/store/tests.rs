@@ -1133,6 +1133,16 @@ async fn doc_heads_rows_follow_every_write_of_a_case() {
 
 #[tokio::test]
 async fn a_merge_prepared_on_a_document_that_moved_is_merged_again() {
+    merge_prepared_on_a_moved_document(false).await;
+}
+
+/// The writer sees the move by the bytes where `doc_pos-1` does not know the heads.
+#[tokio::test]
+async fn a_merge_prepared_on_a_document_that_moved_is_merged_again_without_known_heads() {
+    merge_prepared_on_a_moved_document(true).await;
+}
+
+async fn merge_prepared_on_a_moved_document(heads_not_known: bool) {
     use yiciban_sync::store::ReplicaStore;
     let here = tempfile::tempdir().unwrap();
     let there = tempfile::tempdir().unwrap();
@@ -1146,6 +1156,9 @@ async fn a_merge_prepared_on_a_document_that_moved_is_merged_again() {
     let later = a.changes_after("c1", &have).unwrap();
     let stale = writer::prepare_case(b.held_case("c1").unwrap(), "c1", &later).unwrap();
     comment_as(&b, &case, "own", 5, "b").await;
+    if heads_not_known {
+        forget_heads(&b, "c1");
+    }
     let got = b
         .write(
             WriteOp::ApplyChanges {

@@ -784,6 +784,31 @@ impl<'txn> Tables<'txn> {
             .and_then(|row| super::doc_pos::seq_of(row.value())))
     }
 
+    /// The stored case `id` is the one `p` was merged onto: by the heads of its `doc_pos-1`
+    /// row (no read of the document), or by its bytes where the row does not know them.
+    fn still_holds(&self, id: &str, p: &PreparedCase) -> Result<bool, StoreError> {
+        let row = self
+            .doc_pos
+            .get(id)?
+            .map(|v| super::doc_pos::decode(v.value()));
+        Ok(match (row, &p.base_heads) {
+            (None, None) => true,
+            (
+                Some(Some(super::doc_pos::DocPos {
+                    heads: Some(held), ..
+                })),
+                Some(base),
+            ) => {
+                let mut base: Vec<[u8; 32]> = base.iter().map(|h| h.0).collect();
+                let mut held = held;
+                base.sort_unstable();
+                held.sort_unstable();
+                base == held
+            }
+            (_, _) => self.case_doc(id)? == p.base,
+        })
+    }
+
     /// Case `id`'s saved document (`case_log-1` at its feed position).
     fn case_doc(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(match self.doc_seq(id)? {
@@ -1583,13 +1608,18 @@ fn apply_user_dir(
 /// stores if the document is still the one it was merged onto.
 #[derive(Debug)]
 pub(crate) struct PreparedCase {
-    /// The stored bytes the changes were merged onto (`None`: the case was not held).
+    /// The stored bytes the changes were merged onto (`None`: the case was not held), and
+    /// their heads: the writer checks the document did not move meanwhile by the heads in
+    /// `doc_pos-1`, and by the bytes only where that row does not know them.
     base: Option<Vec<u8>>,
+    base_heads: Option<Vec<automerge::ChangeHash>>,
     /// The merged document, saved.
     bytes: Vec<u8>,
     heads: Vec<automerge::ChangeHash>,
     changed: bool,
     old_summary: Option<OldSummary>,
+    /// The merged case's summary row, made here rather than on the writer thread.
+    summary: CaseSummary,
     case: Arc<Case>,
 }
 
@@ -1655,10 +1685,12 @@ pub(crate) fn prepare_case(
         let case = checked_read(&doc, doc_id)?;
         return Ok(PreparedCase {
             base: None,
+            base_heads: None,
             bytes: whole.clone(),
             heads: doc.get_heads(),
             changed: true,
             old_summary: None,
+            summary: CaseSummary::of(&case, &case.state()),
             case: Arc::new(case),
         });
     }
@@ -1678,11 +1710,13 @@ pub(crate) fn prepare_case(
     let case = checked_read(&doc, doc_id)?;
     let heads = doc.get_heads();
     Ok(PreparedCase {
+        base_heads: base.is_some().then(|| heads_before.clone()),
         base,
         bytes: doc.save_nocompress(),
         changed: heads != heads_before,
         heads,
         old_summary,
+        summary: CaseSummary::of(&case, &case.state()),
         case: Arc::new(case),
     })
 }
@@ -1709,12 +1743,11 @@ fn apply_changes(
     prepared: Option<&PreparedCase>,
     feed_head: &mut u64,
 ) -> Result<(WriteOutcome, bool), StoreError> {
-    let existing = t.case_doc(doc_id)?;
     let merged_here;
     let p = match prepared {
-        Some(p) if p.base == existing => p,
+        Some(p) if t.still_holds(doc_id, p)? => p,
         _ => {
-            let held = match existing {
+            let held = match t.case_doc(doc_id)? {
                 Some(bytes) => Some(HeldCase {
                     bytes,
                     summary: t.summary_row(doc_id)?,
@@ -1732,8 +1765,7 @@ fn apply_changes(
             case.division.village
         )));
     }
-    let state = case.state();
-    t.put_projections(p.old_summary.as_ref(), &CaseSummary::of(&case, &state))?;
+    t.put_projections(p.old_summary.as_ref(), &p.summary)?;
     t.put_case_doc(doc_id, &p.bytes, &case.division, Some(&p.heads), feed_head)?;
     t.scope_blobs(
         &case.division,
