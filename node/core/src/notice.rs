@@ -556,19 +556,24 @@ duty_phones = { "430181101000" = "07318300000" }
         Node::new(config, catalog, store).unwrap()
     }
 
+    /// Holds `case` at `node`, as a village's changes bring it.
+    async fn hold(node: &Node, case: &Case) {
+        let mut doc = crate::case_doc::build(case, crate::case_doc::node_actor("v")).unwrap();
+        let changes = doc
+            .get_changes(&[])
+            .into_iter()
+            .map(|c| c.raw_bytes().to_vec())
+            .collect();
+        node.store.apply_changes(&case.id, changes).await.unwrap();
+    }
+
     /// Holds a new case `id` at `node`, filed now: it calls for its `accepted` notice.
     async fn hold_new_case(node: &Node, id: &str) {
         let mut case = sample_case();
         case.id = id.into();
         case.receipt_no = format!("430181101001-20261122-{id}");
         case.events[0].id = format!("{id}-accepted");
-        let mut doc = crate::case_doc::build(&case, crate::case_doc::node_actor("v")).unwrap();
-        let changes = doc
-            .get_changes(&[])
-            .into_iter()
-            .map(|c| c.raw_bytes().to_vec())
-            .collect();
-        node.store.apply_changes(id, changes).await.unwrap();
+        hold(node, &case).await;
     }
 
     #[tokio::test]
@@ -623,13 +628,7 @@ duty_phones = { "430181101000" = "07318300000" }
         case.events[0].at.wall_ms =
             u64::try_from((chrono::Utc::now() - chrono::Duration::days(40)).timestamp_millis())
                 .unwrap();
-        let mut doc = crate::case_doc::build(&case, crate::case_doc::node_actor("v")).unwrap();
-        let changes = doc
-            .get_changes(&[])
-            .into_iter()
-            .map(|c| c.raw_bytes().to_vec())
-            .collect();
-        node.store.apply_changes(&case.id, changes).await.unwrap();
+        hold(&node, &case).await;
         let cfg = node.config.notice_settings();
         let client = reqwest::Client::new();
         for _ in 0..3 {
