@@ -1303,11 +1303,9 @@ impl Store {
         let table = txn.open_table(CASE_SUMMARIES)?;
         ids.iter()
             .map(|id| {
-                Ok(table.get(*id)?.and_then(|v| {
-                    serde_json::from_slice::<CaseSummary>(v.value())
-                        .ok()
-                        .and_then(|s| s.notices_pending)
-                }))
+                let row = table.get(*id)?;
+                let summary = writer::HeldCase::summary_of(row.as_ref().map(|v| v.value()));
+                Ok(summary.and_then(|s| s.notices_pending))
             })
             .collect()
     }

@@ -787,26 +787,15 @@ impl<'txn> Tables<'txn> {
     /// The stored case `id` is the one `p` was merged onto: by the heads of its `doc_pos-1`
     /// row (no read of the document), or by its bytes where the row does not know them.
     fn still_holds(&self, id: &str, p: &PreparedCase) -> Result<bool, StoreError> {
-        let row = self
-            .doc_pos
-            .get(id)?
-            .map(|v| super::doc_pos::decode(v.value()));
-        Ok(match (row, &p.base_heads) {
-            (None, None) => true,
-            (
-                Some(Some(super::doc_pos::DocPos {
-                    heads: Some(held), ..
-                })),
-                Some(base),
-            ) => {
-                let mut base: Vec<[u8; 32]> = base.iter().map(|h| h.0).collect();
-                let mut held = held;
-                base.sort_unstable();
-                held.sort_unstable();
-                base == held
-            }
-            (_, _) => self.case_doc(id)? == p.base,
-        })
+        if let (Some(mut held), Some(base)) =
+            (super::Store::known_heads(&self.doc_pos, id)?, &p.base_heads)
+        {
+            let mut base: Vec<[u8; 32]> = base.iter().map(|h| h.0).collect();
+            base.sort_unstable();
+            held.sort_unstable();
+            return Ok(base == held);
+        }
+        Ok(self.case_doc(id)? == p.base)
     }
 
     /// Case `id`'s saved document (`case_log-1` at its feed position).
