@@ -589,9 +589,12 @@ pub async fn run_connection(
                 merged = async { shell.in_flight.front_mut().map(|run| &mut run.task)?.await.ok() },
                     if !shell.in_flight.is_empty() =>
                 {
-                    let out = shell.finish_run(&mut session, merged)?;
+                    let (out, merged) = shell.finish_run(&mut session, merged)?;
                     session_bytes += shell.perform(&mut session, &mut send, out).await?;
                     note_catch_up(&session, &ctx.links, link, started, session_bytes);
+                    // Freed once the Ack is out: dropping a run of 100 merged cases took
+                    // 0.3 ms before it.
+                    drop(merged);
                     // Runs that finished together are all told first: the audit segment's
                     // run, committed in the cases' group, waited ~1 ms behind the echo offer.
                     let next_done = shell.in_flight.front().is_some_and(|r| r.task.is_finished());
@@ -754,10 +757,13 @@ struct Run {
     task: tokio::task::JoinHandle<Merged>,
 }
 
+/// Each case's outcome of a run of merges, in the order of the run's ids.
+type MergedCases = Vec<Result<Arc<Case>, StoreError>>;
+
 /// What a [`Run`] came to.
 enum Merged {
     /// Each case's outcome, in the order of the run's ids.
-    Cases(Vec<Result<Case, StoreError>>),
+    Cases(MergedCases),
     /// An audit segment: the last entry of the peer's trail the county now holds.
     Audit(Result<u64, StoreError>),
 }
@@ -846,14 +852,15 @@ impl Shell<'_> {
 
     /// Tells the session about the oldest run, `merged` its outcome (`None` if its task
     /// failed: every document of it counts as not applied, and is asked for again), and asks
-    /// for the photos the merged cases reference that are not held.
+    /// for the photos the merged cases reference that are not held. The merged cases come
+    /// back for the caller to drop once the session's answer is sent.
     fn finish_run(
         &mut self,
         session: &mut Session,
         merged: Option<Merged>,
-    ) -> Result<Output, EngineError> {
+    ) -> Result<(Output, MergedCases), EngineError> {
         let Some(Run { ids, .. }) = self.in_flight.pop_front() else {
-            return Ok(Output::default());
+            return Ok((Output::default(), Vec::new()));
         };
         let store = self.view.store;
         let cases = match merged {
@@ -871,7 +878,7 @@ impl Shell<'_> {
             }
             None => Vec::new(),
         };
-        let mut results = cases.into_iter();
+        let mut results = cases.iter();
         let mut out = Output::default();
         for doc_id in &ids {
             match results.next() {
@@ -903,7 +910,7 @@ impl Shell<'_> {
         let applied = session.applied_all(&self.view, ids.iter().map(String::as_str))?;
         out.send.extend(applied.send);
         out.effects.extend(applied.effects);
-        Ok(out)
+        Ok((out, cases))
     }
 
     async fn effect(

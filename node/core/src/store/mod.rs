@@ -467,7 +467,7 @@ impl Store {
         docs: Vec<(String, Vec<Vec<u8>>)>,
         scopes: Vec<Scope>,
         mode: RunMode,
-    ) -> Vec<Result<Case, StoreError>> {
+    ) -> Vec<Result<Arc<Case>, StoreError>> {
         let count = docs.len();
         let started = std::time::Instant::now();
         // Streamed, the writer takes the run as one group: it applies each merge as it comes,
@@ -520,7 +520,7 @@ impl Store {
             });
         }
         drop(run);
-        let mut outcomes: Vec<Option<Result<Case, StoreError>>> =
+        let mut outcomes: Vec<Option<Result<Arc<Case>, StoreError>>> =
             (0..count).map(|_| None).collect();
         let mut replies = Vec::new();
         while let Some(joined) = merges.join_next().await {
@@ -549,7 +549,7 @@ impl Store {
         }
         for (i, rx) in replies {
             outcomes[i] = Some(match rx.await {
-                Ok(outcome) => outcome.and_then(WriteOutcome::into_case),
+                Ok(outcome) => outcome.and_then(WriteOutcome::into_shared_case),
                 Err(_) => Err(StoreError::Closed),
             });
         }

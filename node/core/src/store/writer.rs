@@ -162,7 +162,7 @@ pub(super) enum WriteOp {
 pub enum WriteOutcome {
     Done,
     /// The case as written. Shared with the merge that prepared it (`PreparedCase`), so a
-    /// sync merge is neither cloned nor dropped on the writer thread.
+    /// sync merge is never cloned.
     Case(Arc<Case>),
     /// A number: audit entries exported ([`WriteOp::ExportAudit`]), or the last entry of a
     /// node's trail a received segment holds ([`WriteOp::ApplyAuditDoc`]).
@@ -173,10 +173,16 @@ pub enum WriteOutcome {
 
 impl WriteOutcome {
     /// The case of a write that returns one, taken without a copy when nothing else holds it
-    /// (the writer drops a request's op before it replies).
+    /// (a merge's op may still hold it: see [`WriteOutcome::into_shared_case`]).
     pub fn into_case(self) -> Result<Case, StoreError> {
+        self.into_shared_case().map(Arc::unwrap_or_clone)
+    }
+
+    /// The case of a write that returns one, as shared with the op that wrote it: the
+    /// writer may still be dropping the op when the reply arrives.
+    pub fn into_shared_case(self) -> Result<Arc<Case>, StoreError> {
         match self {
-            WriteOutcome::Case(case) => Ok(Arc::unwrap_or_clone(case)),
+            WriteOutcome::Case(case) => Ok(case),
             _ => Err(StoreError::Corrupt("writer returned no case".into())),
         }
     }
@@ -398,13 +404,17 @@ fn commit_group(db: &Database, mut group: Group, intake: &mut Intake, feed_head:
                 total_us = clock.elapsed().as_micros() as u64,
                 "group committed"
             );
+            // Every reply goes before any op is dropped: freeing a merge's op (its documents'
+            // bytes, two summaries) took ~4 µs, and dropped between the replies a 100-case
+            // run waited 0.4 ms for its last one. A merge's case is shared with its outcome,
+            // so the receiver holds it without a copy either way.
+            let mut spent = Vec::with_capacity(size);
             for (req, outcome) in group.into_iter().zip(outcomes) {
-                // The op goes first: a merge's case is then held by the outcome alone, and
-                // the receiver takes it without a copy (`Arc::unwrap_or_clone`).
                 let WriteRequest { op, reply, .. } = req;
-                drop(op);
                 let _ = reply.send(Ok(outcome));
+                spent.push(op);
             }
+            drop(spent);
             stale_rows
         }
         Err(_) if group.len() > 1 => {
