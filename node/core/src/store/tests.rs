@@ -1536,7 +1536,8 @@ async fn a_local_events_change_is_answered_from_its_tip_until_another_write() {
     );
     assert_eq!(a.changes_after("c1", &filed).unwrap(), loaded(&a, &filed));
 
-    // Another write of the document (a peer's change merged) removes the row.
+    // Another write of the document (a peer's change merged) leaves the row, unused: its
+    // change is no longer the one head.
     b.apply_changes("c1", a.changes_after("c1", &[]).unwrap())
         .await
         .unwrap();
@@ -1550,8 +1551,9 @@ async fn a_local_events_change_is_answered_from_its_tip_until_another_write() {
     .await
     .unwrap();
     assert_eq!(a.doc_heads("c1").unwrap().unwrap(), b_heads);
-    assert_eq!(tip_row(&a), None);
+    assert!(tip_row(&a).is_some(), "left for the idle sweep");
     assert_eq!(a.tip("c1", &b_heads).unwrap(), None, "no tip after a merge");
+    assert_eq!(a.tip_after("c1", &filed).unwrap(), None);
     assert_eq!(a.changes_after("c1", &filed).unwrap(), loaded(&a, &filed));
     assert_eq!(loaded(&a, &filed).len(), 2);
     // a's next event depends on b's change and on a's own last one (Automerge lists both):
@@ -1562,6 +1564,52 @@ async fn a_local_events_change_is_answered_from_its_tip_until_another_write() {
         .unwrap()
         .expect("answered from the tip");
     assert_eq!(loaded(&a, &b_heads), vec![answer]);
+}
+
+/// The idle sweep removes a tip a later write left behind with the document's old feed
+/// entry, and keeps a tip that is still its document's one head.
+#[tokio::test]
+async fn the_idle_sweep_removes_tips_left_behind_and_keeps_current_ones() {
+    use yiciban_sync::store::ReplicaStore;
+    let here = tempfile::tempdir().unwrap();
+    let there = tempfile::tempdir().unwrap();
+    let (a, b) = (open(&here), open(&there));
+    let tip_row = |s: &Store, id: &str| {
+        let txn = s.db.begin_read().unwrap();
+        let t = txn.open_table(DOC_TIPS).unwrap();
+        t.get(id).unwrap().is_some()
+    };
+    let stale = |s: &Store| {
+        let txn = s.db.begin_read().unwrap();
+        txn.open_table(FEED_STALE).unwrap().len().unwrap()
+    };
+    let c1 = put(&a, "c1", 1).await;
+    let c2 = put(&a, "c2", 2).await;
+    let c2_filed = a.doc_heads("c2").unwrap().unwrap();
+    comment_on(&a, &c1).await;
+    comment_on(&a, &c2).await;
+    // c1 moves on with a peer's change; c2's comment stays its one head.
+    let held = a.doc_heads("c1").unwrap().unwrap();
+    b.apply_changes("c1", a.changes_after("c1", &[]).unwrap())
+        .await
+        .unwrap();
+    comment_as(&b, &c1, "peer", 5, "b").await;
+    a.apply_changes("c1", b.changes_after("c1", &held).unwrap())
+        .await
+        .unwrap();
+    assert!(tip_row(&a, "c1") && tip_row(&a, "c2"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while stale(&a) > 0 {
+        assert!(std::time::Instant::now() < deadline, "never swept");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!tip_row(&a, "c1"), "left behind: swept");
+    assert!(tip_row(&a, "c2"), "still the one head: kept");
+    let c2_tip = a
+        .tip_after("c2", &c2_filed)
+        .unwrap()
+        .expect("answered from the tip");
+    assert_eq!(a.changes_after("c2", &c2_filed).unwrap(), vec![c2_tip]);
 }
 
 /// A run of `cases` new cases filed at `village` (village 430181101001), case `out` of them

@@ -542,6 +542,8 @@ fn sweep_stale(db: &Database) -> Result<u64, StoreError> {
         let mut feed = txn.open_table(FEED)?;
         let mut log = txn.open_table(CASE_LOG)?;
         let mut scoped = txn.open_table(FEED_SCOPED)?;
+        let mut tips = txn.open_table(DOC_TIPS)?;
+        let doc_pos = txn.open_table(DOC_POS)?;
         let rows = stale
             .iter()?
             .take(SWEEP_MAX)
@@ -550,9 +552,15 @@ fn sweep_stale(db: &Database) -> Result<u64, StoreError> {
         for (seq, prefix) in &rows {
             // A stale position is never reused: new entries go above every held one.
             if prefix.is_empty() {
-                feed.remove(*seq)?;
+                let moved = feed.remove(*seq)?.map(|id| id.value().to_string());
                 // The bytes a case had at that position (none for other documents).
                 log.remove(*seq)?;
+                // The write that moved the document left its tip behind (`bump_feed_under`).
+                if let Some(id) = moved
+                    && tip_left_behind(&tips, &doc_pos, &id)?
+                {
+                    tips.remove(id.as_str())?;
+                }
             } else {
                 scoped.remove(format!("{prefix}{seq:020}").as_str())?;
             }
@@ -568,6 +576,26 @@ fn sweep_stale(db: &Database) -> Result<u64, StoreError> {
         "stale feed entries swept"
     );
     Ok(left)
+}
+
+/// Whether document `id`'s row in `doc_tips-1` is one no reader uses any more: its change is
+/// not the document's one head in `doc_pos-1` (heads only move on, so it never is again),
+/// the document is gone, or the row is damaged. Kept where the row does not know the heads.
+fn tip_left_behind(
+    tips: &impl ReadableTable<&'static str, &'static [u8]>,
+    doc_pos: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<bool, StoreError> {
+    let Some(row) = tips.get(id)? else {
+        return Ok(false);
+    };
+    let Some(tip) = super::Store::parse_tip(id, row.value()) else {
+        return Ok(true);
+    };
+    if doc_pos.get(id)?.is_none() {
+        return Ok(true);
+    }
+    Ok(super::Store::known_heads(doc_pos, id)?.is_some_and(|heads| heads != [tip.hash]))
 }
 
 fn begin(db: &Database) -> Result<WriteTransaction, StoreError> {
@@ -873,8 +901,12 @@ impl<'txn> Tables<'txn> {
         heads: Option<&[automerge::ChangeHash]>,
         feed_head: &mut u64,
     ) -> Result<(), StoreError> {
-        // A write that keeps a tip puts it back after this (`AppendEvent`).
-        self.doc_tips.remove(doc_id)?;
+        // A tip the document had stays: readers use it only while its change is the one
+        // head in `doc_pos-1`, which this write ends, and the sweep removes it with the old
+        // feed entry. Removed here, each of a run of 100 merges onto cases the county had
+        // marked (`notice_sent`) dirtied a random leaf of `doc_tips-1`: the run's commit wrote
+        // 384 pages, 239 without. A write that keeps a tip overwrites the row after this
+        // (`AppendEvent`).
         // The old entries stay until the writer is idle (`sweep_stale`); listed, readers skip
         // them. The list is small, so its rows share a page or two.
         let old = self
