@@ -59,8 +59,9 @@ pub const FEED_STALE: TableDefinition<(u64, &str), ()> = TableDefinition::new("f
 pub const DOC_HEADS: TableDefinition<&str, &[u8]> = TableDefinition::new("doc_heads-1");
 /// Case id → the change a local event just made and the heads the document had before it
 /// (`super::tip`): a peer holding those heads is sent the change without loading the
-/// document (`Store::changes_after`). Any other write of the document removes the row; a
-/// row is used only after checking its change is the document's one head in `doc_pos-1`.
+/// document (`Store::changes_after`). A row is used only after checking its change is the
+/// document's one head in `doc_pos-1`; one another write left behind is removed by the idle
+/// sweep (`writer::tip_left_behind`).
 pub const DOC_TIPS: TableDefinition<&str, &[u8]> = TableDefinition::new("doc_tips-1");
 /// Peer node id → 16 bytes: the epoch and sequence of that peer's feed applied here.
 pub const SYNC_CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("sync_cursors-1");

@@ -592,10 +592,13 @@ fn tip_left_behind(
     let Some(tip) = super::Store::parse_tip(id, row.value()) else {
         return Ok(true);
     };
-    if doc_pos.get(id)?.is_none() {
+    let Some(pos) = doc_pos.get(id)? else {
         return Ok(true);
-    }
-    Ok(super::Store::known_heads(doc_pos, id)?.is_some_and(|heads| heads != [tip.hash]))
+    };
+    // A damaged row, or heads it does not know: kept (readers load the document then).
+    Ok(super::doc_pos::decode(pos.value())
+        .and_then(|p| p.heads)
+        .is_some_and(|heads| heads != [tip.hash]))
 }
 
 fn begin(db: &Database) -> Result<WriteTransaction, StoreError> {
@@ -874,7 +877,7 @@ impl<'txn> Tables<'txn> {
     /// Keeps `change`, a local write made on `heads_before`, as `doc_id`'s tip
     /// (`super::tip`), when it is the document's one head now (`heads`) and was made on
     /// something a peer can hold (a new document has no tip). Called after the document's
-    /// feed bump, which removes the row of an earlier tip.
+    /// feed bump; the row replaces the one of an earlier tip.
     fn keep_tip(
         &mut self,
         doc_id: &str,
