@@ -1854,6 +1854,26 @@ impl yiciban_sync::store::ReplicaStore for Store {
     }
 }
 
+/// How many of the newest feed entries [`Store::warm_feed_tail`] reads.
+pub const WARM_TAIL_ENTRIES: usize = 1024;
+
+impl Store {
+    /// Reads the rows the first offer to a peer most likely reads (the newest
+    /// [`WARM_TAIL_ENTRIES`] of the feed, their heads and tips), so they are in the store's
+    /// cache when the peer's hello comes: a village that restarts offers what changed while
+    /// it was away, the tail of its feed. Returns how many entries it read.
+    pub fn warm_feed_tail(&self) -> Result<usize, StoreError> {
+        use yiciban_sync::store::ReplicaStore;
+        let head = self.feed_head()?;
+        let feed = self.feed_since(
+            head.saturating_sub(WARM_TAIL_ENTRIES as u64),
+            WARM_TAIL_ENTRIES,
+        )?;
+        let ids: Vec<&str> = feed.iter().map(|e| e.doc_id.as_str()).collect();
+        Ok(self.offer_rows(&ids, true)?.len())
+    }
+}
+
 #[cfg(test)]
 mod tests;
 

@@ -432,6 +432,20 @@ async fn merge_moves_projections(damage_summary: bool) {
     assert_eq!(listed(case.state().status), 0, "the old status row is gone");
 }
 
+/// The read-ahead at start reads each document of the feed's tail once: none in an empty
+/// store, and a case edited after it was filed counts once (its old feed entry is stale).
+#[tokio::test]
+async fn the_feed_tail_read_ahead_reads_each_document_of_the_tail_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    assert_eq!(store.warm_feed_tail().unwrap(), 0);
+    let first = put(&store, "c1", 1).await;
+    put(&store, "c2", 2).await;
+    put(&store, "c3", 3).await;
+    comment_on(&store, &first).await;
+    assert_eq!(store.warm_feed_tail().unwrap(), 3);
+}
+
 /// An offer's rows read in one transaction say what `doc_heads` and `tip` say one by one: a
 /// case with a tip, one without, one not held, one whose heads in `doc_pos-1` are damaged, and
 /// the same with tips not asked for.
