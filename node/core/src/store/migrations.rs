@@ -12,7 +12,7 @@ type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 /// The schema version this build writes: the number of migrations.
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
 
-const MIGRATIONS: [Migration; 18] = [
+const MIGRATIONS: [Migration; 19] = [
     migration_001_initial_tables,
     migration_002_store_epoch,
     migration_003_sync_cursors,
@@ -31,7 +31,30 @@ const MIGRATIONS: [Migration; 18] = [
     migration_016_feed_stale,
     migration_017_doc_pos,
     migration_018_case_log,
+    migration_019_status_counts,
 ];
+
+/// Cases per status (`case_status_counts-1`), counted once from `case_by_status-1`.
+fn migration_019_status_counts(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let index = txn.open_table(CASE_BY_STATUS)?;
+    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    for entry in index.iter()? {
+        let (key, _) = entry?;
+        *counts
+            .entry(status_of_key(key.value()).to_string())
+            .or_default() += 1;
+    }
+    let mut table = txn.open_table(CASE_STATUS_COUNTS)?;
+    for (status, n) in counts {
+        table.insert(status.as_str(), n)?;
+    }
+    Ok(())
+}
+
+/// The status part of a `case_by_status-1` key.
+pub(super) fn status_of_key(key: &str) -> &str {
+    key.split(SEP).next().unwrap_or(key)
+}
 
 /// Case documents at their feed sequence (`case_log-1`), from `case_docs-1`, which goes. A
 /// case without a `doc_pos-1` row (none is written without one) gets a new position at the

@@ -1192,20 +1192,13 @@ impl Store {
         Ok(txn.open_table(CASE_SUMMARIES)?.len()?)
     }
 
-    /// Cases per status, from the status index.
+    /// Cases per status, from `case_status_counts-1` (kept with the status index).
     pub fn status_counts(&self) -> Result<Vec<(Status, u64)>, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(CASE_BY_STATUS)?;
-        let mut out = Vec::new();
+        let table = txn.open_table(CASE_STATUS_COUNTS)?;
+        let mut out = Vec::with_capacity(Status::ALL.len());
         for status in Status::ALL {
-            let prefix = format!("{}{SEP}", status.as_str());
-            let mut n = 0u64;
-            for entry in table.range(prefix.as_str()..)? {
-                if !entry?.0.value().starts_with(prefix.as_str()) {
-                    break;
-                }
-                n += 1;
-            }
+            let n = table.get(status.as_str())?.map_or(0, |v| v.value());
             out.push((status, n));
         }
         Ok(out)

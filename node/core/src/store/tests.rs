@@ -178,6 +178,76 @@ async fn migration_18_moves_case_documents_to_their_feed_positions() {
     assert_eq!(txn.open_table(CASE_LOG).unwrap().len().unwrap(), 2);
 }
 
+/// Cases of `status`, as `status_counts` says.
+fn count_of(store: &Store, status: Status) -> u64 {
+    let counts = store.status_counts().unwrap();
+    counts.into_iter().find(|(s, _)| *s == status).unwrap().1
+}
+
+/// Cases per status counted from the status index, row by row.
+fn scanned_counts(store: &Store) -> Vec<(Status, u64)> {
+    let txn = store.db.begin_read().unwrap();
+    let index = txn.open_table(CASE_BY_STATUS).unwrap();
+    Status::ALL
+        .into_iter()
+        .map(|status| {
+            let prefix = format!("{}{SEP}", status.as_str());
+            let n = index
+                .iter()
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().0.value().starts_with(&prefix))
+                .count();
+            (status, n as u64)
+        })
+        .collect()
+}
+
+/// The counts per status follow filing and status changes, and a store from before them
+/// (schema 18) gets them counted from its index.
+#[tokio::test]
+async fn status_counts_follow_the_index_and_migration_19_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(&dir);
+        let c1 = put(&store, "c1", 1).await;
+        put(&store, "c2", 2).await;
+        put(&store, "c3", 3).await;
+        let filed = c1.state().status;
+        assert_eq!(count_of(&store, filed), 3);
+        let mut w = c1.events[0].clone();
+        w.id = "w".into();
+        w.at.counter += 1;
+        w.kind = crate::event::EventKind::Withdrawn;
+        store
+            .append_event("c1", w, case_doc::node_actor("v"))
+            .await
+            .unwrap();
+        assert_eq!(count_of(&store, filed), 2);
+        assert_eq!(count_of(&store, Status::Withdrawn), 1);
+        assert_eq!(store.status_counts().unwrap(), scanned_counts(&store));
+        // Back to schema 18's layout.
+        let txn = store.db.begin_write().unwrap();
+        txn.delete_table(CASE_STATUS_COUNTS).unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", 18u64.to_be_bytes().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let store = reopen(&dir);
+    assert_eq!(count_of(&store, Status::Withdrawn), 1);
+    assert_eq!(store.status_counts().unwrap(), scanned_counts(&store));
+    assert_eq!(
+        store
+            .status_counts()
+            .unwrap()
+            .iter()
+            .map(|(_, n)| n)
+            .sum::<u64>(),
+        3
+    );
+}
+
 #[tokio::test]
 async fn projections_find_by_receipt_name_and_id_tail() {
     let dir = tempfile::tempdir().unwrap();
@@ -430,6 +500,12 @@ async fn merge_moves_projections(damage_summary: bool) {
     };
     assert_eq!(listed(Status::Withdrawn), 1);
     assert_eq!(listed(case.state().status), 0, "the old status row is gone");
+    assert_eq!(count_of(&b, Status::Withdrawn), 1);
+    assert_eq!(
+        count_of(&b, case.state().status),
+        0,
+        "the count moved with the row"
+    );
 }
 
 /// The read-ahead at start reads each document of the feed's tail once: none in an empty

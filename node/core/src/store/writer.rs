@@ -612,6 +612,7 @@ struct Tables<'txn> {
     case_log: Table<'txn, u64, &'static [u8]>,
     summaries: Table<'txn, &'static str, &'static [u8]>,
     by_status: Table<'txn, &'static str, ()>,
+    status_counts: Table<'txn, &'static str, u64>,
     by_date: Table<'txn, &'static str, ()>,
     by_receipt: Table<'txn, &'static str, &'static str>,
     by_name: Table<'txn, &'static str, ()>,
@@ -655,6 +656,7 @@ impl<'txn> Tables<'txn> {
             case_log: txn.open_table(CASE_LOG)?,
             summaries: txn.open_table(CASE_SUMMARIES)?,
             by_status: txn.open_table(CASE_BY_STATUS)?,
+            status_counts: txn.open_table(CASE_STATUS_COUNTS)?,
             by_date: txn.open_table(CASE_BY_DATE)?,
             by_receipt: txn.open_table(CASE_BY_RECEIPT)?,
             by_name: txn.open_table(CASE_BY_NAME)?,
@@ -729,7 +731,7 @@ impl<'txn> Tables<'txn> {
         let k = IndexKeys::of(new);
         let old = old.map(IndexKeys::of);
         let was = |key: fn(&IndexKeys) -> &str| old.as_ref().map(key);
-        move_row(&mut self.by_status, was(|k| &k.by_status), &k.by_status, ())?;
+        self.move_status_row(was(|k| &k.by_status), &k.by_status)?;
         move_row(&mut self.by_date, was(|k| &k.by_date), &k.by_date, ())?;
         move_row(
             &mut self.by_receipt,
@@ -744,6 +746,34 @@ impl<'txn> Tables<'txn> {
             self.summaries.insert(new.id.as_str(), json.as_slice())?;
         }
         self.put_queue(new)
+    }
+
+    /// [`move_row`] for `case_by_status-1`, with `case_status_counts-1` kept to its rows: a
+    /// count moves only with a row that was really removed or added.
+    fn move_status_row(&mut self, old: Option<&str>, new: &str) -> Result<(), StoreError> {
+        if old == Some(new) {
+            return Ok(());
+        }
+        if let Some(old) = old
+            && self.by_status.remove(old)?.is_some()
+        {
+            self.count_status(super::migrations::status_of_key(old), -1)?;
+        }
+        if self.by_status.insert(new, ())?.is_none() {
+            self.count_status(super::migrations::status_of_key(new), 1)?;
+        }
+        Ok(())
+    }
+
+    fn count_status(&mut self, status: &str, by: i64) -> Result<(), StoreError> {
+        let held = self.status_counts.get(status)?.map_or(0, |v| v.value());
+        let n = held.saturating_add_signed(by);
+        if n == 0 {
+            self.status_counts.remove(status)?;
+        } else {
+            self.status_counts.insert(status, n)?;
+        }
+        Ok(())
     }
 
     /// Moves the case's row in `case_queue-1` (`crate::queue`) to the key the group's clock
