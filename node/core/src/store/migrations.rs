@@ -51,11 +51,6 @@ fn migration_019_status_counts(txn: &redb::WriteTransaction) -> Result<(), Store
     Ok(())
 }
 
-/// The status part of a `case_by_status-1` key.
-pub(super) fn status_of_key(key: &str) -> &str {
-    key.split(SEP).next().unwrap_or(key)
-}
-
 /// Case documents at their feed sequence (`case_log-1`), from `case_docs-1`, which goes. A
 /// case without a `doc_pos-1` row (none is written without one) gets a new position at the
 /// head of the county-wide feed, with its heads not known.

@@ -16,6 +16,10 @@ pub const CASE_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("case_log
 pub const CASE_SUMMARIES: TableDefinition<&str, &[u8]> = TableDefinition::new("case_summaries-1");
 /// `status \x1f accepted_at \x1f id` → (); the list by status and date.
 pub const CASE_BY_STATUS: TableDefinition<&str, ()> = TableDefinition::new("case_by_status-1");
+/// The status part of a `case_by_status-1` key.
+pub fn status_of_key(key: &str) -> &str {
+    key.split(SEP).next().unwrap_or(key)
+}
 /// Status → how many rows of `case_by_status-1` it has: the health page's counts, kept by the
 /// writer with the index rows (counting the index took ~1 ms a request at 10,000 cases).
 pub const CASE_STATUS_COUNTS: TableDefinition<&str, u64> =

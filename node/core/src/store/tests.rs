@@ -192,12 +192,7 @@ fn scanned_counts(store: &Store) -> Vec<(Status, u64)> {
         .into_iter()
         .map(|status| {
             let prefix = format!("{}{SEP}", status.as_str());
-            let n = index
-                .iter()
-                .unwrap()
-                .filter(|e| e.as_ref().unwrap().0.value().starts_with(&prefix))
-                .count();
-            (status, n as u64)
+            (status, prefix_range(&index, &prefix).unwrap().len() as u64)
         })
         .collect()
 }

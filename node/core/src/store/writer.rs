@@ -757,10 +757,10 @@ impl<'txn> Tables<'txn> {
         if let Some(old) = old
             && self.by_status.remove(old)?.is_some()
         {
-            self.count_status(super::migrations::status_of_key(old), -1)?;
+            self.count_status(status_of_key(old), -1)?;
         }
         if self.by_status.insert(new, ())?.is_none() {
-            self.count_status(super::migrations::status_of_key(new), 1)?;
+            self.count_status(status_of_key(new), 1)?;
         }
         Ok(())
     }
