@@ -12,14 +12,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use thiserror::Error;
 use yiciban_sync::frame;
-use yiciban_sync::proto::{self, Cursor, Message};
+use yiciban_sync::proto::{self, Cursor, EarlyOffer, Message};
 use yiciban_sync::session::{Effect, NodeInfo, Output, ProtoError, Session};
 use yiciban_transport::tls::{TlsError, connection_identity};
 
 use crate::case_doc::Case;
 use crate::catalog::Tier;
 use crate::scope::{Scope, ScopedStore};
-use crate::store::{RunMode, Store, StoreError};
+use crate::store::{AckedRecord, RunMode, Store, StoreError};
 
 /// How often a link checks for a stall and refreshes its row in the link table.
 const TICK: Duration = Duration::from_millis(100);
@@ -537,9 +537,26 @@ pub async fn run_connection(
         node_id: ctx.node_id.clone(),
         store_epoch: store.epoch()?,
     };
+    // How far this peer acknowledged our feed last time, if this store and the peer's scope
+    // are those it was saved with: our offers go out behind our hello (a damaged row only
+    // costs that).
+    let scope_tag = peer_scope.key_prefix().unwrap_or_default();
+    let early = match store.acked(&peer.node_id) {
+        Ok(acked) => acked
+            .filter(|a| a.own_epoch == local.store_epoch && a.scope == scope_tag)
+            .map(|a| EarlyOffer {
+                peer_epoch: a.peer_epoch,
+                after: a.seq,
+            }),
+        Err(e) => {
+            tracing::warn!(peer = %peer.node_id, error = %e, "acknowledged position not read");
+            None
+        }
+    };
+    let own_epoch = local.store_epoch;
     let started = Instant::now();
     let now_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let mut session = Session::new(local, cursor);
+    let mut session = Session::new(local, cursor).with_early_offer(early);
     let mut shell = Shell {
         view,
         peer: peer.node_id.clone(),
@@ -549,11 +566,12 @@ pub async fn run_connection(
         blobs: HashMap::new(),
         in_flight: VecDeque::new(),
         cursor_next: None,
+        acked_next: None,
         links: &ctx.links,
         link: link.to_string(),
     };
     let first = Output {
-        send: session.start(now_ms()),
+        send: session.start(&view, now_ms())?,
         effects: Vec::new(),
     };
     let mut session_bytes = shell.perform(&mut session, &mut send, first).await?;
@@ -572,9 +590,9 @@ pub async fn run_connection(
     let outcome: Result<(), EngineError> = async {
         loop {
             if cursor_saving.is_none()
-                && let Some(cursor) = shell.cursor_next.take()
+                && let Some(save) = shell.link_save(own_epoch, &scope_tag)
             {
-                cursor_saving = Some(save_cursor_after(None, store, &peer.node_id, cursor));
+                cursor_saving = Some(save_link_after(None, store, &peer.node_id, save));
             }
             tokio::select! {
                 saved = async { cursor_saving.as_mut()?.await.ok() }, if cursor_saving.is_some() => {
@@ -668,8 +686,8 @@ pub async fn run_connection(
     .await;
     // A link that ends keeps the last cursor the session reached: saved after the one under
     // way, so the older never lands last.
-    if let Some(cursor) = shell.cursor_next.take() {
-        let last = save_cursor_after(cursor_saving, store, &peer.node_id, cursor);
+    if let Some(save) = shell.link_save(own_epoch, &scope_tag) {
+        let last = save_link_after(cursor_saving, store, &peer.node_id, save);
         let peer = peer.node_id.clone();
         tokio::spawn(async move {
             if let Ok(Err(e)) = last.await {
@@ -677,26 +695,42 @@ pub async fn run_connection(
             }
         });
     }
+    // Our early offer was made on a store the peer no longer has: the next session offers
+    // from the peer's cursor, as without one.
+    if let Err(EngineError::Proto(ProtoError::EarlyOfferStale { held, now })) = &outcome {
+        tracing::info!(peer = %peer.node_id, held, now, "early offer refused: the peer's store changed epoch");
+        if let Err(e) = store.forget_acked(&peer.node_id).await {
+            tracing::warn!(peer = %peer.node_id, error = %e, "acknowledged position not forgotten");
+        }
+    }
     outcome
 }
 
 /// A pending cursor save: the writer's answer.
 type CursorSave = tokio::task::JoinHandle<Result<(), StoreError>>;
 
-/// Saves `cursor` for `peer` once `before` (the save under way, if any) is done, so an older
-/// cursor never lands after a newer one.
-fn save_cursor_after(
+/// What a link saves for its peer at once: the newest cursor and acknowledged position
+/// the session reached since the last save, either or both.
+struct LinkSave {
+    cursor: Option<Cursor>,
+    acked: Option<AckedRecord>,
+}
+
+/// Saves `save` for `peer` once `before` (the save under way, if any) is done, so an older
+/// cursor never lands after a newer one; one commit for both parts.
+fn save_link_after(
     before: Option<CursorSave>,
     store: &Store,
     peer: &str,
-    cursor: Cursor,
+    save: LinkSave,
 ) -> CursorSave {
     let (store, peer) = (store.clone(), peer.to_string());
     tokio::spawn(async move {
         if let Some(before) = before {
             let _ = before.await;
         }
-        store.save_cursor(&peer, cursor.epoch, cursor.seq).await
+        let cursor = save.cursor.map(|c| (c.epoch, c.seq));
+        store.save_link(&peer, cursor, save.acked).await
     })
 }
 
@@ -748,6 +782,8 @@ struct Shell<'a> {
     /// The newest cursor the session asked to save and not yet handed to the writer; one
     /// save at a time, so saves coalesce and never pass each other.
     cursor_next: Option<Cursor>,
+    /// How far the peer acknowledged our feed, to save with the next cursor save.
+    acked_next: Option<EarlyOffer>,
 }
 
 /// Merges handed to the store ([`Shell::start_cases`], [`Shell::start_audit`]): they go on
@@ -769,6 +805,21 @@ enum Merged {
 }
 
 impl Shell<'_> {
+    /// The cursor and acknowledged position to save next, if either moved since the last
+    /// save; `own_epoch` and `scope` are stored with the acknowledgement.
+    fn link_save(&mut self, own_epoch: u64, scope: &str) -> Option<LinkSave> {
+        let save = LinkSave {
+            cursor: self.cursor_next.take(),
+            acked: self.acked_next.take().map(|a| AckedRecord {
+                own_epoch,
+                peer_epoch: a.peer_epoch,
+                seq: a.after,
+                scope: scope.to_string(),
+            }),
+        };
+        (save.cursor.is_some() || save.acked.is_some()).then_some(save)
+    }
+
     /// Sends the messages and performs the effects of `out`, and of whatever they lead to;
     /// returns the bytes written.
     async fn perform(
@@ -967,6 +1018,10 @@ impl Shell<'_> {
             }
             Effect::SaveCursor { cursor, .. } => {
                 self.cursor_next = Some(cursor);
+                Ok(None)
+            }
+            Effect::SaveAcked { acked, .. } => {
+                self.acked_next = Some(acked);
                 Ok(None)
             }
             Effect::StoreBlobChunk {

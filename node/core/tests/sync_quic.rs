@@ -330,3 +330,66 @@ async fn the_cursor_reaches_the_feed_head_after_a_catch_up_of_many_runs() {
     a.abort();
     b.abort();
 }
+
+/// The village remembers how far the county acknowledged its feed, and on reconnection
+/// offers from there behind its hello. A county whose store is not the one that
+/// acknowledged (a new store, another epoch) makes that session end; the village forgets
+/// the position and the next session starts from the county's cursor, as without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnection_offers_from_the_acknowledged_position_and_a_new_county_store_starts_over() {
+    const COUNTY: &str = "county-430181000000";
+    let (dirs, village, county, ca) = stores();
+    for seq in 1..=3 {
+        file(&village, &case(&format!("case-{seq}"), seq), seq).await;
+    }
+    let acked_at = |county: &Store, seq: u64| {
+        let village = village.clone();
+        let county = county.clone();
+        move || {
+            village.acked(COUNTY).unwrap().is_some_and(|a| {
+                a.seq == seq
+                    && a.peer_epoch == county.epoch().unwrap()
+                    && a.own_epoch == village.epoch().unwrap()
+                    && a.scope.is_empty()
+            })
+        }
+    };
+    let (a, b) = connect(&ca, &county, &village);
+    until("the county to hold the cases", || {
+        county.case_count().unwrap() == 3
+    })
+    .await;
+    until("the acknowledgement saved", acked_at(&county, 3)).await;
+    a.abort();
+    b.abort();
+
+    // Reconnected with a new case: offered early, taken, acknowledged further.
+    file(&village, &case("case-4", 4), 4).await;
+    let (a, b) = connect(&ca, &county, &village);
+    until("the new case at the county", || {
+        county.case_count().unwrap() == 4
+    })
+    .await;
+    until("the acknowledgement moved", acked_at(&county, 4)).await;
+    a.abort();
+    b.abort();
+
+    // A new county store: the early offer is refused and forgotten, then all goes over.
+    let fresh = Store::open(&dirs.1.path().join("c2.redb"), 64, 1 << 20).unwrap();
+    let (a, b) = connect(&ca, &fresh, &village);
+    until("the stale acknowledgement forgotten", || {
+        village.acked(COUNTY).unwrap().is_none()
+    })
+    .await;
+    assert_eq!(fresh.case_count().unwrap(), 0);
+    a.abort();
+    b.abort();
+    let (a, b) = connect(&ca, &fresh, &village);
+    until("every case at the new county", || {
+        fresh.case_count().unwrap() == 4
+    })
+    .await;
+    until("acknowledged by the new county", acked_at(&fresh, 4)).await;
+    a.abort();
+    b.abort();
+}

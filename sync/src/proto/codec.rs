@@ -39,7 +39,8 @@ pub fn encode(msg: &Message) -> Vec<u8> {
     w.push(WIRE_VERSION);
     match msg {
         Message::Hello(h) => {
-            w.push(1);
+            // Tag 14 only with an early offer, so a hello without is what it always was.
+            w.push(if h.early.is_some() { 14 } else { 1 });
             put_str(&mut w, &h.protocol);
             put_str(&mut w, &h.node_id);
             put_u64(&mut w, h.store_epoch);
@@ -50,6 +51,10 @@ pub fn encode(msg: &Message) -> Vec<u8> {
                     put_u64(&mut w, c.epoch);
                     put_u64(&mut w, c.seq);
                 }
+            }
+            if let Some(e) = h.early {
+                put_u64(&mut w, e.peer_epoch);
+                put_u64(&mut w, e.after);
             }
         }
         Message::Offer {
@@ -200,19 +205,7 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
         return Err(DecodeError::Version(version));
     }
     let msg = match r.u8()? {
-        1 => Message::Hello(Hello {
-            protocol: r.string("protocol")?,
-            node_id: r.string("node id")?,
-            store_epoch: r.u64()?,
-            since: match r.u8()? {
-                0 => None,
-                1 => Some(Cursor {
-                    epoch: r.u64()?,
-                    seq: r.u64()?,
-                }),
-                _ => return Err(DecodeError::BadValue("since flag")),
-            },
-        }),
+        tag @ (1 | 14) => decode_hello(&mut r, tag == 14)?,
         2 => decode_offer(&mut r, false)?,
         13 => decode_offer(&mut r, true)?,
         3 => Message::FeedEnd { head_seq: r.u64()? },
@@ -223,6 +216,35 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
         return Err(DecodeError::Trailing(r.buf.len()));
     }
     Ok(msg)
+}
+
+fn decode_hello(r: &mut Reader<'_>, with_early: bool) -> Result<Message, DecodeError> {
+    let protocol = r.string("protocol")?;
+    let node_id = r.string("node id")?;
+    let store_epoch = r.u64()?;
+    let since = match r.u8()? {
+        0 => None,
+        1 => Some(Cursor {
+            epoch: r.u64()?,
+            seq: r.u64()?,
+        }),
+        _ => return Err(DecodeError::BadValue("since flag")),
+    };
+    let early = if with_early {
+        Some(EarlyOffer {
+            peer_epoch: r.u64()?,
+            after: r.u64()?,
+        })
+    } else {
+        None
+    };
+    Ok(Message::Hello(Hello {
+        protocol,
+        node_id,
+        store_epoch,
+        since,
+        early,
+    }))
 }
 
 fn decode_offer(r: &mut Reader<'_>, with_tips: bool) -> Result<Message, DecodeError> {

@@ -7,6 +7,9 @@
 //! The flow, per direction (both sides run it at once, each pulling the other's feed):
 //!
 //! 1. `Hello` carries the cursor the sender holds for the receiver's feed: `(epoch, seq)`.
+//!    A sender that knows how far the receiver acknowledged its feed last time says so in
+//!    its hello ([`EarlyOffer`]) and sends its offers right behind it, without waiting for
+//!    the receiver's hello: a reconnection costs no round trip before the first offer.
 //! 2. The feed owner walks its feed from that cursor and sends `Offer` batches
 //!    (`doc_id, seq, heads`), then `FeedEnd` when it has caught up. An entry whose last
 //!    change the owner keeps at hand (a local edit on top of what it held: its tip) carries
@@ -70,6 +73,23 @@ pub struct Hello {
     pub store_epoch: u64,
     /// The cursor the sender holds for the receiver's feed.
     pub since: Option<Cursor>,
+    /// The sender's feed follows at once from here, without waiting for the receiver's
+    /// hello ([`EarlyOffer`]). Encoded only in a hello with an early offer (tag 14).
+    pub early: Option<EarlyOffer>,
+}
+
+/// Where a sender's offers start before it has the receiver's hello: the position the
+/// receiver's store (epoch `peer_epoch`) last acknowledged of the sender's feed, which it
+/// holds durably. The receiver takes the offers from `after` if its store still has that
+/// epoch, whatever cursor it saved; otherwise it ignores them and the sender, seeing the new
+/// epoch in the receiver's hello, ends the session and starts the next one without.
+/// It saves a round trip (and the sender's walk after it) on every reconnection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EarlyOffer {
+    /// The receiver's store epoch when it acknowledged `after`.
+    pub peer_epoch: u64,
+    /// The sender's feed position acknowledged; the first offer starts after it.
+    pub after: FeedSeq,
 }
 
 /// One document of an `Offer` batch.
@@ -118,7 +138,8 @@ pub struct DocChanges {
 /// A `yiciban/1` message. The tag bytes are wire format: never reuse one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// Tag 1.
+    /// Tag 1; tag 14 when it carries an early offer (the same fields, then the
+    /// [`EarlyOffer`]'s two integers).
     Hello(Hello),
     /// Tag 2: the feed entries in `(after, upto]`, in order, except those the receiver is
     /// known to hold already (it offered the same heads in this session); `entries` may be

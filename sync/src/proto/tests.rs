@@ -31,14 +31,22 @@ fn message() -> impl Strategy<Value = Message> {
     let digest =
         (id(), vec(hash(), 0..4)).prop_map(|(doc_id, heads)| DigestEntry { doc_id, heads });
     prop_oneof![
-        (id(), id(), any::<u64>(), proptest::option::of(cursor)).prop_map(|(p, n, e, s)| {
-            Message::Hello(Hello {
-                protocol: p,
-                node_id: n,
-                store_epoch: e,
-                since: s,
-            })
-        }),
+        (
+            id(),
+            id(),
+            any::<u64>(),
+            proptest::option::of(cursor),
+            proptest::option::of((any::<u64>(), any::<u64>()))
+        )
+            .prop_map(|(p, n, e, s, early)| {
+                Message::Hello(Hello {
+                    protocol: p,
+                    node_id: n,
+                    store_epoch: e,
+                    since: s,
+                    early: early.map(|(peer_epoch, after)| EarlyOffer { peer_epoch, after }),
+                })
+            }),
         (any::<u64>(), any::<u64>(), vec(offer, 0..5)).prop_map(|(after, upto, entries)| {
             Message::Offer {
                 after,

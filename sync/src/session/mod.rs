@@ -28,7 +28,7 @@ mod tests;
 
 use thiserror::Error;
 
-use crate::proto::{Cursor, DecodeError, Hello, Message};
+use crate::proto::{Cursor, DecodeError, EarlyOffer, Hello, Message};
 use crate::store::{BlobHash, FeedSeq, ReplicaStore};
 
 /// Feed batches a pusher sends ahead of the peer's `Ack`: enough that a puller merging one
@@ -59,6 +59,9 @@ pub enum Effect {
     },
     /// Persist the cursor for `peer`'s feed; everything it covers is already applied.
     SaveCursor { peer: String, cursor: Cursor },
+    /// Remember how far `peer` has acknowledged the local feed, for the next session's
+    /// early offer ([`Session::with_early_offer`]). Losing it costs only that round trip.
+    SaveAcked { peer: String, acked: EarlyOffer },
     /// Write a piece of a blob; verify the hash when it is complete.
     StoreBlobChunk {
         hash: BlobHash,
@@ -103,6 +106,10 @@ pub enum ProtoError {
     BlobQueueFull,
     #[error("applied changes of {0} keep falling short of the offered heads")]
     NoProgress(String),
+    /// The peer's store is not the one that acknowledged our early offer's start (it was
+    /// restored from a backup): the shell forgets that position and starts again without.
+    #[error("early offer made on store epoch {held}, but the peer's store is now epoch {now}")]
+    EarlyOfferStale { held: u64, now: u64 },
 }
 
 fn store_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> ProtoError {
@@ -127,6 +134,8 @@ pub struct Session {
     push: Option<push::Push>,
     blobs: blobs::Blobs,
     last_heard_ms: u64,
+    /// Where our offers start before the peer's hello, if we know ([`EarlyOffer`]).
+    early: Option<EarlyOffer>,
 }
 
 impl Session {
@@ -140,18 +149,56 @@ impl Session {
             push: None,
             blobs: blobs::Blobs::default(),
             last_heard_ms: 0,
+            early: None,
         }
     }
 
-    /// The first message: our hello, carrying the cursor we hold for the peer's feed.
-    pub fn start(&mut self, now_ms: u64) -> Vec<Message> {
+    /// Offers our feed from `acked` at once, behind our hello, instead of after the peer's
+    /// hello: `acked` is what the shell saved from an earlier session's
+    /// [`Effect::SaveAcked`] for this peer. If the peer's store has since changed epoch, the
+    /// session ends with [`ProtoError::EarlyOfferStale`] once its hello says so.
+    pub fn with_early_offer(mut self, acked: Option<EarlyOffer>) -> Self {
+        self.early = acked;
+        self
+    }
+
+    /// The first messages: our hello, carrying the cursor we hold for the peer's feed, and
+    /// with an early offer ([`Session::with_early_offer`]) our first offers behind it.
+    pub fn start(
+        &mut self,
+        store: &impl ReplicaStore,
+        now_ms: u64,
+    ) -> Result<Vec<Message>, ProtoError> {
         self.last_heard_ms = now_ms;
-        vec![Message::Hello(Hello {
+        // An acknowledged position beyond the feed's head is not ours to offer from.
+        if let Some(e) = self.early
+            && e.after > store.feed_head().map_err(store_err)?
+        {
+            self.early = None;
+        }
+        let mut out = Output::default();
+        out.send.push(Message::Hello(Hello {
             protocol: crate::PROTOCOL.to_string(),
             node_id: self.local.node_id.clone(),
             store_epoch: self.local.store_epoch,
             since: self.cursor,
-        })]
+            early: self.early,
+        }));
+        if let Some(e) = self.early {
+            let from = Cursor {
+                epoch: self.local.store_epoch,
+                seq: e.after,
+            };
+            let push = push::Push::start(
+                store,
+                self.local.store_epoch,
+                Some(from),
+                &self.pull.peer_holds,
+                &mut out,
+            )?;
+            self.push = Some(push);
+        }
+        Ok(out.send)
     }
 
     /// Handles one message from the peer.
@@ -291,18 +338,46 @@ impl Session {
         if hello.protocol != crate::PROTOCOL {
             return Err(ProtoError::WrongProtocol(hello.protocol));
         }
+        // Our offers went out early: only the store that acknowledged their start holds
+        // what lies before it.
+        if let Some(e) = self.early
+            && e.peer_epoch != hello.store_epoch
+        {
+            return Err(ProtoError::EarlyOfferStale {
+                held: e.peer_epoch,
+                now: hello.store_epoch,
+            });
+        }
+        // The peer's offers come early: taken from where they start if we are the store
+        // that acknowledged it, else ignored until the peer sees our epoch and starts again.
+        match hello.early {
+            Some(e) if e.peer_epoch == self.local.store_epoch => {
+                self.pull.early_from = Some(e.after);
+            }
+            Some(_) => self.pull.ignore_batches = true,
+            None => {}
+        }
         self.peer = Some(Peer {
             node_id: hello.node_id,
             epoch: hello.store_epoch,
         });
-        let push = push::Push::start(
-            store,
-            self.local.store_epoch,
-            hello.since,
-            &self.pull.peer_holds,
-            out,
-        )?;
-        self.push = Some(push);
+        match &mut self.push {
+            Some(push) => {
+                if let Some(c) = hello.since.filter(|c| c.epoch == self.local.store_epoch) {
+                    push.peer_holds_up_to(c.seq);
+                }
+            }
+            None => {
+                let push = push::Push::start(
+                    store,
+                    self.local.store_epoch,
+                    hello.since,
+                    &self.pull.peer_holds,
+                    out,
+                )?;
+                self.push = Some(push);
+            }
+        }
         Ok(())
     }
 
@@ -313,7 +388,19 @@ impl Session {
         out: &mut Output,
     ) -> Result<(), ProtoError> {
         if let Some(push) = &mut self.push {
+            let before = push.acked();
             push.on_ack(seq)?;
+            if push.acked() > before
+                && let Some(peer) = &self.peer
+            {
+                out.effects.push(Effect::SaveAcked {
+                    peer: peer.node_id.clone(),
+                    acked: EarlyOffer {
+                        peer_epoch: peer.epoch,
+                        after: push.acked(),
+                    },
+                });
+            }
             push.fill(store, &self.pull.peer_holds, out)?;
         }
         Ok(())

@@ -74,6 +74,12 @@ pub(super) struct Pull {
     at_end: bool,
     /// The peer's walk did not start at our cursor (fallback): replace it, even backwards.
     reset: bool,
+    /// The peer's offers came early from here, a position this store acknowledged: the
+    /// first batch may start here instead of at our cursor ([`crate::proto::EarlyOffer`]).
+    pub(super) early_from: Option<FeedSeq>,
+    /// The peer's offers came early on another store's word: ignored (the peer ends the
+    /// session when it reads our hello).
+    pub(super) ignore_batches: bool,
 }
 
 impl Pull {
@@ -259,15 +265,19 @@ impl Session {
             }
             None => {
                 let held = self.cursor.filter(|c| Some(c.epoch) == peer_epoch);
-                // The first batch starts at our cursor, or at 0 when the peer fell back.
-                if after != 0 && held.map(|c| c.seq) != Some(after) {
+                // The first batch starts at our cursor, at the early offer's start (below
+                // our cursor if it was saved later, above it if the save was lost: either way
+                // this store holds what lies before it), or at 0 when the peer fell back.
+                let expected = held.map(|c| c.seq) == Some(after);
+                let early = self.pull.early_from == Some(after);
+                if after != 0 && !expected && !early {
                     return Err(ProtoError::OutOfOrder {
                         expected: held.map(|c| c.seq),
                         got: after,
                     });
                 }
                 // A reset: the held cursor is replaced by the next one the rule allows.
-                self.pull.reset = held.map(|c| c.seq) != Some(after);
+                self.pull.reset = !expected && !early;
             }
         }
         if self.pull.pending.len() >= MAX_PENDING {
@@ -286,6 +296,9 @@ impl Session {
         entries: Vec<OfferEntry>,
         out: &mut Output,
     ) -> Result<(), ProtoError> {
+        if self.pull.ignore_batches {
+            return Ok(());
+        }
         let mut prev = after;
         for e in &entries {
             if e.seq <= prev {
@@ -319,6 +332,9 @@ impl Session {
         entries: Vec<DigestEntry>,
         out: &mut Output,
     ) -> Result<(), ProtoError> {
+        if self.pull.ignore_batches {
+            return Ok(());
+        }
         self.accept_batch(after, upto)?;
         let mut wants = Vec::new();
         for e in entries {
@@ -336,6 +352,9 @@ impl Session {
         head_seq: FeedSeq,
         out: &mut Output,
     ) -> Result<(), ProtoError> {
+        if self.pull.ignore_batches {
+            return Ok(());
+        }
         if self.pull.frontier != Some(head_seq) {
             self.accept_batch(head_seq, head_seq)?;
         }

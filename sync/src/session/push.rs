@@ -61,6 +61,15 @@ impl Push {
         self.acked
     }
 
+    /// The peer's hello says it holds the feed up to `seq` (an early walk started below
+    /// that): counted as acknowledged as far as offered.
+    pub(super) fn peer_holds_up_to(&mut self, seq: FeedSeq) {
+        self.acked = self.acked.max(seq.min(self.sent_upto));
+        while self.inflight.front().is_some_and(|&u| u <= self.acked) {
+            self.inflight.pop_front();
+        }
+    }
+
     /// Whether batches await acknowledgement.
     pub(super) fn busy(&self) -> bool {
         !self.inflight.is_empty()

@@ -17,6 +17,7 @@ fn hello(id: &str, epoch: u64, since: Option<Cursor>) -> Message {
         node_id: id.into(),
         store_epoch: epoch,
         since,
+        early: None,
     })
 }
 
@@ -381,4 +382,121 @@ fn an_offer_that_arrives_while_its_document_is_applying_is_not_orphaned() {
         "the newer offer of d must be wanted again: {:?}",
         out.send
     );
+}
+
+/// A pusher (epoch 2) with three documents whose peer (epoch 1) acknowledged the first two.
+fn early_pair() -> (MemStore, MemStore) {
+    let mut pusher = MemStore::new(2);
+    let mut puller = MemStore::new(1);
+    for (doc, change) in [("d", b"1"), ("e", b"2"), ("f", b"3")] {
+        pusher.apply(doc, &[change.to_vec()]);
+        if doc != "f" {
+            puller.apply(doc, &[change.to_vec()]);
+        }
+    }
+    (pusher, puller)
+}
+
+#[test]
+fn an_early_offer_goes_out_behind_the_hello_and_is_taken_whatever_cursor_was_saved() {
+    let (pusher, puller) = early_pair();
+    // The cursor the puller saved: none (its save was lost), behind, or at the position.
+    for saved in [None, Some(1), Some(2)] {
+        let early = EarlyOffer {
+            peer_epoch: 1,
+            after: 2,
+        };
+        let mut p = Session::new(info("p", 2), None).with_early_offer(Some(early));
+        let sent = p.start(&pusher, 0).unwrap();
+        // Hello with the early offer, then the offer of `f` and the feed's end: no waiting.
+        let [
+            Message::Hello(h),
+            offer @ Message::Offer { after: 2, .. },
+            end,
+        ] = sent.as_slice()
+        else {
+            panic!("expected hello, offer, feed end; got {sent:?}");
+        };
+        assert_eq!(h.early, Some(early));
+        assert_eq!(*end, Message::FeedEnd { head_seq: 3 });
+        let cursor = saved.map(|seq| Cursor { epoch: 2, seq });
+        let mut q = Session::new(info("q", 1), cursor);
+        q.handle(&puller, 0, sent[0].clone()).unwrap();
+        let out = q.handle(&puller, 0, offer.clone()).unwrap();
+        // Only the document past the acknowledged position is wanted; a cursor saved behind
+        // it (or lost) moves up to it at once.
+        let Some(Message::WantMany { wants }) = out.send.first() else {
+            panic!("expected a WantMany, got {:?}", out.send);
+        };
+        assert_eq!(wants.len(), 1);
+        assert_eq!(wants[0].doc_id, "f");
+        let moved = out.send.contains(&Message::Ack { seq: 2 });
+        assert_eq!(moved, saved != Some(2), "{:?}", out.send);
+        q.handle(&puller, 0, end.clone()).unwrap();
+        // The puller's own hello reaches the pusher after its offers: nothing sent twice.
+        let reply = p.handle(&pusher, 0, hello("q", 1, cursor)).unwrap();
+        assert!(reply.send.is_empty(), "{:?}", reply.send);
+        let mut puller = puller.clone();
+        puller.apply("f", &pusher.changes("f"));
+        let out = q.applied(&puller, "f").unwrap();
+        assert!(out.send.contains(&Message::Ack { seq: 3 }));
+        assert_eq!(q.cursor(), Some(Cursor { epoch: 2, seq: 3 }));
+        // The pusher remembers the acknowledgement for the next session.
+        let out = p.handle(&pusher, 0, Message::Ack { seq: 3 }).unwrap();
+        assert_eq!(
+            out.effects,
+            vec![Effect::SaveAcked {
+                peer: "q".into(),
+                acked: EarlyOffer {
+                    peer_epoch: 1,
+                    after: 3
+                }
+            }]
+        );
+    }
+}
+
+#[test]
+fn an_early_offer_to_a_restored_store_is_ignored_and_ends_the_session() {
+    let (pusher, puller) = early_pair();
+    // Acknowledged by epoch 9; the peer's store is now epoch 1 (restored from a backup).
+    let early = EarlyOffer {
+        peer_epoch: 9,
+        after: 2,
+    };
+    let mut p = Session::new(info("p", 2), None).with_early_offer(Some(early));
+    let sent = p.start(&pusher, 0).unwrap();
+    assert_eq!(sent.len(), 3);
+    let mut q = Session::new(info("q", 1), Some(Cursor { epoch: 2, seq: 1 }));
+    let mut sent = sent.into_iter();
+    if let Some(pusher_hello) = sent.next() {
+        q.handle(&puller, 0, pusher_hello).unwrap();
+    }
+    // The offer and the feed's end are ignored: no want, no cursor move.
+    for msg in sent {
+        let out = q.handle(&puller, 0, msg).unwrap();
+        assert!(out.send.is_empty() && out.effects.is_empty(), "{out:?}");
+    }
+    assert_eq!(q.cursor(), Some(Cursor { epoch: 2, seq: 1 }));
+    assert!(!q.is_caught_up());
+    let err = p.handle(&pusher, 0, hello("q", 1, q.cursor())).unwrap_err();
+    assert!(matches!(
+        err,
+        ProtoError::EarlyOfferStale { held: 9, now: 1 }
+    ));
+}
+
+#[test]
+fn an_acknowledged_position_beyond_the_feed_is_not_offered_from() {
+    let (pusher, _) = early_pair();
+    let early = EarlyOffer {
+        peer_epoch: 1,
+        after: 7,
+    };
+    let mut p = Session::new(info("p", 2), None).with_early_offer(Some(early));
+    let sent = p.start(&pusher, 0).unwrap();
+    let [Message::Hello(h)] = sent.as_slice() else {
+        panic!("expected the hello alone, got {sent:?}");
+    };
+    assert_eq!(h.early, None);
 }

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 
 use yiciban_sync::proto::{self, Cursor, Message};
-use yiciban_sync::session::{Effect, NodeInfo, Output, Session};
+use yiciban_sync::session::{Effect, NodeInfo, Output, ProtoError, Session};
 use yiciban_sync::store::ReplicaStore;
 
 use super::{BLOB_RETRY_STEPS, Conn, Packet, Sim, parse_blob_ref};
@@ -19,16 +19,34 @@ impl Sim {
                 node_id: n.id.clone(),
                 store_epoch: n.store.epoch(),
             };
-            Session::new(info, n.cursors.get(&nodes[peer].id).copied())
+            // An acknowledgement of this store's feed, not of one restored since.
+            let early = n
+                .acked
+                .get(&nodes[peer].id)
+                .filter(|(own, _)| *own == n.store.epoch())
+                .map(|(_, acked)| *acked);
+            Session::new(info, n.cursors.get(&nodes[peer].id).copied()).with_early_offer(early)
         };
         let mut sessions = [
             session(ends[0], ends[1], &self.nodes),
             session(ends[1], ends[0], &self.nodes),
         ];
-        let hellos = [
-            sessions[0].start(self.now_ms),
-            sessions[1].start(self.now_ms),
-        ];
+        let mut hellos = Vec::new();
+        for (side, session) in sessions.iter_mut().enumerate() {
+            let store = &self.nodes[ends[side]].store;
+            match session.start(store, self.now_ms) {
+                Ok(msgs) => {
+                    if msgs.len() > 1 {
+                        self.stats.early_offers += 1;
+                    }
+                    hellos.push(msgs);
+                }
+                Err(_) => {
+                    self.stats.session_errors += 1;
+                    return;
+                }
+            }
+        }
         self.links[l].conn = Some(Conn {
             id,
             sessions,
@@ -105,11 +123,19 @@ impl Sim {
             return; // the connection it belonged to is gone
         };
         let node = link.ends[p.to_side];
+        let peer_node = link.ends[1 - p.to_side];
         let result = proto::decode(&p.bytes).map_err(Into::into).and_then(|msg| {
             conn.sessions[p.to_side].handle(&self.nodes[node].store, self.now_ms, msg)
         });
         match result {
             Ok(out) => self.perform(p.link, p.to_side, out),
+            Err(ProtoError::EarlyOfferStale { .. }) => {
+                // The shell forgets the acknowledgement and starts again without it.
+                self.stats.early_refused += 1;
+                let peer = self.nodes[peer_node].id.clone();
+                self.nodes[node].acked.remove(&peer);
+                self.links[p.link].conn = None;
+            }
             Err(_) => {
                 // A protocol error ends the connection; the next step reconnects.
                 self.stats.session_errors += 1;
@@ -204,6 +230,24 @@ impl Sim {
                     self.violation = self.cursor_violation(me, peer, cursor);
                 }
                 self.nodes[me].cursors.insert(name, cursor);
+                None
+            }
+            Effect::SaveAcked { peer: name, acked } => {
+                assert_eq!(
+                    name, self.nodes[peer].id,
+                    "acknowledgement saved for the wrong peer"
+                );
+                // What an early offer will rely on: the peer's store, at that epoch, holds
+                // everything of this feed up to the acknowledged position.
+                if self.violation.is_none() && self.nodes[peer].store.epoch() == acked.peer_epoch {
+                    let mine = Cursor {
+                        epoch: self.nodes[me].store.epoch(),
+                        seq: acked.after,
+                    };
+                    self.violation = self.cursor_violation(peer, me, mine);
+                }
+                let own = self.nodes[me].store.epoch();
+                self.nodes[me].acked.insert(name, (own, acked));
                 None
             }
             Effect::StoreBlobChunk {

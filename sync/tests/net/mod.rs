@@ -8,7 +8,7 @@ mod rng;
 use std::collections::{BTreeMap, BTreeSet};
 
 use yiciban_sync::mem::MemStore;
-use yiciban_sync::proto::Cursor;
+use yiciban_sync::proto::{Cursor, EarlyOffer};
 use yiciban_sync::session::Session;
 use yiciban_sync::store::BlobHash;
 
@@ -67,6 +67,10 @@ pub struct Stats {
     pub wants: u64,
     pub session_errors: u64,
     pub restores: u64,
+    /// Sessions that offered their feed behind their hello (an acknowledged position known).
+    pub early_offers: u64,
+    /// Of those, the ones the peer's new store epoch refused.
+    pub early_refused: u64,
 }
 
 impl Stats {
@@ -77,6 +81,8 @@ impl Stats {
         self.wants += o.wants;
         self.session_errors += o.session_errors;
         self.restores += o.restores;
+        self.early_offers += o.early_offers;
+        self.early_refused += o.early_refused;
     }
 }
 
@@ -84,11 +90,15 @@ struct Node {
     id: String,
     store: MemStore,
     cursors: BTreeMap<String, Cursor>,
-    backup: Option<(MemStore, BTreeMap<String, Cursor>)>,
+    /// Per peer: how far it acknowledged this node's feed, and this store's epoch then.
+    acked: Acked,
+    backup: Option<(MemStore, BTreeMap<String, Cursor>, Acked)>,
     referenced: BTreeSet<BlobHash>,
     writes: u64,
     blob_bytes: u64,
 }
+
+type Acked = BTreeMap<String, (u64, EarlyOffer)>;
 
 struct Conn {
     id: u64,
@@ -135,6 +145,7 @@ impl Sim {
                 id: names.get(i).map_or(format!("node-{i}"), |n| n.to_string()),
                 store: MemStore::new(rng.next()),
                 cursors: BTreeMap::new(),
+                acked: BTreeMap::new(),
                 backup: None,
                 referenced: BTreeSet::new(),
                 writes: 0,
@@ -277,18 +288,19 @@ impl Sim {
 
     pub fn backup(&mut self, node: usize) {
         let n = &mut self.nodes[node];
-        n.backup = Some((n.store.clone(), n.cursors.clone()));
+        n.backup = Some((n.store.clone(), n.cursors.clone(), n.acked.clone()));
     }
 
     /// Restores the last backup with a fresh epoch and drops the node's connections.
     pub fn restore(&mut self, node: usize) {
         let epoch = self.rng.next();
         let n = &mut self.nodes[node];
-        let Some((store, cursors)) = n.backup.clone() else {
+        let Some((store, cursors, acked)) = n.backup.clone() else {
             return;
         };
         n.store = store.restored(epoch);
         n.cursors = cursors;
+        n.acked = acked;
         n.referenced = referenced_blobs(&n.store);
         self.stats.restores += 1;
         self.drop_conns_of(node);

@@ -12,7 +12,7 @@ type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 /// The schema version this build writes: the number of migrations.
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
 
-const MIGRATIONS: [Migration; 19] = [
+const MIGRATIONS: [Migration; 20] = [
     migration_001_initial_tables,
     migration_002_store_epoch,
     migration_003_sync_cursors,
@@ -32,7 +32,15 @@ const MIGRATIONS: [Migration; 19] = [
     migration_017_doc_pos,
     migration_018_case_log,
     migration_019_status_counts,
+    migration_020_sync_acked,
 ];
+
+/// How far each peer acknowledged this node's feed (`sync_acked-1`), empty until a session
+/// writes it.
+fn migration_020_sync_acked(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(SYNC_ACKED)?;
+    Ok(())
+}
 
 /// Cases per status (`case_status_counts-1`), counted once from `case_by_status-1`.
 fn migration_019_status_counts(txn: &redb::WriteTransaction) -> Result<(), StoreError> {

@@ -34,6 +34,54 @@ use crate::users::User;
 pub use tables::SEP;
 use tables::*;
 pub use writer::WriteOutcome;
+
+/// How far a peer acknowledged this node's feed (`sync_acked-1`): what the next session's
+/// early offer starts from (`yiciban_sync::proto::EarlyOffer`), if this store's epoch and
+/// the peer's scope are still those it was saved with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckedRecord {
+    /// This store's epoch when the peer acknowledged.
+    pub own_epoch: u64,
+    /// The peer's store epoch then.
+    pub peer_epoch: u64,
+    /// The acknowledged position of this node's feed (as seen in `scope`).
+    pub seq: u64,
+    /// The feed's scope for that peer (`Scope::key_prefix`, empty for the whole feed).
+    pub scope: String,
+}
+
+impl AckedRecord {
+    /// Longest scope tag a row may hold.
+    const MAX_SCOPE: usize = 512;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(24 + self.scope.len());
+        v.extend_from_slice(&self.own_epoch.to_be_bytes());
+        v.extend_from_slice(&self.peer_epoch.to_be_bytes());
+        v.extend_from_slice(&self.seq.to_be_bytes());
+        v.extend_from_slice(self.scope.as_bytes());
+        v
+    }
+
+    /// `None` unless `bytes` are three integers and a UTF-8 scope of bounded length.
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let (ints, scope) = bytes.split_at_checked(24)?;
+        if scope.len() > Self::MAX_SCOPE {
+            return None;
+        }
+        let int = |i: usize| -> Option<u64> {
+            Some(u64::from_be_bytes(
+                ints.get(i * 8..i * 8 + 8)?.try_into().ok()?,
+            ))
+        };
+        Some(Self {
+            own_epoch: int(0)?,
+            peer_epoch: int(1)?,
+            seq: int(2)?,
+            scope: std::str::from_utf8(scope).ok()?.to_string(),
+        })
+    }
+}
 use writer::{WriteOp, WriteRequest};
 
 /// `meta-1` key of the audit chain's head: last sequence number (u64 big-endian) || its hash.
@@ -1015,6 +1063,73 @@ impl Store {
         )
         .await
         .map(|_| ())
+    }
+
+    /// Saves what a sync link keeps for `peer` between sessions, in one commit: the cursor
+    /// held for its feed and how far it acknowledged ours (either may be `None`: unchanged).
+    pub async fn save_link(
+        &self,
+        peer: &str,
+        cursor: Option<(u64, u64)>,
+        acked: Option<AckedRecord>,
+    ) -> Result<(), StoreError> {
+        let mut ops = Vec::new();
+        if let Some((epoch, seq)) = cursor {
+            ops.push(WriteOp::SaveCursor {
+                peer: peer.to_string(),
+                epoch,
+                seq,
+            });
+        }
+        if let Some(record) = acked {
+            ops.push(WriteOp::SaveAcked {
+                peer: peer.to_string(),
+                record: Some(record),
+            });
+        }
+        let mut replies = Vec::new();
+        let mut requests = Vec::new();
+        for op in ops {
+            let (reply, rx) = oneshot::channel();
+            requests.push(WriteRequest {
+                op,
+                audit: None,
+                reply,
+            });
+            replies.push(rx);
+        }
+        if requests.is_empty() {
+            return Ok(());
+        }
+        self.writer
+            .send(requests.into())
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        for rx in replies {
+            rx.await.map_err(|_| StoreError::Closed)??;
+        }
+        Ok(())
+    }
+
+    /// Forgets how far `peer` acknowledged this node's feed (its store changed epoch).
+    pub async fn forget_acked(&self, peer: &str) -> Result<(), StoreError> {
+        let op = WriteOp::SaveAcked {
+            peer: peer.to_string(),
+            record: None,
+        };
+        self.write(op, None).await.map(|_| ())
+    }
+
+    /// How far `peer` acknowledged this node's feed, as last saved.
+    pub fn acked(&self, peer: &str) -> Result<Option<AckedRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SYNC_ACKED)?;
+        let Some(v) = table.get(peer)? else {
+            return Ok(None);
+        };
+        AckedRecord::decode(v.value())
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt(format!("acknowledged position of {peer}")))
     }
 
     /// The cursor held for `peer`'s feed: `(epoch, seq)`.

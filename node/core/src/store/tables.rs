@@ -73,6 +73,10 @@ pub const DOC_HEADS: TableDefinition<&str, &[u8]> = TableDefinition::new("doc_he
 pub const DOC_TIPS: TableDefinition<&str, &[u8]> = TableDefinition::new("doc_tips-1");
 /// Peer node id → 16 bytes: the epoch and sequence of that peer's feed applied here.
 pub const SYNC_CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("sync_cursors-1");
+/// Peer node id → how far that peer acknowledged this node's feed ([`super::AckedRecord`]:
+/// this store's epoch, the peer's, the sequence, the scope it was offered in), so the next
+/// session offers from there at once, behind its hello.
+pub const SYNC_ACKED: TableDefinition<&str, &[u8]> = TableDefinition::new("sync_acked-1");
 /// `{v|t} \x1f division \x1f seq (20 digits)` → document id: the change feed of one village
 /// or one town, so a scoped peer's resync reads only its own rows (see `crate::scope`).
 pub const FEED_SCOPED: TableDefinition<&str, &str> = TableDefinition::new("feed_scoped-1");

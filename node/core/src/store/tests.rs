@@ -1367,7 +1367,11 @@ async fn sync_pair(a: &Store, b: &Store) -> ([yiciban_sync::session::Session; 2]
     let mut inbox: [std::collections::VecDeque<Message>; 2] = Default::default();
     let mut wanted = [0usize; 2];
     for i in 0..2 {
-        inbox[1 - i].extend(sessions[i].start(0));
+        let view = ScopedStore {
+            store: stores[i],
+            scope: &Scope::All,
+        };
+        inbox[1 - i].extend(sessions[i].start(&view, 0).unwrap());
     }
     while let Some(i) = (0..2).find(|&i| !inbox[i].is_empty()) {
         let Some(msg) = inbox[i].pop_front() else {
@@ -1868,4 +1872,48 @@ async fn old_feed_entries_are_skipped_by_readers_and_swept_when_the_writer_is_id
     // New entries still go above every old one.
     put(&store, "c4", 4).await;
     assert_eq!(live(&store, 100).last(), Some(&(6, "c4".to_string())));
+}
+
+#[tokio::test]
+async fn the_acknowledged_position_is_saved_with_the_cursor_and_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    assert_eq!(store.acked("county").unwrap(), None);
+    let record = AckedRecord {
+        own_epoch: 7,
+        peer_epoch: 9,
+        seq: 42,
+        scope: format!("v{SEP}430181101001{SEP}"),
+    };
+    store
+        .save_link("county", Some((9, 5)), Some(record.clone()))
+        .await
+        .unwrap();
+    assert_eq!(store.acked("county").unwrap(), Some(record.clone()));
+    assert_eq!(store.cursor("county").unwrap(), Some((9, 5)));
+    // A cursor alone leaves the acknowledgement as it was.
+    store.save_link("county", Some((9, 6)), None).await.unwrap();
+    assert_eq!(store.acked("county").unwrap(), Some(record));
+    assert_eq!(store.cursor("county").unwrap(), Some((9, 6)));
+    store.forget_acked("county").await.unwrap();
+    assert_eq!(store.acked("county").unwrap(), None);
+    assert_eq!(store.cursor("county").unwrap(), Some((9, 6)));
+}
+
+proptest::proptest! {
+    /// A damaged row is refused, never a panic or an allocation beyond it; a whole one
+    /// reads back as written.
+    #[test]
+    fn acknowledged_rows_decode_bounded(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+        own in proptest::prelude::any::<u64>(),
+        seq in proptest::prelude::any::<u64>(),
+        scope in "[a-z0-9\u{1f}]{0,40}",
+    ) {
+        if let Some(r) = AckedRecord::decode(&bytes) {
+            proptest::prop_assert!(bytes.len() >= 24 && r.scope.len() <= AckedRecord::MAX_SCOPE);
+        }
+        let r = AckedRecord { own_epoch: own, peer_epoch: !own, seq, scope };
+        proptest::prop_assert_eq!(AckedRecord::decode(&r.encode()), Some(r));
+    }
 }

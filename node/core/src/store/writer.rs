@@ -141,6 +141,11 @@ pub(super) enum WriteOp {
         epoch: u64,
         seq: u64,
     },
+    /// How far a peer acknowledged this node's feed; `None` forgets it.
+    SaveAcked {
+        peer: String,
+        record: Option<super::AckedRecord>,
+    },
     PutUser {
         user: Box<User>,
         replace: bool,
@@ -629,6 +634,7 @@ struct Tables<'txn> {
     tokens: Table<'txn, &'static str, &'static [u8]>,
     meta: Table<'txn, &'static str, &'static [u8]>,
     cursors: Table<'txn, &'static str, &'static [u8]>,
+    acked: Table<'txn, &'static str, &'static [u8]>,
     audit: Table<'txn, u64, &'static [u8]>,
     county_docs: Table<'txn, &'static str, &'static [u8]>,
     audit_docs: Table<'txn, &'static str, &'static [u8]>,
@@ -673,6 +679,7 @@ impl<'txn> Tables<'txn> {
             tokens: txn.open_table(ENROL_TOKENS)?,
             meta: txn.open_table(META)?,
             cursors: txn.open_table(SYNC_CURSORS)?,
+            acked: txn.open_table(SYNC_ACKED)?,
             audit: txn.open_table(AUDIT)?,
             county_docs: txn.open_table(COUNTY_DOCS)?,
             audit_docs: txn.open_table(AUDIT_DOCS)?,
@@ -1196,6 +1203,17 @@ fn apply(
             let mut value = epoch.to_be_bytes().to_vec();
             value.extend_from_slice(&seq.to_be_bytes());
             t.cursors.insert(peer.as_str(), value.as_slice())?;
+            Ok((WriteOutcome::Done, false))
+        }
+        WriteOp::SaveAcked { peer, record } => {
+            match record {
+                Some(r) => {
+                    t.acked.insert(peer.as_str(), r.encode().as_slice())?;
+                }
+                None => {
+                    t.acked.remove(peer.as_str())?;
+                }
+            }
             Ok((WriteOutcome::Done, false))
         }
         WriteOp::PutToken { id, record } => {
