@@ -217,11 +217,15 @@ pub struct CaseQuery {
     pub limit: usize,
 }
 
+/// Merges a streamed run hands the writer at a time ([`RunMode::Streamed`]).
+const STREAM_CHUNK: usize = 16;
+
 /// How a run of merges reaches the writer ([`Store::apply_changes_many`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunMode {
-    /// Each merge as soon as it is ready: the writer inserts beside the merges and commits
-    /// right after the last. For a run alone, whose Ack waits on it (a 1% resync).
+    /// The merges in chunks of [`STREAM_CHUNK`] as they are ready: the writer inserts beside
+    /// the merges and commits right after the last. For a run alone, whose Ack waits on it
+    /// (a 1% resync).
     Streamed,
     /// All in one message once every merge is done: the writer, busy with the runs before,
     /// may commit this one with them. For a run behind others (a resync of many cases): with
@@ -518,32 +522,27 @@ impl Store {
     ) -> Vec<Result<Arc<Case>, StoreError>> {
         let count = docs.len();
         let started = std::time::Instant::now();
-        // Streamed, the writer takes the run as one group: it applies each merge as it comes,
+        // Streamed, the writer takes the run as one group: it applies the merges as they come,
         // in one transaction, and commits once every merge has sent its request or failed.
-        // Whole, the requests gather in `more` and go in one message at the end.
+        // Whole, the requests go in one message at the end.
         let (run, more) = mpsc::unbounded_channel();
-        let gathered = match mode {
-            RunMode::Streamed => {
-                let open = writer::Submission {
-                    requests: Vec::new(),
-                    more: Some(more),
-                };
-                if self.writer.send(open).await.is_err() {
-                    return (0..count).map(|_| Err(StoreError::Closed)).collect();
-                }
-                None
+        if mode == RunMode::Streamed {
+            let open = writer::Submission {
+                requests: Vec::new(),
+                more: Some(more),
+            };
+            if self.writer.send(open).await.is_err() {
+                return (0..count).map(|_| Err(StoreError::Closed)).collect();
             }
-            RunMode::Whole => Some(more),
-        };
+        }
         let mut merges = tokio::task::JoinSet::new();
         for (i, (doc_id, changes)) in docs.into_iter().enumerate() {
-            let (store, run, peer, scopes) =
-                (self.clone(), run.clone(), peer.to_string(), scopes.clone());
+            let (store, peer, scopes) = (self.clone(), peer.to_string(), scopes.clone());
             merges.spawn(async move {
                 let prepared = store
                     .held_case(&doc_id)
                     .and_then(|held| writer::prepare_case(held, &doc_id, &changes));
-                let answer = prepared.and_then(|prepared| {
+                let answer = prepared.map(|prepared| {
                     let audit = store.record(
                         &format!("peer:{peer}"),
                         "case.merged",
@@ -561,24 +560,36 @@ impl Store {
                         audit: Some(audit),
                         reply,
                     };
-                    run.send(req).map_err(|_| StoreError::Closed)?;
-                    Ok(rx)
+                    (req, rx)
                 });
                 (i, answer)
             });
         }
-        drop(run);
         let mut outcomes: Vec<Option<Result<Arc<Case>, StoreError>>> =
             (0..count).map(|_| None).collect();
         let mut replies = Vec::new();
+        let mut ready = Vec::new();
         while let Some(joined) = merges.join_next().await {
             match joined {
-                Ok((i, Ok(rx))) => replies.push((i, rx)),
+                Ok((i, Ok((req, rx)))) => {
+                    ready.push(req);
+                    replies.push((i, rx));
+                }
                 Ok((i, Err(e))) => outcomes[i] = Some(Err(e)),
                 // A merge that panicked: its case stays unanswered, asked again.
                 Err(_) => {}
             }
+            // Streamed, the merges go on in chunks: the writer then wakes once a chunk, not
+            // once a merge. Woken every ~0.1 ms, it kept the other core's idle spells too
+            // short for the kernel to move a waiting merge worker there (docs/bench.md,
+            // session 21). A writer that is gone fails the replies, which say so.
+            if mode == RunMode::Streamed && (ready.len() >= STREAM_CHUNK || merges.is_empty()) {
+                for req in ready.drain(..) {
+                    let _ = run.send(req);
+                }
+            }
         }
+        drop(run);
         // With the writer's "group committed", the timeline of a sync run's merges.
         tracing::debug!(
             cases = count,
@@ -586,14 +597,8 @@ impl Store {
             ?mode,
             "sync merges prepared"
         );
-        if let Some(mut gathered) = gathered {
-            let mut requests = Vec::new();
-            while let Ok(req) = gathered.try_recv() {
-                requests.push(req);
-            }
-            if !requests.is_empty() && self.writer.send(requests.into()).await.is_err() {
-                return (0..count).map(|_| Err(StoreError::Closed)).collect();
-            }
+        if !ready.is_empty() && self.writer.send(ready.into()).await.is_err() {
+            return (0..count).map(|_| Err(StoreError::Closed)).collect();
         }
         for (i, rx) in replies {
             outcomes[i] = Some(match rx.await {
