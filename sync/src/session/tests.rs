@@ -397,17 +397,21 @@ fn early_pair() -> (MemStore, MemStore) {
     (pusher, puller)
 }
 
+/// The pusher's session (epoch 2) offering early from `after`, acknowledged by the store of
+/// epoch `peer_epoch`, and what its start sends.
+fn start_early(pusher: &MemStore, peer_epoch: u64, after: u64) -> (Session, Vec<Message>) {
+    let early = EarlyOffer { peer_epoch, after };
+    let mut p = Session::new(info("p", 2), None).with_early_offer(Some(early));
+    let sent = p.start(pusher, 0).unwrap();
+    (p, sent)
+}
+
 #[test]
 fn an_early_offer_goes_out_behind_the_hello_and_is_taken_whatever_cursor_was_saved() {
     let (pusher, puller) = early_pair();
     // The cursor the puller saved: none (its save was lost), behind, or at the position.
     for saved in [None, Some(1), Some(2)] {
-        let early = EarlyOffer {
-            peer_epoch: 1,
-            after: 2,
-        };
-        let mut p = Session::new(info("p", 2), None).with_early_offer(Some(early));
-        let sent = p.start(&pusher, 0).unwrap();
+        let (mut p, sent) = start_early(&pusher, 1, 2);
         // Hello with the early offer, then the offer of `f` and the feed's end: no waiting.
         let [
             Message::Hello(h),
@@ -417,7 +421,13 @@ fn an_early_offer_goes_out_behind_the_hello_and_is_taken_whatever_cursor_was_sav
         else {
             panic!("expected hello, offer, feed end; got {sent:?}");
         };
-        assert_eq!(h.early, Some(early));
+        assert_eq!(
+            h.early,
+            Some(EarlyOffer {
+                peer_epoch: 1,
+                after: 2
+            })
+        );
         assert_eq!(*end, Message::FeedEnd { head_seq: 3 });
         let cursor = saved.map(|seq| Cursor { epoch: 2, seq });
         let mut q = Session::new(info("q", 1), cursor);
@@ -460,12 +470,7 @@ fn an_early_offer_goes_out_behind_the_hello_and_is_taken_whatever_cursor_was_sav
 fn an_early_offer_to_a_restored_store_is_ignored_and_ends_the_session() {
     let (pusher, puller) = early_pair();
     // Acknowledged by epoch 9; the peer's store is now epoch 1 (restored from a backup).
-    let early = EarlyOffer {
-        peer_epoch: 9,
-        after: 2,
-    };
-    let mut p = Session::new(info("p", 2), None).with_early_offer(Some(early));
-    let sent = p.start(&pusher, 0).unwrap();
+    let (mut p, sent) = start_early(&pusher, 9, 2);
     assert_eq!(sent.len(), 3);
     let mut q = Session::new(info("q", 1), Some(Cursor { epoch: 2, seq: 1 }));
     let mut sent = sent.into_iter();
@@ -489,12 +494,7 @@ fn an_early_offer_to_a_restored_store_is_ignored_and_ends_the_session() {
 #[test]
 fn an_acknowledged_position_beyond_the_feed_is_not_offered_from() {
     let (pusher, _) = early_pair();
-    let early = EarlyOffer {
-        peer_epoch: 1,
-        after: 7,
-    };
-    let mut p = Session::new(info("p", 2), None).with_early_offer(Some(early));
-    let sent = p.start(&pusher, 0).unwrap();
+    let (_, sent) = start_early(&pusher, 1, 7);
     let [Message::Hello(h)] = sent.as_slice() else {
         panic!("expected the hello alone, got {sent:?}");
     };

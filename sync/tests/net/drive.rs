@@ -36,7 +36,7 @@ impl Sim {
             let store = &self.nodes[ends[side]].store;
             match session.start(store, self.now_ms) {
                 Ok(msgs) => {
-                    if msgs.len() > 1 {
+                    if matches!(msgs.first(), Some(Message::Hello(h)) if h.early.is_some()) {
                         self.stats.early_offers += 1;
                     }
                     hellos.push(msgs);

@@ -1058,16 +1058,7 @@ impl Store {
 
     /// Persists the cursor held for `peer`'s feed.
     pub async fn save_cursor(&self, peer: &str, epoch: u64, seq: u64) -> Result<(), StoreError> {
-        self.write(
-            WriteOp::SaveCursor {
-                peer: peer.to_string(),
-                epoch,
-                seq,
-            },
-            None,
-        )
-        .await
-        .map(|_| ())
+        self.save_link(peer, Some((epoch, seq)), None).await
     }
 
     /// Saves what a sync link keeps for `peer` between sessions, in one commit: the cursor
@@ -1078,49 +1069,21 @@ impl Store {
         cursor: Option<(u64, u64)>,
         acked: Option<AckedRecord>,
     ) -> Result<(), StoreError> {
-        let mut ops = Vec::new();
-        if let Some((epoch, seq)) = cursor {
-            ops.push(WriteOp::SaveCursor {
-                peer: peer.to_string(),
-                epoch,
-                seq,
-            });
-        }
-        if let Some(record) = acked {
-            ops.push(WriteOp::SaveAcked {
-                peer: peer.to_string(),
-                record: Some(record),
-            });
-        }
-        let mut replies = Vec::new();
-        let mut requests = Vec::new();
-        for op in ops {
-            let (reply, rx) = oneshot::channel();
-            requests.push(WriteRequest {
-                op,
-                audit: None,
-                reply,
-            });
-            replies.push(rx);
-        }
-        if requests.is_empty() {
+        if cursor.is_none() && acked.is_none() {
             return Ok(());
         }
-        self.writer
-            .send(requests.into())
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        for rx in replies {
-            rx.await.map_err(|_| StoreError::Closed)??;
-        }
-        Ok(())
+        let op = WriteOp::SaveLink {
+            peer: peer.to_string(),
+            cursor,
+            acked,
+        };
+        self.write(op, None).await.map(|_| ())
     }
 
     /// Forgets how far `peer` acknowledged this node's feed (its store changed epoch).
     pub async fn forget_acked(&self, peer: &str) -> Result<(), StoreError> {
-        let op = WriteOp::SaveAcked {
+        let op = WriteOp::ForgetAcked {
             peer: peer.to_string(),
-            record: None,
         };
         self.write(op, None).await.map(|_| ())
     }

@@ -135,16 +135,16 @@ pub(super) enum WriteOp {
         hash: String,
         bytes: Vec<u8>,
     },
-    /// The cursor this node holds for a peer's feed (`epoch`, `seq`).
-    SaveCursor {
+    /// What a sync link keeps for a peer, either part or both: the cursor this node holds
+    /// for the peer's feed (`epoch`, `seq`) and how far the peer acknowledged this node's.
+    SaveLink {
         peer: String,
-        epoch: u64,
-        seq: u64,
+        cursor: Option<(u64, u64)>,
+        acked: Option<super::AckedRecord>,
     },
-    /// How far a peer acknowledged this node's feed; `None` forgets it.
-    SaveAcked {
+    /// Forgets how far a peer acknowledged this node's feed.
+    ForgetAcked {
         peer: String,
-        record: Option<super::AckedRecord>,
     },
     PutUser {
         user: Box<User>,
@@ -1199,21 +1199,23 @@ fn apply(
             from_county,
             own,
         } => apply_user_dir(t, doc_id, changes, *from_county, own, feed_head),
-        WriteOp::SaveCursor { peer, epoch, seq } => {
-            let mut value = epoch.to_be_bytes().to_vec();
-            value.extend_from_slice(&seq.to_be_bytes());
-            t.cursors.insert(peer.as_str(), value.as_slice())?;
+        WriteOp::SaveLink {
+            peer,
+            cursor,
+            acked,
+        } => {
+            if let Some((epoch, seq)) = cursor {
+                let mut value = epoch.to_be_bytes().to_vec();
+                value.extend_from_slice(&seq.to_be_bytes());
+                t.cursors.insert(peer.as_str(), value.as_slice())?;
+            }
+            if let Some(record) = acked {
+                t.acked.insert(peer.as_str(), record.encode().as_slice())?;
+            }
             Ok((WriteOutcome::Done, false))
         }
-        WriteOp::SaveAcked { peer, record } => {
-            match record {
-                Some(r) => {
-                    t.acked.insert(peer.as_str(), r.encode().as_slice())?;
-                }
-                None => {
-                    t.acked.remove(peer.as_str())?;
-                }
-            }
+        WriteOp::ForgetAcked { peer } => {
+            t.acked.remove(peer.as_str())?;
             Ok((WriteOutcome::Done, false))
         }
         WriteOp::PutToken { id, record } => {
