@@ -91,6 +91,8 @@ async function startRelay(target) {
   return {
     port,
     bytes: () => new Promise((resolve) => { child.once('message', (m) => resolve(m.up + m.down)); child.send('bytes'); }),
+    // A label in the relay's request log (RELAY_LOG), e.g. the figure that starts now.
+    mark: (label) => { if (process.env.RELAY_LOG) child.send({ mark: label }); },
     close: () => child.kill(),
   };
 }
