@@ -750,12 +750,17 @@ pub async fn serve(
         node.clone(),
         std::time::Duration::from_secs(node.config.health.every_secs),
     ));
-    // The review queue's index is rebuilt here, in the background, only when the calendar or
-    // the catalogue changed since it was computed (or the store was just migrated).
+    // The legal-time projections (queue, supervision, statistics) are rebuilt here, in the
+    // background, whenever the calendar or the catalogue changed since they were computed
+    // (the store was just migrated, the county published a year): a look every few seconds,
+    // one read of `meta-1` when nothing changed.
     let queue_node = node.clone();
     tokio::spawn(async move {
-        if let Err(e) = yiciban_core::queue::ensure_fresh(&queue_node).await {
-            tracing::warn!(error = %e, "review queue index not rebuilt; it is tried again on the next view");
+        loop {
+            if let Err(e) = yiciban_core::queue::ensure_fresh(&queue_node).await {
+                tracing::warn!(error = %e, "legal-time projections not rebuilt; tried again shortly");
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
         }
     });
     let notices = node.config.notice_settings();

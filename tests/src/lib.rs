@@ -52,6 +52,35 @@ pub fn binary() -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Where Debian's `faketime` package puts its library for programs with threads.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+static FAKE_TIME: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// From now on, every `yiciban` process this test program starts (nodes and CLI commands)
+/// runs with its wall clock starting at `utc` (`2026-12-07 02:00:00`, UTC) under libfaketime
+/// (`scripts/test.sh` installs it); monotonic timers keep the real clock. One test program
+/// a fake time: set it in a test file of its own. A missing library is a failure, not a skip.
+pub fn fake_time(utc: &str) -> Result<()> {
+    if !Path::new(LIBFAKETIME).exists() {
+        bail!("{LIBFAKETIME} is missing: install Debian's faketime package (scripts/test.sh does)");
+    }
+    *FAKE_TIME.lock().unwrap_or_else(|e| e.into_inner()) = Some(utc.to_string());
+    Ok(())
+}
+
+/// A command for the binary under test, under the fake time if one is set.
+fn yiciban_command() -> Result<Command> {
+    let mut cmd = Command::new(binary()?);
+    if let Some(at) = FAKE_TIME.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        cmd.env("LD_PRELOAD", LIBFAKETIME)
+            .env("FAKETIME", format!("@{at}"))
+            .env("DONT_FAKE_MONOTONIC", "1")
+            .env("TZ", "UTC");
+    }
+    Ok(cmd)
+}
+
 /// A base port P such that P..P+3 are free on loopback now.
 pub fn free_base_port() -> Result<u16> {
     for _ in 0..200 {
@@ -100,7 +129,7 @@ impl NodeProcess {
     /// `yiciban demo --dir DIR --base-port P`: county on P, town on P+1, village on P+2;
     /// ready once the village answers.
     pub fn demo(dir: &Path, base_port: u16) -> Result<Self> {
-        let mut cmd = Command::new(binary()?);
+        let mut cmd = yiciban_command()?;
         cmd.args(["demo", "--dir"])
             .arg(dir)
             .args(["--base-port", &base_port.to_string()]);
@@ -118,7 +147,7 @@ impl NodeProcess {
 
     /// `yiciban serve --config FILE`, listening on `port`.
     pub fn serve(config: &Path, port: u16) -> Result<Self> {
-        let mut cmd = Command::new(binary()?);
+        let mut cmd = yiciban_command()?;
         cmd.args(["serve", "--config"]).arg(config);
         Self::start(cmd, config.parent().unwrap_or(Path::new(".")), port)
     }
@@ -204,7 +233,7 @@ path = "catalog.toml"
 /// Runs `yiciban ARGS` to completion and returns its stdout; fails with its stderr.
 pub fn cli(args: &[&str], stdin: Option<&str>) -> Result<String> {
     use std::io::Write;
-    let mut child = Command::new(binary()?)
+    let mut child = yiciban_command()?
         .args(args)
         .env("YICIBAN_LOG", "warn")
         .stdin(Stdio::piped())
@@ -261,6 +290,20 @@ impl Api {
             .post(format!("{}{path}", self.base))
             .header("x-csrf-token", &self.csrf)
             .json(body)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// PUT a text body with the CSRF header; returns the status and the JSON body.
+    pub async fn put_text(&self, path: &str, body: &str) -> Result<(u16, Value)> {
+        let resp = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .header("x-csrf-token", &self.csrf)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(body.to_string())
             .send()
             .await?;
         let status = resp.status().as_u16();

@@ -1,9 +1,10 @@
 //! The JSON API under `/api/v1`: the same capability as the pages, for scripts and for the
 //! provincial platform. Errors come back as `{error, message}` via [`AppError`].
 
+use crate::extract::ApiQuery;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -32,7 +33,7 @@ pub use bundle::{bundle_detail, counter, file_bundle, issue_bundle};
 pub use stats::stats;
 
 /// Every API error is JSON, also the ones raised before a handler runs.
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 #[derive(Debug)]
 pub struct ApiError(AppError);
@@ -49,7 +50,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn csrf(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn csrf(headers: &HeaderMap) -> Option<&str> {
     headers.get("x-csrf-token").and_then(|v| v.to_str().ok())
 }
 
@@ -57,7 +58,11 @@ fn csrf(headers: &HeaderMap) -> Option<&str> {
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
     serde_json::from_slice(body).map_err(|e| {
         AppError::BadRequest(Msg::new(
-            format!("请求内容不是有效的JSON：{e}"),
+            format!(
+                "请求内容不是有效的 JSON（第{}行第{}列）",
+                e.line(),
+                e.column()
+            ),
             format!("body is not valid JSON: {e}"),
         ))
     })
@@ -169,7 +174,7 @@ pub struct ListParams {
 pub async fn list(
     State(state): State<AppState>,
     auth: Auth,
-    Query(p): Query<ListParams>,
+    ApiQuery(p): ApiQuery<ListParams>,
 ) -> ApiResult {
     auth.require(Action::ViewCases)?;
     let status = match p.status.as_deref().filter(|s| !s.is_empty()) {
@@ -322,7 +327,7 @@ pub struct QueueParams {
 pub async fn queue(
     State(state): State<AppState>,
     auth: Auth,
-    Query(p): Query<QueueParams>,
+    ApiQuery(p): ApiQuery<QueueParams>,
 ) -> ApiResult {
     auth.require(Action::ViewCases)?;
     let offset = p.offset.unwrap_or(0);
@@ -359,7 +364,7 @@ pub async fn urge(
 pub async fn nodes(
     State(state): State<AppState>,
     auth: Auth,
-    Query(p): Query<crate::pages::NodesParams>,
+    ApiQuery(p): ApiQuery<crate::pages::NodesParams>,
 ) -> ApiResult {
     auth.require(Action::ViewNodes)?;
     let rows = crate::pages::node_rows(&state, &p)?;
@@ -372,20 +377,63 @@ pub async fn nodes(
     .into_response())
 }
 
-/// `GET /api/v1/supervision`: open cases late (`red`) or due within a working day (`yellow`).
-pub async fn supervision(State(state): State<AppState>, auth: Auth) -> ApiResult {
+/// `GET /api/v1/supervision?limit=&offset=`: open cases late (`red`) or due within a working
+/// day (`yellow`), red first: `items` (`limit` 1–500, default 100, from `offset`), `count` of
+/// the page, `total`, `red`, `yellow`, and the counts `by_step` and `by_holder`.
+pub async fn supervision(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiQuery(p): ApiQuery<QueueParams>,
+) -> ApiResult {
     auth.require(Action::ViewCases)?;
-    let items = views::supervision(&state.node)?;
-    Ok(Json(json!({ "items": items, "count": items.len() })).into_response())
+    let offset = p.offset.unwrap_or(0);
+    let limit = p.limit.unwrap_or(100).clamp(1, 500);
+    let (items, board) = views::supervision(&state.node, offset, limit).await?;
+    let by_step: Vec<_> = board
+        .by_step
+        .iter()
+        .map(|((item, step), m)| json!({"item_code": item, "step": step, "red": m.red, "yellow": m.yellow}))
+        .collect();
+    let by_holder: Vec<_> = board
+        .by_holder
+        .iter()
+        .map(|((tier, division), m)| json!({"tier": tier, "division": division, "red": m.red, "yellow": m.yellow}))
+        .collect();
+    Ok(Json(json!({
+        "items": items,
+        "count": items.len(),
+        "offset": offset,
+        "total": board.total(),
+        "red": board.red,
+        "yellow": board.yellow,
+        "by_step": by_step,
+        "by_holder": by_holder,
+    }))
+    .into_response())
 }
 
-/// `GET /api/v1/followups`: the open follow-ups of bad ratings (回访整改), red first, then
-/// the earliest due; each with its case (`case_id`, `receipt_no`, …) and `rating_event_id`,
-/// `level`, `comment`, `source`, `rated_on`, `due`, `warning`.
-pub async fn follow_ups(State(state): State<AppState>, auth: Auth) -> ApiResult {
+/// `GET /api/v1/followups?limit=&offset=`: the open follow-ups of bad ratings (回访整改), red
+/// first, then the earliest due; each with its case (`case_id`, `receipt_no`, …) and
+/// `rating_event_id`, `level`, `comment`, `source`, `rated_on`, `due`, `warning`; `count` of
+/// the page, `total`, `red`, `yellow`.
+pub async fn follow_ups(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiQuery(p): ApiQuery<QueueParams>,
+) -> ApiResult {
     auth.require(Action::ViewFollowUps)?;
-    let items = views::follow_ups(&state.node)?;
-    Ok(Json(json!({ "items": items, "count": items.len() })).into_response())
+    let offset = p.offset.unwrap_or(0);
+    let limit = p.limit.unwrap_or(100).clamp(1, 500);
+    let (items, page) = views::follow_ups(&state.node, offset, limit)?;
+    Ok(Json(json!({
+        "items": items,
+        "count": items.len(),
+        "offset": offset,
+        "total": page.total,
+        "red": page.red,
+        "yellow": page.yellow,
+    }))
+    .into_response())
 }
 
 /// `POST /api/v1/enroll`: a node asks the county for its certificate. No session and no CSRF
@@ -475,12 +523,21 @@ pub async fn health(State(state): State<AppState>) -> ApiResult {
             .ok()
             .flatten()
             .map(|d| d.users.len()),
-        "calendar": node.calendar_info().map(|(c, source)| json!({
-            "source": source,
-            "years": c.years(),
-        })),
+        "calendar": calendar_summary(node),
     }))
     .into_response())
+}
+
+/// The calendar in `/api/v1/health`: where it comes from, the years published, the years
+/// counted by rule for now.
+fn calendar_summary(node: &yiciban_core::node::Node) -> serde_json::Value {
+    let status = node.calendar_status();
+    let provisional: Vec<i32> = status.provisional_years.iter().map(|y| y.year).collect();
+    json!({
+        "source": status.source,
+        "years": status.years,
+        "provisional_years": provisional,
+    })
 }
 
 pub async fn not_found() -> ApiResult {

@@ -50,6 +50,9 @@ pub enum Action {
     ManageUsers,
     /// Issue enrolment tokens, list enrolled nodes, revoke a node (`/admin/enrol`).
     ManageEnrolment,
+    /// Publish the county's working-day calendar (`/calendar`; the core accepts it at the
+    /// county only): running the system is the county admin's.
+    PublishCalendar,
 }
 
 pub fn allowed(role: Role, action: Action) -> bool {
@@ -67,6 +70,7 @@ pub fn allowed(role: Role, action: Action) -> bool {
         ViewNodes => matches!(role, CountyAdmin | SecurityAdmin | Approver),
         ViewStatistics => matches!(role, Clerk | Reviewer | Approver | CountyAdmin),
         ManageUsers | ManageEnrolment => role == SecurityAdmin,
+        PublishCalendar => role == CountyAdmin,
     }
 }
 

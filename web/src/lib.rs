@@ -16,6 +16,7 @@ mod assets;
 mod authz;
 mod chart;
 mod error;
+mod extract;
 mod forms;
 mod metrics;
 mod pages;
@@ -95,6 +96,10 @@ pub fn router(state: AppState) -> Router {
         .route("/followups", get(api::follow_ups))
         .route("/stats", get(api::stats))
         .route(
+            "/calendar",
+            get(pages::calendar_json).put(pages::calendar_put),
+        )
+        .route(
             "/enroll",
             post(api::enroll).layer(DefaultBodyLimit::max(ENROL_BODY_LIMIT_BYTES)),
         )
@@ -139,6 +144,10 @@ pub fn router(state: AppState) -> Router {
         .route("/followups", get(pages::follow_ups))
         .route("/followups/close", post(pages::close_follow_up))
         .route("/stats", get(pages::stats_page))
+        .route(
+            "/calendar",
+            get(pages::calendar_page).post(pages::calendar_publish),
+        )
         .route("/stats.csv", get(pages::stats_csv))
         .route("/cases/{id}", get(pages::case_detail))
         .route("/cases/{id}/events", post(pages::case_event))

@@ -2,9 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::extract::Form;
+use crate::extract::Query;
 use askama::Template;
-use axum::Form;
-use axum::extract::{Multipart, Path, Query, State};
+use axum::extract::{Multipart, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -30,6 +31,7 @@ use crate::views::{self, LinkState};
 
 mod admin;
 mod bundle;
+mod calendar;
 mod nodes;
 mod stats;
 pub use admin::{
@@ -37,6 +39,7 @@ pub use admin::{
     admin_set_disabled, admin_set_password,
 };
 pub use bundle::{apply_bundle_form, apply_bundle_submit, bundle_issue, bundle_page, case_counter};
+pub use calendar::{calendar_json, calendar_page, calendar_publish, calendar_put};
 pub use nodes::{NodesParams, nodes_page, rows as node_rows};
 pub use stats::{gather as gather_stats, stats_csv, stats_page};
 
@@ -81,6 +84,9 @@ pub struct Chrome {
     pub link: LinkState,
     /// Whether the nav shows 用户与节点 (the security admin at the county).
     pub admin: bool,
+    /// What the county admin is asked to do about the working-day calendar (the county
+    /// admin at the county only), else empty.
+    pub calendar_reminder: String,
 }
 
 impl Chrome {
@@ -94,6 +100,13 @@ impl Chrome {
             link: views::link_state(&state.node),
             admin: state.node.tier() == Tier::County
                 && auth.is_some_and(|a| authz::allowed(a.0.role, Action::ManageUsers)),
+            calendar_reminder: if state.node.tier() == Tier::County
+                && auth.is_some_and(|a| authz::allowed(a.0.role, Action::PublishCalendar))
+            {
+                state.node.calendar_status().reminder.unwrap_or_default()
+            } else {
+                String::new()
+            },
         }
     }
 
@@ -109,6 +122,7 @@ impl Chrome {
                 text: String::new(),
             },
             admin: false,
+            calendar_reminder: String::new(),
         }
     }
 }
@@ -519,6 +533,8 @@ struct CaseRow {
     accepted: String,
     /// The most pressing due date (the step's or the case's), `-` for none.
     due: String,
+    /// The date rests on a year the county has not published (预估).
+    provisional: bool,
     /// `none`, `yellow` or `red`: the row's colour.
     warning: &'static str,
     warning_zh: &'static str,
@@ -538,6 +554,7 @@ fn timed_row(state: &AppState, t: views::TimedCase) -> CaseRow {
     };
     CaseRow {
         due: due.map_or("-".into(), |d| d.to_string()),
+        provisional: time.provisional,
         warning: time.worst().as_str(),
         warning_zh: time.worst().zh(),
         accepted: views::local_time(&state.node, s.accepted_at),
@@ -607,11 +624,85 @@ pub async fn cases(
     })
 }
 
-/// Rows the supervision and follow-up pages show at most.
-const QUEUE_ROWS: usize = 200;
+/// Rows per page of the review queue, supervision and the follow-ups.
+const PAGE_ROWS: usize = 50;
 
-/// Rows per page of the review queue.
-const QUEUE_PAGE_ROWS: usize = 50;
+/// Where one page of a long list stands, for the pager under it (`_pager.html`).
+#[derive(Debug, Clone)]
+struct Pager {
+    /// The list's own path, which takes `?page=N`.
+    path: &'static str,
+    /// This page (from 1) of `pages`, and the positions (from 1) of its first and last rows.
+    page: usize,
+    pages: usize,
+    first: usize,
+    last: usize,
+    total: u64,
+    prev: Option<usize>,
+    next: Option<usize>,
+}
+
+/// The `?page=N` of a list.
+#[derive(Debug, Deserialize)]
+pub struct PageParams {
+    page: Option<usize>,
+    /// After 催办 on supervision: the receipt number urged.
+    urged: Option<String>,
+}
+
+/// Reads page `want` of a list through `fetch(offset)` (which also says how many rows the
+/// list holds); past the end, the last page.
+async fn paged<T, F, Fut>(
+    path: &'static str,
+    want: Option<usize>,
+    mut fetch: F,
+) -> Result<(T, Pager), PageError>
+where
+    T: HasLen,
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(T, u64), PageError>>,
+{
+    let want = want.unwrap_or(1).max(1);
+    let at = |n: usize| (n - 1).saturating_mul(PAGE_ROWS);
+    let (mut rows, total) = fetch(at(want)).await?;
+    let pages = usize::try_from(total)
+        .unwrap_or(usize::MAX)
+        .div_ceil(PAGE_ROWS)
+        .max(1);
+    let n = want.min(pages);
+    if n != want {
+        rows = fetch(at(n)).await?.0;
+    }
+    let offset = at(n);
+    let pager = Pager {
+        path,
+        page: n,
+        pages,
+        first: offset + 1,
+        last: offset + rows.len(),
+        total,
+        prev: (n > 1).then(|| n - 1),
+        next: (n < pages).then(|| n + 1),
+    };
+    Ok((rows, pager))
+}
+
+/// What [`paged`] counts on a page.
+trait HasLen {
+    fn len(&self) -> usize;
+}
+
+impl<T> HasLen for Vec<T> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+}
+
+impl<T, U> HasLen for (Vec<T>, U) {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
 
 #[derive(Template)]
 #[template(path = "queue.html")]
@@ -619,54 +710,28 @@ struct QueueTpl {
     chrome: Chrome,
     tier_zh: String,
     rows: Vec<CaseRow>,
-    total: u64,
-    /// This page (from 1) of `pages`, and the positions (from 1) of its first and last rows.
-    page: usize,
-    pages: usize,
-    first: usize,
-    last: usize,
-    prev: Option<usize>,
-    next: Option<usize>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct QueueParams {
-    page: Option<usize>,
+    pager: Pager,
 }
 
 /// `GET /queue?page=N`: the cases waiting for this node's tier, the most pressing deadline
-/// first, [`QUEUE_PAGE_ROWS`] a page.
+/// first, [`PAGE_ROWS`] a page.
 pub async fn queue(
     State(state): State<AppState>,
     auth: Auth,
-    Query(p): Query<QueueParams>,
+    Query(p): Query<PageParams>,
 ) -> PageResult {
     auth.require(Action::ViewCases)?;
-    let want = p.page.unwrap_or(1).max(1);
-    let at = |n: usize| (n - 1).saturating_mul(QUEUE_PAGE_ROWS);
-    let (mut items, total) = views::queue(&state.node, at(want), QUEUE_PAGE_ROWS).await?;
-    let pages = usize::try_from(total)
-        .unwrap_or(usize::MAX)
-        .div_ceil(QUEUE_PAGE_ROWS)
-        .max(1);
-    // Past the end: the last page.
-    let n = want.min(pages);
-    if n != want {
-        items = views::queue(&state.node, at(n), QUEUE_PAGE_ROWS).await?.0;
-    }
-    let offset = at(n);
+    let (items, pager) = paged("/queue", p.page, |offset| {
+        let node = state.node.clone();
+        async move { Ok(views::queue(&node, offset, PAGE_ROWS).await?) }
+    })
+    .await?;
     let rows: Vec<CaseRow> = items.into_iter().map(|t| timed_row(&state, t)).collect();
     page(&QueueTpl {
         chrome: Chrome::new(&state, Some(&auth), "待办队列"),
         tier_zh: views::tier_zh(state.node.tier()),
-        first: offset + 1,
-        last: offset + rows.len(),
         rows,
-        total,
-        page: n,
-        pages,
-        prev: (n > 1).then(|| n - 1),
-        next: (n < pages).then(|| n + 1),
+        pager,
     })
 }
 
@@ -675,85 +740,70 @@ pub async fn queue(
 struct SupervisionTpl {
     chrome: Chrome,
     rows: Vec<CaseRow>,
-    red: usize,
-    yellow: usize,
+    red: u64,
+    yellow: u64,
     /// (step name, red, yellow): where the late cases wait.
-    by_step: Vec<(String, usize, usize)>,
+    by_step: Vec<(String, u64, u64)>,
     /// (tier, division, red, yellow): who holds them.
-    by_holder: Vec<(String, String, usize, usize)>,
+    by_holder: Vec<(String, String, u64, u64)>,
     can_urge: bool,
     flash: String,
+    pager: Pager,
 }
 
-#[derive(Debug, Deserialize)]
-pub struct SupervisionParams {
-    urged: Option<String>,
-}
-
-/// `GET /supervision` (电子监察): open cases that are late or due within a working day, red
-/// first, counted by step and by the division holding the baton, which is the one to act; at
-/// the county a county admin or approver urges (催办) from here.
+/// `GET /supervision?page=N` (电子监察): open cases that are late or due within a working day,
+/// red first, [`PAGE_ROWS`] a page, counted (all of them) by step and by the division
+/// holding the baton, which is the one to act; at the county a county admin or approver
+/// urges (催办) from here.
 pub async fn supervision(
     State(state): State<AppState>,
     auth: Auth,
-    Query(p): Query<SupervisionParams>,
+    Query(p): Query<PageParams>,
 ) -> PageResult {
-    use yiciban_core::deadline::Warning;
     auth.require(Action::ViewCases)?;
-    let items = views::supervision(&state.node)?;
-    let red = items
-        .iter()
-        .filter(|t| t.time.worst() == Warning::Red)
-        .count();
-    let yellow = items.len() - red;
-    let mut by_step: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    let mut by_holder: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
-    for t in &items {
-        let s = &t.summary;
-        let step = s
-            .step
-            .as_deref()
-            .map(|step| views::step_zh(&state.node, &s.item_code, step))
-            .unwrap_or_default();
-        let holder = match s.tier {
-            Some(Tier::Village) => s.village.clone(),
-            Some(Tier::Town) => s.town.clone(),
-            Some(Tier::County) => s.county.clone(),
-            None => String::new(),
-        };
-        let tier = s.tier.map(views::tier_zh).unwrap_or_default();
-        let is_red = t.time.worst() == Warning::Red;
-        for slot in [
-            by_step.entry(step).or_default(),
-            by_holder.entry((tier, holder)).or_default(),
-        ] {
-            if is_red {
-                slot.0 += 1;
-            } else {
-                slot.1 += 1;
-            }
+    let ((items, board), pager) = paged("/supervision", p.page, |offset| {
+        let node = state.node.clone();
+        async move {
+            let (items, board) = views::supervision(&node, offset, PAGE_ROWS).await?;
+            let total = board.total();
+            Ok(((items, board), total))
         }
+    })
+    .await?;
+    let mut by_step: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for ((item, step), m) in &board.by_step {
+        let slot = by_step
+            .entry(views::step_zh(&state.node, item, step))
+            .or_default();
+        slot.0 += m.red;
+        slot.1 += m.yellow;
     }
-    let rows = items
-        .into_iter()
-        .take(QUEUE_ROWS)
-        .map(|t| timed_row(&state, t))
+    let by_holder = board
+        .by_holder
+        .iter()
+        .map(|((tier, division), m)| {
+            (
+                tier.map(views::tier_zh).unwrap_or_default(),
+                division.clone(),
+                m.red,
+                m.yellow,
+            )
+        })
         .collect();
+    let rows = items.into_iter().map(|t| timed_row(&state, t)).collect();
     page(&SupervisionTpl {
         chrome: Chrome::new(&state, Some(&auth), "电子监察"),
         rows,
-        red,
-        yellow,
+        red: board.red,
+        yellow: board.yellow,
         by_step: by_step.into_iter().map(|(k, (r, y))| (k, r, y)).collect(),
-        by_holder: by_holder
-            .into_iter()
-            .map(|((t, d), (r, y))| (t, d, r, y))
-            .collect(),
+        by_holder,
         can_urge: state.node.tier() == Tier::County && authz::allowed(auth.0.role, Action::Urge),
         flash: p
             .urged
             .map(|r| format!("已催办：{r}（催办记录随同步送达办理层级）"))
             .unwrap_or_default(),
+        pager,
     })
 }
 
@@ -1456,7 +1506,6 @@ struct VerifyTpl {
     summary: Option<ResultSummary>,
     signer_role: String,
     reason_zh: String,
-    reason_en: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1475,7 +1524,6 @@ pub async fn verify(State(state): State<AppState>, Query(q): Query<VerifyParams>
         summary: None,
         signer_role: String::new(),
         reason_zh: String::new(),
-        reason_en: String::new(),
     };
     if tpl.checked {
         match state.node.verify_result(&payload) {
@@ -1485,9 +1533,7 @@ pub async fn verify(State(state): State<AppState>, Query(q): Query<VerifyParams>
                 tpl.summary = Some(v.summary);
             }
             Err(e) => {
-                let msg = e.msg();
-                tpl.reason_zh = msg.zh;
-                tpl.reason_en = msg.en;
+                tpl.reason_zh = e.msg().zh;
             }
         }
     }
@@ -1777,6 +1823,7 @@ struct FollowUpRow {
     source_zh: &'static str,
     rated_on: String,
     due: String,
+    provisional: bool,
     warning: &'static str,
     warning_zh: &'static str,
     /// What was typed into its close form before a refusal.
@@ -1788,28 +1835,35 @@ struct FollowUpRow {
 struct FollowUpsTpl {
     chrome: Chrome,
     rows: Vec<FollowUpRow>,
-    red: usize,
-    yellow: usize,
-    total: usize,
+    red: u64,
+    yellow: u64,
+    total: u64,
     days: u32,
     /// This user at this node may close follow-ups (county staff).
     can_close: bool,
     flash: String,
+    pager: Pager,
 }
 
-fn render_follow_ups(
+async fn render_follow_ups(
     state: &AppState,
     auth: &Auth,
     flash: String,
     typed: Option<&CloseFollowUpForm>,
+    want: Option<usize>,
 ) -> Result<FollowUpsTpl, PageError> {
-    use yiciban_core::deadline::Warning;
-    let items = views::follow_ups(&state.node)?;
-    let count = |w: Warning| items.iter().filter(|i| i.follow_up.warning == w).count();
-    let (red, yellow, total) = (count(Warning::Red), count(Warning::Yellow), items.len());
+    let ((items, counts), pager) = paged("/followups", want, |offset| {
+        let node = state.node.clone();
+        async move {
+            let (items, counts) = views::follow_ups(&node, offset, PAGE_ROWS)?;
+            let total = counts.total;
+            Ok(((items, counts), total))
+        }
+    })
+    .await?;
+    let (red, yellow, total) = (counts.red, counts.yellow, counts.total);
     let rows = items
         .into_iter()
-        .take(QUEUE_ROWS)
         .map(|i| {
             let f = i.follow_up;
             FollowUpRow {
@@ -1826,6 +1880,7 @@ fn render_follow_ups(
                 comment: f.comment,
                 source_zh: rating::source_zh(&f.source),
                 rated_on: f.rated_on.to_string(),
+                provisional: f.provisional,
                 due: f.due.map_or_else(
                     || format!("无法计算：{}", f.error.unwrap_or_default()),
                     |d| d.to_string(),
@@ -1846,14 +1901,19 @@ fn render_follow_ups(
         can_close: state.node.tier() == Tier::County
             && authz::allowed(auth.0.role, Action::CloseFollowUp),
         flash,
+        pager,
     })
 }
 
 /// `GET /followups` (回访整改): the open follow-ups of bad ratings, red first, then the
 /// earliest due; at the county, each with its close form.
-pub async fn follow_ups(State(state): State<AppState>, auth: Auth) -> PageResult {
+pub async fn follow_ups(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(p): Query<PageParams>,
+) -> PageResult {
     auth.require(Action::ViewFollowUps)?;
-    page(&render_follow_ups(&state, &auth, String::new(), None)?)
+    page(&render_follow_ups(&state, &auth, String::new(), None, p.page).await?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -1891,7 +1951,7 @@ pub async fn close_follow_up(
         ) => {
             let err = AppError::from(e);
             let (status, _) = err.status_and_code();
-            let tpl = render_follow_ups(&state, &auth, err.message().zh, Some(&f))?;
+            let tpl = render_follow_ups(&state, &auth, err.message().zh, Some(&f), None).await?;
             Ok((status, Html(tpl.render()?)).into_response())
         }
         Err(e) => Err(e.into()),

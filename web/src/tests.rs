@@ -14,6 +14,7 @@ use crate::{AppState, router};
 mod admin;
 mod bundle;
 mod stats;
+mod supervision;
 
 async fn state(dir: &tempfile::TempDir) -> AppState {
     node_state(dir, "village", "").await

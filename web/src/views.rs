@@ -1,7 +1,7 @@
 //! What templates and JSON show, derived from core types: state JSON, step names, the review
 //! queue, link state, times.
 
-use chrono::{DateTime, FixedOffset, NaiveDate};
+use chrono::{DateTime, FixedOffset};
 use serde_json::json;
 use yiciban_core::catalog::Tier;
 use yiciban_core::deadline::{LegalTime, Marks, Warning};
@@ -10,7 +10,7 @@ use yiciban_core::fold::{CaseState, Status};
 use yiciban_core::hlc::Hlc;
 use yiciban_core::message::Msg;
 use yiciban_core::node::{LinkReport, Node};
-use yiciban_core::store::{CaseQuery, StoreError};
+use yiciban_core::store::StoreError;
 use yiciban_core::summary::CaseSummary;
 
 /// The state block every case response carries, with legal time counted today.
@@ -33,6 +33,7 @@ pub fn state_json(node: &Node, item_code: &str, state: &CaseState) -> serde_json
         "step_warning": time.step_warning,
         "paused": time.paused,
         "on_time": time.on_time,
+        "provisional": time.provisional,
         "time_error": time.error,
     })
 }
@@ -51,6 +52,9 @@ pub fn time_line(time: &LegalTime) -> String {
     }
     if let Some(s) = time.step_due {
         line.push_str(&format!(" · 本环节 {s}"));
+    }
+    if time.provisional {
+        line.push_str("（预估：该年度工作日历尚未发布，按法定节假日规则推算，调休无法预知）");
     }
     if time.paused {
         line.push_str("（补正期间暂停计时）");
@@ -79,15 +83,6 @@ impl TimedCase {
     fn of(node: &Node, summary: CaseSummary) -> Self {
         let time = node.legal_time(&summary.item_code, &summary.marks);
         Self { summary, time }
-    }
-
-    /// The date that presses first: the step's, else the case's; undated last.
-    fn urgency(&self) -> (bool, Option<NaiveDate>, Hlc) {
-        let date = match (self.time.step_due, self.time.due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        (date.is_none(), date, self.summary.accepted_at)
     }
 }
 
@@ -151,26 +146,6 @@ pub fn step_zh(node: &Node, item_code: &str, step: &str) -> String {
     .to_string()
 }
 
-use yiciban_core::queue::OPEN;
-
-/// Cases read per open status for supervision and follow-ups (newest first from the status
-/// index, so a node with more open cases than this in one status would lose its oldest ones).
-const QUEUE_SCAN: usize = 20_000;
-
-/// Open cases, read from the projections only.
-fn open_cases(node: &Node) -> Result<Vec<CaseSummary>, StoreError> {
-    let mut out = Vec::new();
-    for status in OPEN {
-        let query = CaseQuery {
-            q: None,
-            status: Some(status),
-            limit: QUEUE_SCAN,
-        };
-        out.extend(node.store.list_cases(&query)?);
-    }
-    Ok(out)
-}
-
 /// Cases `offset..offset + limit` of the review queue and how many it holds: open cases whose
 /// baton is at this node's tier, the most pressing deadline first (the step's or the case's,
 /// whichever is earlier), then oldest accepted. Read from the queue index
@@ -189,31 +164,21 @@ pub async fn queue(
     Ok((rows, page.total))
 }
 
-/// Supervision (电子监察): every open case this node holds that is late (red) or has at most
-/// one working day left (yellow), red first, then by the most pressing deadline.
-pub fn supervision(node: &Node) -> Result<Vec<TimedCase>, StoreError> {
-    let mut out: Vec<TimedCase> = open_cases(node)?
+/// Supervision (电子监察): cases `offset..offset + limit` of every open case this node holds
+/// that is late (red) or has at most one working day left (yellow), red first, then the
+/// earliest date; with the counts of all of them (`yiciban_core::supervision`).
+pub async fn supervision(
+    node: &Node,
+    offset: usize,
+    limit: usize,
+) -> Result<(Vec<TimedCase>, yiciban_core::supervision::Board), StoreError> {
+    let mut board = yiciban_core::supervision::board(node, offset, limit).await?;
+    let rows = std::mem::take(&mut board.rows)
         .into_iter()
-        .map(|s| TimedCase::of(node, s))
-        .filter(|t| t.time.worst() != Warning::None)
+        .map(|(s, _)| TimedCase::of(node, s))
         .collect();
-    out.sort_by(|a, b| {
-        (
-            std::cmp::Reverse(a.time.worst()),
-            a.urgency(),
-            &a.summary.id,
-        )
-            .cmp(&(
-                std::cmp::Reverse(b.time.worst()),
-                b.urgency(),
-                &b.summary.id,
-            ))
-    });
-    Ok(out)
+    Ok((rows, board))
 }
-
-/// Statuses whose cases can carry a rating, hence a follow-up.
-const RATEABLE: [Status; 3] = [Status::Issued, Status::Completed, Status::Rejected];
 
 /// One open follow-up of a bad rating (回访整改) with the case it belongs to.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -228,51 +193,27 @@ pub struct FollowUpCase {
     pub follow_up: yiciban_core::rating::FollowUp,
 }
 
-/// Every open follow-up this node holds, red first, then the earliest due. Scans the rateable
-/// cases through the projections (newest first, at most [`QUEUE_SCAN`] per status) and loads
-/// each document to derive its follow-ups: fine at county scale (a document is a few KB),
-/// but it grows with the closed cases held; a projection of open follow-ups would make it
-/// flat.
-pub fn follow_ups(node: &Node) -> Result<Vec<FollowUpCase>, StoreError> {
-    let mut out = Vec::new();
-    for status in RATEABLE {
-        let query = CaseQuery {
-            q: None,
-            status: Some(status),
-            limit: QUEUE_SCAN,
-        };
-        for summary in node.store.list_cases(&query)? {
-            let Some(case) = node.store.case(&summary.id)? else {
-                continue;
-            };
-            for f in node.follow_ups(&case) {
-                if f.closed {
-                    continue;
-                }
-                out.push(FollowUpCase {
-                    case_id: summary.id.clone(),
-                    receipt_no: summary.receipt_no.clone(),
-                    item_name: summary.item_name.clone(),
-                    applicant_name: summary.applicant_name.clone(),
-                    village: summary.village.clone(),
-                    status: summary.status,
-                    follow_up: f,
-                });
-            }
-        }
-    }
-    out.sort_by(|a, b| {
-        let key = |f: &FollowUpCase| {
-            (
-                std::cmp::Reverse(f.follow_up.warning),
-                f.follow_up.due.is_none(),
-                f.follow_up.due,
-                f.follow_up.rating_event_id.clone(),
-            )
-        };
-        key(a).cmp(&key(b))
-    });
-    Ok(out)
+/// Open follow-ups `offset..offset + limit`, red first, then the earliest due, with how many
+/// are open, red and yellow (`yiciban_core::followups`).
+pub fn follow_ups(
+    node: &Node,
+    offset: usize,
+    limit: usize,
+) -> Result<(Vec<FollowUpCase>, yiciban_core::followups::Page), StoreError> {
+    let mut page = yiciban_core::followups::page(node, offset, limit)?;
+    let rows = std::mem::take(&mut page.rows)
+        .into_iter()
+        .map(|r| FollowUpCase {
+            case_id: r.summary.id,
+            receipt_no: r.summary.receipt_no,
+            item_name: r.summary.item_name,
+            applicant_name: r.summary.applicant_name,
+            village: r.summary.village,
+            status: r.summary.status,
+            follow_up: r.follow_up,
+        })
+        .collect();
+    Ok((rows, page))
 }
 
 /// The node's link to its peers, shown on every page.
@@ -363,7 +304,7 @@ pub fn describe_links(
                 if !l.link.connected
                     && let Some(e) = &l.link.last_error
                 {
-                    parts.push(format!("最近错误：{}", shorten(e, 60)));
+                    parts.push(format!("最近错误：{}", yiciban_core::link_error::zh(e)));
                 }
                 parts.join(" · ")
             })
@@ -408,14 +349,6 @@ fn waiting(changes: u64) -> String {
         "无待同步".into()
     } else {
         format!("待同步 {changes} 项")
-    }
-}
-
-fn shorten(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(max).collect::<String>())
     }
 }
 
@@ -496,7 +429,7 @@ mod tests {
         assert!(!s.online);
         assert_eq!(
             s.text,
-            "上级节点（县）：未连接 · 从未同步 · 无待同步 · 最近错误：connection refused"
+            "上级节点（县）：未连接 · 从未同步 · 无待同步 · 最近错误：无法连接：县级节点未运行或网络不通，恢复后自动重连"
         );
     }
 

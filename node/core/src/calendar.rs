@@ -1,9 +1,17 @@
-//! The working-day calendar (工作日历) that legal time limits are counted on (DESIGN.md §4).
+//! The working-day calendar (工作日历) that legal time limits are counted on.
 //!
 //! Saturdays and Sundays rest, public holidays rest, make-up working days (调休) work even on a
 //! weekend. Limits count from the day after acceptance: a 5-working-day limit ends on the fifth
-//! working day after the day of acceptance. The county publishes the calendar; a node asked
-//! about a year the calendar does not cover says so instead of guessing.
+//! working day after the day of acceptance.
+//!
+//! The county publishes the calendar of each year from the State Council's notice. A year it
+//! has not published (every December, the next one) is counted on the provisional calendar
+//! of [`rules`]: weekends and the statutory holidays by rule, without the 调休 no rule can
+//! predict. A count that touched such a year says so ([`Calendar::provisional_between`]), and
+//! the due dates it gives are shown as 预估 until the county publishes the year. The legal
+//! clock never stops for want of a published year.
+
+pub mod rules;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -44,22 +52,29 @@ struct Workday {
     date: NaiveDate,
 }
 
-/// A checked calendar.
+/// A checked calendar: the published years, and the rule for every other year.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Calendar {
+    /// The years the county published.
     years: BTreeSet<i32>,
     holidays: BTreeSet<NaiveDate>,
     workdays: BTreeSet<NaiveDate>,
 }
 
+/// Why a calendar was refused or a count could not be made. The messages are for the people
+/// who publish and read calendars: Chinese.
 #[derive(Debug, Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CalendarError {
-    #[error("calendar: {place}: {reason}")]
+    #[error("工作日历有误：{place}：{reason}")]
     Invalid { place: String, reason: String },
-    #[error("the working-day calendar does not cover {0}; the county must publish that year")]
+    #[error(
+        "{0}年既未发布工作日历，也超出节假日规则推算的年份（{first}—{last}年），无法计算期限",
+        first = rules::FIRST_YEAR,
+        last = rules::LAST_YEAR
+    )]
     NotCovered(i32),
-    #[error("a limit of {0} working days is longer than the {MAX_WORKING_DAYS} this node counts")]
+    #[error("{0}个工作日的期限超过本节点可计算的{MAX_WORKING_DAYS}个工作日")]
     TooLong(u32),
 }
 
@@ -82,47 +97,55 @@ impl Calendar {
             let line = e.span().map_or(0, |s| {
                 text[..s.start.min(text.len())].matches('\n').count() + 1
             });
-            invalid(format!("line {line}"), e.message())
+            // The parser's own words are English: the line and the kind of fault say enough.
+            invalid(format!("第{line}行"), "格式不符（应为工作日历文件的 TOML 格式：schema、years、[[holidays]]、[[workdays]]）")
         })?;
         if file.schema != CALENDAR_SCHEMA {
             return Err(invalid(
                 "schema",
-                format!("{} is not {CALENDAR_SCHEMA}", file.schema),
+                format!("{} 不是本版本可读的 {CALENDAR_SCHEMA}", file.schema),
             ));
         }
         if file.years.is_empty() {
-            return Err(invalid("years", "no year is covered"));
+            return Err(invalid("years", "未列出任何年份"));
+        }
+        if let Some(y) = file
+            .years
+            .iter()
+            .find(|y| !(rules::FIRST_YEAR..=rules::LAST_YEAR).contains(*y))
+        {
+            return Err(invalid(
+                "years",
+                format!("{y}年不在{}—{}年之间", rules::FIRST_YEAR, rules::LAST_YEAR),
+            ));
         }
         let years: BTreeSet<i32> = file.years.into_iter().collect();
         let covered = |d: NaiveDate| years.contains(&d.year());
         let mut holidays = BTreeSet::new();
         for (i, h) in file.holidays.iter().enumerate() {
-            let place = format!("holidays[{i}] ({})", h.name);
+            let place = format!("第{}个假日（{}）", i + 1, h.name);
             if h.to < h.from || (h.to - h.from).num_days() > 31 {
                 return Err(invalid(
                     place,
-                    "`to` must be on or after `from`, within 31 days",
+                    "结束日期（to）须不早于开始日期（from），且相距不超过31天",
                 ));
             }
             let mut d = h.from;
             while d <= h.to {
                 if !covered(d) {
-                    return Err(invalid(place, format!("{d} is outside the covered years")));
+                    return Err(invalid(place, format!("{d}不在所列年份之内")));
                 }
                 holidays.insert(d);
                 d = d
                     .succ_opt()
-                    .ok_or_else(|| invalid(place.clone(), "date overflow"))?;
+                    .ok_or_else(|| invalid(place.clone(), "日期越界"))?;
             }
         }
         let mut workdays = BTreeSet::new();
         for (i, w) in file.workdays.iter().enumerate() {
-            let place = format!("workdays[{i}] ({})", w.name);
+            let place = format!("第{}个调休上班日（{}）", i + 1, w.name);
             if !covered(w.date) || holidays.contains(&w.date) {
-                return Err(invalid(
-                    place,
-                    "outside the covered years, or also a holiday",
-                ));
+                return Err(invalid(place, "不在所列年份之内，或同时列为假日"));
             }
             workdays.insert(w.date);
         }
@@ -133,20 +156,41 @@ impl Calendar {
         })
     }
 
-    /// The years this calendar covers.
+    /// A calendar with no published year: every year counts by rule.
+    pub fn provisional_only() -> Self {
+        Self {
+            years: BTreeSet::new(),
+            holidays: BTreeSet::new(),
+            workdays: BTreeSet::new(),
+        }
+    }
+
+    /// The years the county published.
     pub fn years(&self) -> Vec<i32> {
         self.years.iter().copied().collect()
     }
 
-    /// Whether `date` is a working day.
+    /// Whether the county published `year` (else it counts by rule, provisionally).
+    pub fn is_published(&self, year: i32) -> bool {
+        self.years.contains(&year)
+    }
+
+    /// Whether a count over the days from `from` to `to` touches a year counted by rule.
+    pub fn provisional_between(&self, from: NaiveDate, to: NaiveDate) -> bool {
+        let (a, b) = if from <= to { (from, to) } else { (to, from) };
+        (a.year()..=b.year()).any(|y| !self.is_published(y))
+    }
+
+    /// Whether `date` is a working day: as published, else by rule ([`rules`]).
     pub fn is_working_day(&self, date: NaiveDate) -> Result<bool, CalendarError> {
+        let weekend = matches!(date.weekday(), Weekday::Sat | Weekday::Sun);
         if !self.years.contains(&date.year()) {
-            return Err(CalendarError::NotCovered(date.year()));
+            let rule = rules::year(date.year()).ok_or(CalendarError::NotCovered(date.year()))?;
+            return Ok(!weekend && !rule.rest.contains(&date));
         }
         if self.workdays.contains(&date) {
             return Ok(true);
         }
-        let weekend = matches!(date.weekday(), Weekday::Sat | Weekday::Sun);
         Ok(!weekend && !self.holidays.contains(&date))
     }
 
@@ -236,15 +280,28 @@ date = "2026-06-07"
     }
 
     #[test]
-    fn zero_days_ends_the_same_day_and_uncovered_years_are_an_error() {
+    fn zero_days_ends_the_same_day_and_an_unpublished_year_counts_by_rule() {
         let cal = Calendar::parse(STATED).unwrap();
         assert_eq!(
             cal.add_working_days(d("2026-06-03"), 0).unwrap(),
             d("2026-06-03")
         );
+        // Wed 30 Dec 2026: Thu 31 (1); 2027 by rule: Fri 1 Jan rests (元旦), Mon 4 (2),
+        // Tue 5 (3), Wed 6 (4), Thu 7 (5).
         assert_eq!(
-            cal.add_working_days(d("2026-12-30"), 5),
-            Err(CalendarError::NotCovered(2027))
+            cal.add_working_days(d("2026-12-30"), 5).unwrap(),
+            d("2027-01-07")
+        );
+        assert!(cal.provisional_between(d("2026-12-30"), d("2027-01-07")));
+        assert!(!cal.provisional_between(d("2026-06-03"), d("2026-06-11")));
+        assert_eq!(
+            cal.is_working_day(d("2300-01-05")),
+            Err(CalendarError::NotCovered(2300))
+        );
+        assert!(
+            CalendarError::NotCovered(2300)
+                .to_string()
+                .contains("2300年")
         );
         assert_eq!(
             cal.add_working_days(d("2026-01-05"), 5000),
@@ -263,7 +320,7 @@ date = "2026-06-07"
         );
         let bad = STATED.replace("to = \"2026-06-06\"", "to = \"2026-06-01\"");
         assert!(
-            matches!(Calendar::parse(&bad), Err(CalendarError::Invalid { place, .. }) if place.starts_with("holidays[0]"))
+            matches!(Calendar::parse(&bad), Err(CalendarError::Invalid { place, .. }) if place.starts_with("第1个假日"))
         );
         assert!(Calendar::parse("schema = 2\nyears=[2026]").is_err());
     }

@@ -351,6 +351,13 @@ impl Config {
         self.calendar.as_ref().map(|c| self.resolve(&c.path))
     }
 
+    /// Where a calendar published from the county's console is kept: the file the config
+    /// names, else `calendar.toml` beside the config (read at start when no path is named).
+    pub fn published_calendar_file(&self) -> PathBuf {
+        self.calendar_path()
+            .unwrap_or_else(|| self.base_dir.join("calendar.toml"))
+    }
+
     /// The divisions a case accepted here belongs to.
     pub fn divisions(&self) -> Divisions {
         Divisions {

@@ -1,5 +1,5 @@
-//! Legal time (办理时限, DESIGN.md §4): due dates and supervision warnings from a case's state,
-//! its item's limits and the working-day calendar.
+//! Legal time (办理时限): due dates and supervision warnings from a case's state, its item's
+//! limits and the working-day calendar.
 //!
 //! - Limits count in working days from the day after acceptance (local date of the
 //!   `accepted` stamp). 即办件 have none.
@@ -12,6 +12,9 @@
 //! - The current route step has its own limit from the day after it began (`step_due`).
 //! - `yellow` when at most one working day is left (the day before and the day itself), `red`
 //!   once the day has passed.
+//! - A count that touched a year the county has not published is `provisional` (预估): it
+//!   rests on the holidays by rule ([`crate::calendar::rules`]) and moves when the year is
+//!   published.
 //!
 //! A pure function: every node with the same events, calendar and date shows the same answer.
 
@@ -122,7 +125,10 @@ pub struct LegalTime {
     pub paused: bool,
     /// Once decided: whether the decision fell on or before `due`.
     pub on_time: Option<bool>,
-    /// Why nothing could be counted (the calendar does not cover a year).
+    /// The dates rest on a year the county has not published (预估): counted on the holidays
+    /// by rule, they move when the year is published.
+    pub provisional: bool,
+    /// Why nothing could be counted, in Chinese (a year beyond every calendar).
     pub error: Option<String>,
 }
 
@@ -173,19 +179,21 @@ fn dues(
     accepted: Hlc,
 ) -> Result<(NaiveDate, NaiveDate), CalendarError> {
     let date = |at: Hlc| local_date(at, offset);
+    // A pause still open ends today, or with the decision that closed the case meanwhile.
+    let open_until = state.decided_at.map_or(today, date);
     // Where the count starts and how many working days of pauses it skips.
     let (start, skipped) = match limits.supplement_clock {
         SupplementClock::Pause => {
             let mut skipped = 0;
             for pause in &state.pauses {
-                let to = pause.to.map_or(today, date);
+                let to = pause.to.map_or(open_until, date);
                 skipped += calendar.working_days_between(date(pause.from), to)?;
             }
             (date(accepted), skipped)
         }
         SupplementClock::Restart => {
             // Still waiting: the count starts again from tomorrow at the earliest.
-            let restart = state.pauses.last().map(|p| p.to.map_or(today, date));
+            let restart = state.pauses.last().map(|p| p.to.map_or(open_until, date));
             (restart.unwrap_or(date(accepted)), 0)
         }
     };
@@ -222,10 +230,18 @@ fn count(
 ) -> Result<LegalTime, CalendarError> {
     let paused = state.paused;
     let (due, statutory_due) = dues(state, limits, calendar, today, offset, accepted)?;
+    // The days counted run from acceptance (or an earlier step start) to the latest due date.
+    let first = [Some(accepted), state.step_since]
+        .into_iter()
+        .flatten()
+        .map(|at| local_date(at, offset))
+        .min()
+        .unwrap_or(today);
     let mut time = LegalTime {
         due: Some(due),
         statutory_due: Some(statutory_due),
         paused,
+        provisional: calendar.provisional_between(first, due.max(statutory_due)),
         ..LegalTime::default()
     };
     if let Some(decided) = state.decided_at {
@@ -236,6 +252,7 @@ fn count(
     if let Some(step_due) = step_due(state, limits, calendar, offset)? {
         time.step_due = Some(step_due);
         time.step_warning = mark(calendar, today, step_due)?;
+        time.provisional |= calendar.provisional_between(first, step_due);
     }
     Ok(time)
 }
@@ -263,6 +280,37 @@ pub fn pressing_date(
     let (due, _) = dues(state, limits, calendar, today, offset, accepted).ok()?;
     let step = step_due(state, limits, calendar, offset).ok()?;
     Some(step.map_or(due, |s| s.min(due)))
+}
+
+/// The date supervision (电子监察) marks the case by: the earlier of the current step's due
+/// date and, while the case is open, undecided and not waiting on materials, its own due
+/// date. On any day, the worst mark of [`legal_time`] is [`due_warning`] of this date, so an
+/// index sorted by it lists every case to watch without counting each one; it does not
+/// depend on today. `None`: nothing to watch (no limit, or not counted).
+pub fn watch_date(
+    state: &Marks,
+    limits: Option<&Limits>,
+    calendar: &Calendar,
+    offset: FixedOffset,
+) -> Option<NaiveDate> {
+    let (Some(limits), Some(accepted)) = (limits, state.accepted_at) else {
+        return None;
+    };
+    let step = step_due(state, limits, calendar, offset).ok()?;
+    let case = if state.decided_at.is_none() && state.open && !state.paused {
+        // No pause is open on such a case, so today plays no part in its due date.
+        Some(
+            dues(state, limits, calendar, NaiveDate::MIN, offset, accepted)
+                .ok()?
+                .0,
+        )
+    } else {
+        None
+    };
+    match (step, case) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 fn mark(calendar: &Calendar, today: NaiveDate, due: NaiveDate) -> Result<Warning, CalendarError> {
@@ -437,12 +485,62 @@ mod tests {
         );
     }
 
+    /// Every history of the fold tests, on each day of three weeks: supervision's date gives
+    /// the same worst mark as counting the case's legal time that day.
     #[test]
-    fn an_uncovered_year_is_an_error_not_a_guess_and_immediate_items_have_no_limit() {
+    fn the_watch_date_marks_as_legal_time_does_on_every_day() {
+        let (v, t) = (Tier::Village, Tier::Town);
+        let histories: Vec<Vec<Event>> = vec![
+            vec![ev("a", "2026-09-30", v, EventKind::Accepted)],
+            vec![
+                ev("a", "2026-09-30", v, EventKind::Accepted),
+                ev("s", "2026-10-05", t, EventKind::SupplementRequested),
+            ],
+            vec![
+                ev("a", "2026-09-30", v, EventKind::Accepted),
+                ev("s", "2026-10-05", t, EventKind::SupplementRequested),
+                ev("p", "2026-10-07", v, EventKind::SupplementProvided),
+            ],
+            vec![
+                ev("a", "2026-09-30", v, EventKind::Accepted),
+                ev("r", "2026-10-09", t, EventKind::ReviewPassed),
+            ],
+        ];
+        let calendar = Calendar::parse(CALENDAR).expect("calendar");
+        for clock in [SupplementClock::Pause, SupplementClock::Restart] {
+            for events in &histories {
+                let marks = Marks::of(&fold(&route(), events));
+                let limits = limits(clock);
+                let watch = watch_date(&marks, Some(&limits), &calendar, china());
+                let mut day = d("2026-09-30");
+                while day < d("2026-10-21") {
+                    let time = legal_time(&marks, Some(&limits), &calendar, day, china());
+                    let by_date = watch.map_or(Warning::None, |w| {
+                        due_warning(&calendar, day, w).expect("counted")
+                    });
+                    assert_eq!(
+                        time.worst(),
+                        by_date,
+                        "{clock:?}, {} events, {day}",
+                        events.len()
+                    );
+                    day = day.succ_opt().expect("day");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_unpublished_year_counts_by_rule_marked_provisional_and_immediate_items_have_no_limit() {
+        // Mon 28 Dec 2026; the calendar covers 2026 only. Tue 29 (1), Wed 30 (2), Thu 31
+        // (3); 2027 by rule: Fri 1 Jan rests (元旦), Mon 4 (4), Tue 5 (5).
         let events = [ev("a", "2026-12-28", Tier::Village, EventKind::Accepted)];
         let t = time(&events, SupplementClock::Pause, "2026-12-28");
-        assert_eq!(t.due, None);
-        assert!(t.error.as_deref().is_some_and(|e| e.contains("2027")));
+        assert_eq!(t.due, Some(d("2027-01-05")));
+        assert!(t.provisional);
+        assert_eq!(t.error, None);
+        let within = [ev("a", "2026-09-30", Tier::Village, EventKind::Accepted)];
+        assert!(!time(&within, SupplementClock::Pause, "2026-09-30").provisional);
         let calendar = Calendar::parse(CALENDAR).expect("calendar");
         let state = Marks::of(&fold(&route(), &events));
         assert_eq!(

@@ -79,11 +79,27 @@ impl Status {
     }
 }
 
-/// An event that did not move the case, and why.
+/// An event that did not move the case, and why: in Chinese for the people who read the
+/// case, in English beside it for the API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Superseded {
     pub event_id: String,
     pub reason: String,
+    #[serde(default)]
+    pub reason_en: String,
+}
+
+/// Why the fold did not let an event move the case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Why {
+    pub zh: &'static str,
+    pub en: &'static str,
+}
+
+impl Why {
+    const fn new(zh: &'static str, en: &'static str) -> Self {
+        Self { zh, en }
+    }
 }
 
 /// The state every node computes from the same events.
@@ -116,6 +132,20 @@ pub struct CaseState {
     pub decided_at: Option<Hlc>,
     /// When the case closed (completed, rejected, withdrawn).
     pub closed_at: Option<Hlc>,
+    /// Each stay of the case on a route step that ended, in fold order (statistics count
+    /// the working days each step took from them).
+    pub visits: Vec<Visit>,
+}
+
+/// A stay of a case on a route step: from the event that moved it there to the one that
+/// moved it on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Visit {
+    /// The step's index in the route.
+    pub index: usize,
+    pub step: String,
+    pub since: Hlc,
+    pub until: Hlc,
 }
 
 /// A supplement request's stop of the legal clock: from the request to the materials.
@@ -143,6 +173,7 @@ impl CaseState {
             pauses: Vec::new(),
             decided_at: None,
             closed_at: None,
+            visits: Vec::new(),
         }
     }
 }
@@ -156,15 +187,25 @@ pub fn fold(route: &[String], events: &[Event]) -> CaseState {
     state.event_count = sorted.len();
     for event in sorted {
         let before = (state.status, state.step.clone());
+        let left = (state.step_index, state.step_since);
         match apply(&mut state, route, event) {
-            Err(reason) => state.superseded.push(Superseded {
+            Err(why) => state.superseded.push(Superseded {
                 event_id: event.id.clone(),
-                reason: reason.to_string(),
+                reason: why.zh.to_string(),
+                reason_en: why.en.to_string(),
             }),
             Ok(()) => {
                 // A person who moves the case on, or says so in a comment, resolves a conflict.
                 let moved = before != (state.status, state.step.clone());
                 if moved {
+                    if let ((Some(index), Some(since)), Some(step)) = (left, &before.1) {
+                        state.visits.push(Visit {
+                            index,
+                            step: step.clone(),
+                            since,
+                            until: event.at,
+                        });
+                    }
                     state.step_since = Some(event.at);
                     if state.step.is_none() {
                         state.closed_at = Some(event.at);
@@ -181,16 +222,19 @@ pub fn fold(route: &[String], events: &[Event]) -> CaseState {
     state
 }
 
-fn apply(state: &mut CaseState, route: &[String], event: &Event) -> Result<(), &'static str> {
+fn apply(state: &mut CaseState, route: &[String], event: &Event) -> Result<(), Why> {
     match &event.kind {
         EventKind::Accepted => {
             if state.status != Status::New {
-                return Err("the case was already accepted");
+                return Err(Why::new("该办件已受理过", "the case was already accepted"));
             }
             if event.tier != Tier::Village
                 || route.first().map(String::as_str) != Some("village:accept")
             {
-                return Err("only the village accepts a case");
+                return Err(Why::new(
+                    "只有村级节点可以受理办件",
+                    "only the village accepts a case",
+                ));
             }
             state.accepted_at = Some(event.at);
             enter_step(state, route, 1);
@@ -198,21 +242,29 @@ fn apply(state: &mut CaseState, route: &[String], event: &Event) -> Result<(), &
         }
         EventKind::Withdrawn => {
             if event.tier != Tier::Village {
-                return Err("a withdrawal is recorded at the village");
+                return Err(Why::new(
+                    "撤回须在村级节点登记",
+                    "a withdrawal is recorded at the village",
+                ));
             }
             match state.status {
-                Status::New => Err("the case has not been accepted"),
-                Status::Withdrawn => Err("the case was already withdrawn"),
+                Status::New => Err(Why::new("该办件尚未受理", "the case has not been accepted")),
+                Status::Withdrawn => {
+                    Err(Why::new("该办件已撤回", "the case was already withdrawn"))
+                }
                 _ if state.decided => {
                     state.conflict =
-                        Some("withdrawal crossed a decision; resolve with a new event".into());
-                    Err("a decision was taken before the withdrawal")
+                        Some("撤回与审核决定交叉：请以新的办理操作或“解决冲突”备注处理".into());
+                    Err(Why::new(
+                        "撤回之前已作出审核决定",
+                        "a decision was taken before the withdrawal",
+                    ))
                 }
                 Status::UnderReview | Status::SupplementRequested | Status::ReadyToIssue => {
                     close(state, Status::Withdrawn);
                     Ok(())
                 }
-                _ => Err("the case is closed"),
+                _ => Err(Why::new("该办件已办结或关闭", "the case is closed")),
             }
         }
         EventKind::ReviewPassed => {
@@ -255,10 +307,13 @@ fn apply(state: &mut CaseState, route: &[String], event: &Event) -> Result<(), &
         }
         EventKind::SupplementProvided => {
             if state.status != Status::SupplementRequested {
-                return Err("no supplement was requested");
+                return Err(Why::new("未要求补正材料", "no supplement was requested"));
             }
             if event.tier != Tier::Village {
-                return Err("supplements are received at the village");
+                return Err(Why::new(
+                    "补正材料须在村级节点接收",
+                    "supplements are received at the village",
+                ));
             }
             let back = state.resume_index.take().unwrap_or(1);
             state.missing_materials.clear();
@@ -270,10 +325,16 @@ fn apply(state: &mut CaseState, route: &[String], event: &Event) -> Result<(), &
         }
         EventKind::Issued => {
             if state.status != Status::ReadyToIssue {
-                return Err("the case is not ready to issue");
+                return Err(Why::new(
+                    "该办件尚未到出件环节",
+                    "the case is not ready to issue",
+                ));
             }
             if event.tier != Tier::Village {
-                return Err("the village issues the result");
+                return Err(Why::new(
+                    "结果须由村级节点出件",
+                    "the village issues the result",
+                ));
             }
             state.status = Status::Issued;
             state.step = Some("village:pickup".into());
@@ -283,29 +344,38 @@ fn apply(state: &mut CaseState, route: &[String], event: &Event) -> Result<(), &
         }
         EventKind::PickedUp => {
             if state.status != Status::Issued {
-                return Err("the result has not been issued");
+                return Err(Why::new("结果尚未出件", "the result has not been issued"));
             }
             if event.tier != Tier::Village {
-                return Err("the pick-up is recorded at the village");
+                return Err(Why::new(
+                    "领取须在村级节点登记",
+                    "the pick-up is recorded at the village",
+                ));
             }
             close(state, Status::Completed);
             Ok(())
         }
         EventKind::Rated => match state.status {
             Status::Issued | Status::Completed | Status::Rejected => Ok(()),
-            _ => Err("a rating follows the hand-out"),
+            _ => Err(Why::new(
+                "出件之后才能评价",
+                "a rating follows the hand-out",
+            )),
         },
         EventKind::Urged => {
             if event.tier != Tier::County {
-                return Err("the county urges");
+                return Err(Why::new("催办由县级发出", "the county urges"));
             }
             match state.step {
                 Some(_) => Ok(()),
-                None => Err("the case is closed"),
+                None => Err(Why::new("该办件已办结或关闭", "the case is closed")),
             }
         }
         EventKind::Comment | EventKind::NoticeSent => Ok(()),
-        EventKind::Other(_) => Err("not handled by this version"),
+        EventKind::Other(_) => Err(Why::new(
+            "本版本不能处理此类操作",
+            "not handled by this version",
+        )),
     }
 }
 
@@ -315,24 +385,33 @@ fn action(step: &str) -> &str {
 }
 
 /// Only the tier holding the baton, at a step of one of `actions`, moves the case.
-fn holds_baton(state: &CaseState, event: &Event, actions: &[&str]) -> Result<(), &'static str> {
+fn holds_baton(state: &CaseState, event: &Event, actions: &[&str]) -> Result<(), Why> {
     let Some(step) = state.step.as_deref() else {
-        return Err("the case is not open");
+        return Err(Why::new("该办件不在办理中", "the case is not open"));
     };
     if state.step_index.is_none() || !actions.contains(&action(step)) {
-        return Err("the case is not at a step that takes this decision");
+        return Err(Why::new(
+            "该办件当前环节不能作出此项决定",
+            "the case is not at a step that takes this decision",
+        ));
     }
     if state.tier != Some(event.tier) {
-        return Err("another tier holds the baton");
+        return Err(Why::new(
+            "该办件当前由其他层级办理",
+            "another tier holds the baton",
+        ));
     }
     Ok(())
 }
 
 /// A decision: legal only with the baton; one that crosses a withdrawal is a conflict.
-fn decision(state: &mut CaseState, event: &Event, actions: &[&str]) -> Result<(), &'static str> {
+fn decision(state: &mut CaseState, event: &Event, actions: &[&str]) -> Result<(), Why> {
     if state.status == Status::Withdrawn {
-        state.conflict = Some("decision crossed a withdrawal; resolve with a new event".into());
-        return Err("the case was withdrawn before the decision");
+        state.conflict = Some("审核决定与撤回交叉：请以新的办理操作或“解决冲突”备注处理".into());
+        return Err(Why::new(
+            "作出决定之前办件已撤回",
+            "the case was withdrawn before the decision",
+        ));
     }
     holds_baton(state, event, actions)?;
     state.decided = true;

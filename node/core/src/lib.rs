@@ -36,9 +36,12 @@ pub mod deadline;
 pub mod enrol;
 pub mod event;
 pub mod fold;
+pub mod followups;
 pub mod health;
 pub mod hlc;
 pub mod idcard;
+pub mod legal_clock;
+pub mod link_error;
 pub mod message;
 pub mod node;
 pub mod notice;
@@ -49,7 +52,10 @@ pub mod seal;
 pub mod stats;
 pub mod store;
 pub mod summary;
+pub mod supervision;
 pub mod sync_engine;
+#[cfg(test)]
+mod test_nodes;
 pub mod user_dir;
 pub mod users;
 

@@ -106,6 +106,69 @@ pub struct NodeRow {
     pub revoked: bool,
 }
 
+/// From this month on, the county is reminded to publish next year's calendar.
+const REMIND_FROM_MONTH: u32 = 10;
+
+/// What [`Node::calendar_status`] reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CalendarStatus {
+    /// `county` (published and replicated), `config` (this node's file), `built-in`.
+    pub source: &'static str,
+    /// The years the calendar in force publishes.
+    pub years: Vec<i32>,
+    /// This year and the next, where not published: counted by rule.
+    pub provisional_years: Vec<ProvisionalYear>,
+    /// What the county admin is asked to do, in Chinese; `None`: nothing.
+    pub reminder: Option<String>,
+}
+
+/// A year counted by rule, with the holidays the rule gives it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProvisionalYear {
+    pub year: i32,
+    pub holidays: Vec<RuleHolidayView>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuleHolidayView {
+    pub name: &'static str,
+    pub days: Vec<NaiveDate>,
+    /// Working days given as rest for holiday days on a weekend (补假).
+    pub substitutes: Vec<NaiveDate>,
+}
+
+impl ProvisionalYear {
+    fn of(rule: &crate::calendar::rules::RuleYear) -> Self {
+        Self {
+            year: rule.year,
+            holidays: rule
+                .holidays
+                .iter()
+                .map(|h| RuleHolidayView {
+                    name: h.name,
+                    days: h.days.clone(),
+                    substitutes: h.substitutes.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Writes `bytes` to `path` through a file beside it renamed over it, so a reader sees the
+/// old text or the new, never half of one.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("toml.new");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// How often [`Node::calendar`] looks for a newly published calendar.
 const CALENDAR_RECHECK: Duration = Duration::from_secs(2);
 
@@ -452,14 +515,89 @@ impl Node {
         }
     }
 
-    /// This node's own calendar text and where it came from.
+    /// This node's own calendar text and where it came from: `[calendar] path`, else the
+    /// one the county admin published from the console beside the config, else built in.
     fn local_calendar_text(&self) -> Result<(String, &'static str), String> {
+        let published = self.config.published_calendar_file();
         match self.config.calendar_path() {
             Some(path) => std::fs::read_to_string(&path)
                 .map(|t| (t, "config"))
                 .map_err(|e| format!("{}: {e}", path.display())),
+            None if published.exists() => std::fs::read_to_string(&published)
+                .map(|t| (t, "config"))
+                .map_err(|e| format!("{}: {e}", published.display())),
             None => Ok((crate::DEMO_CALENDAR.to_string(), "built-in")),
         }
+    }
+
+    /// Where the working-day calendar stands today: what legal time counts on, which years
+    /// the county published, which it counts by rule (this year and the next), and what the
+    /// county must do about it.
+    pub fn calendar_status(&self) -> CalendarStatus {
+        let today = self.today();
+        let (calendar, source) = match self.calendar_info() {
+            Some((c, source)) => (c, source),
+            None => (Arc::new(Calendar::provisional_only()), "rules"),
+        };
+        let this_year = chrono::Datelike::year(&today);
+        let provisional: Vec<ProvisionalYear> = [this_year, this_year + 1]
+            .into_iter()
+            .filter(|y| !calendar.is_published(*y))
+            .filter_map(crate::calendar::rules::year)
+            .map(ProvisionalYear::of)
+            .collect();
+        let month = chrono::Datelike::month(&today);
+        let reminder = if !calendar.is_published(this_year) {
+            Some(format!(
+                "{this_year}年工作日历尚未发布：办理时限按法定节假日规则预估（调休上班日无法预知），请尽快发布{this_year}年工作日历。"
+            ))
+        } else if month >= REMIND_FROM_MONTH && !calendar.is_published(this_year + 1) {
+            let next = this_year + 1;
+            Some(format!(
+                "{next}年工作日历尚未发布：跨入{next}年的办理时限按法定节假日规则预估（调休上班日无法预知）。国务院办公厅公布{next}年节假日安排后，请及时发布。"
+            ))
+        } else {
+            None
+        };
+        CalendarStatus {
+            source,
+            years: calendar.years(),
+            provisional_years: provisional,
+            reminder,
+        }
+    }
+
+    /// At the county: checks `text` as a calendar file, keeps it as the county's calendar
+    /// (`[calendar] path`, else `calendar.toml` beside the config) and publishes it to every
+    /// node, audited as `user`. Legal time everywhere counts on it once it arrives.
+    pub async fn publish_calendar_text(&self, text: &str, user: &str) -> Result<bool, NodeError> {
+        if self.tier() != Tier::County {
+            return Err(NodeError::Forbidden(Msg::new(
+                "工作日历由县级节点发布",
+                "the county publishes the calendar",
+            )));
+        }
+        let calendar = Calendar::parse(text).map_err(|e| {
+            NodeError::BadRequest(Msg::new(e.to_string(), "the calendar file is not valid"))
+        })?;
+        let path = self.config.published_calendar_file();
+        write_atomically(&path, text.as_bytes()).map_err(|e| {
+            tracing::error!(path = %path.display(), error = %e, "calendar not written");
+            NodeError::BadRequest(Msg::new(
+                "工作日历文件无法保存，请检查节点的磁盘与权限",
+                format!("the calendar could not be written: {e}"),
+            ))
+        })?;
+        let years = calendar
+            .years()
+            .iter()
+            .map(i32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.store
+            .audit_note(user, "calendar.published", &format!("years {years}"))
+            .await?;
+        self.publish_calendar().await
     }
 
     fn local_calendar(&self) -> Option<(Arc<Calendar>, &'static str)> {
@@ -626,7 +764,7 @@ impl Node {
     pub fn legal_time(&self, item_code: &str, marks: &crate::deadline::Marks) -> LegalTime {
         let Some(calendar) = self.calendar() else {
             return LegalTime {
-                error: Some("no working-day calendar".into()),
+                error: Some("本节点没有可用的工作日历，无法计算期限".into()),
                 ..LegalTime::default()
             };
         };
@@ -1053,8 +1191,12 @@ fn appended(result: Result<Case, StoreError>) -> Result<Filed, NodeError> {
 pub(crate) fn case_write_error(e: StoreError) -> NodeError {
     match e {
         StoreError::NotFound(_) => NodeError::NotFound(Msg::new("案件不存在", "no such case")),
+        StoreError::NotLegal { zh, en } => NodeError::Conflict(Msg::new(
+            format!("当前状态下不能办理此操作：{zh}"),
+            format!("not allowed in the case's current state: {en}"),
+        )),
         StoreError::Refused(reason) => NodeError::Conflict(Msg::new(
-            format!("当前状态下不能办理此操作：{reason}"),
+            "当前状态下不能办理此操作",
             format!("not allowed in the case's current state: {reason}"),
         )),
         e => e.into(),

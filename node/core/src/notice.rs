@@ -33,7 +33,6 @@ use crate::deadline::{LegalTime, Warning};
 use crate::event::{Event, EventKind};
 use crate::fold::{Status, fold};
 use crate::node::Node;
-use crate::store::CaseQuery;
 use crate::summary::CaseSummary;
 
 /// The store cursor the outbox keeps.
@@ -381,14 +380,8 @@ async fn round(
     Ok(all_sent)
 }
 
-/// Open statuses whose cases a sweep looks at.
-const OPEN: [Status; 3] = [
-    Status::UnderReview,
-    Status::SupplementRequested,
-    Status::ReadyToIssue,
-];
-/// Cases read per status by a sweep (from the projections, newest first).
-const SWEEP_SCAN: usize = 20_000;
+/// Cases a sweep reads at a time from supervision's index.
+const SWEEP_CHUNK: usize = 256;
 
 /// Sends the staff warnings the open cases call for today, each once.
 async fn sweep_overdue(
@@ -396,13 +389,18 @@ async fn sweep_overdue(
     client: &reqwest::Client,
     cfg: &NoticeSection,
 ) -> Result<(), crate::store::StoreError> {
-    for status in OPEN {
-        let query = CaseQuery {
-            q: None,
-            status: Some(status),
-            limit: SWEEP_SCAN,
-        };
-        for summary in node.store.list_cases(&query)? {
+    // Every case supervision shows today, however many (`crate::supervision`).
+    crate::queue::ensure_fresh(node).await?;
+    let Some(last) = node
+        .calendar()
+        .and_then(|cal| cal.add_working_days(node.today(), 1).ok())
+    else {
+        return Ok(());
+    };
+    let watched = node.store.watched_until(last)?;
+    for chunk in watched.chunks(SWEEP_CHUNK) {
+        let ids: Vec<&str> = chunk.iter().map(|w| w.id.as_str()).collect();
+        for summary in node.store.summaries(&ids)?.into_iter().flatten() {
             let time = node.legal_time(&summary.item_code, &summary.marks);
             let Some(notice) = overdue_notice(&summary, &time, &cfg.duty_phones) else {
                 continue;
@@ -652,7 +650,7 @@ duty_phones = { "430181101000" = "07318300000" }
         // The warning goes to the duty phone of the town holding the baton.
         let summary = node
             .store
-            .list_cases(&CaseQuery {
+            .list_cases(&crate::store::CaseQuery {
                 q: None,
                 status: Some(Status::UnderReview),
                 limit: 10,

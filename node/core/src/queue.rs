@@ -9,25 +9,20 @@
 //! `YYYY-MM-DD` follows), `u` (undated) or `l` (live: see below).
 //!
 //! The pressing date depends on the working-day calendar, the catalogue's limits, the time
-//! zone and the node's tier, which the store's writer holds as a [`Clock`] while it writes
-//! projections; `meta-1.queue_clock` records the fingerprint of the clock every key was
-//! computed with. When the calendar or the catalogue changes (the county publishes a
-//! calendar, a node restarts with another catalogue), [`ensure_fresh`] rebuilds the index
-//! once, from the summaries, through the writer. A case whose clock stands on an open
-//! supplement pause ([`deadline::waits_on_today`]) has a due date that moves with today: it
-//! is kept apart (class `l`) and placed among the others when a page is read.
+//! zone and the node's tier: the store's writer computes keys with the node's
+//! [`Clock`](crate::legal_clock::Clock), and [`ensure_fresh`] rebuilds the index (with the
+//! other legal-time projections) when that clock changed. A case whose clock stands on an
+//! open supplement pause ([`deadline::waits_on_today`]) has a due date that moves with today:
+//! it is kept apart (class `l`) and placed among the others when a page is read.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{FixedOffset, NaiveDate};
-use sha2::{Digest, Sha256};
+use chrono::NaiveDate;
 
-use crate::calendar::Calendar;
-use crate::catalog::{Catalog, Tier};
-use crate::deadline::{self, Limits};
+use crate::deadline;
 use crate::fold::Status;
 use crate::hlc::Hlc;
+use crate::legal_clock::Clock;
 use crate::node::Node;
 use crate::store::{SEP, StoreError};
 use crate::summary::CaseSummary;
@@ -40,92 +35,25 @@ pub const OPEN: [Status; 4] = [
     Status::Issued,
 ];
 
-/// What a queue key is computed from: this node's tier, the calendar, each item's limits and
-/// the time zone.
-#[derive(Debug)]
-pub struct Clock {
-    here: Tier,
-    calendar: Option<Arc<Calendar>>,
-    limits: BTreeMap<String, Limits>,
-    offset: FixedOffset,
-    fingerprint: String,
-}
-
-impl Clock {
-    pub fn new(
-        here: Tier,
-        calendar: Option<Arc<Calendar>>,
-        catalog: &Catalog,
-        offset: FixedOffset,
-    ) -> Self {
-        let limits: BTreeMap<String, Limits> = catalog
-            .items()
-            .iter()
-            .filter_map(|i| Some((i.code.clone(), Limits::of(i)?)))
-            .collect();
-        // Debug output of these types is deterministic (ordered sets and maps, plain fields).
-        let text = format!(
-            "queue-1|{}|{}|{:?}|{:?}",
-            here.as_str(),
-            offset.local_minus_utc(),
-            calendar.as_deref(),
-            limits
-        );
-        let fingerprint = hex::encode(Sha256::digest(text.as_bytes()));
-        Self {
-            here,
-            calendar,
-            limits,
-            offset,
-            fingerprint,
+/// The case's key in this node's queue under `clock`; `None` when its baton is not here
+/// (or it is closed).
+pub fn key(clock: &Clock, s: &CaseSummary) -> Option<String> {
+    if !OPEN.contains(&s.status) || s.tier != Some(clock.here()) {
+        return None;
+    }
+    let head = if deadline::waits_on_today(&s.marks) {
+        "l".to_string()
+    } else {
+        // `today` is not used when the clock does not stand.
+        match clock.pressing_date(s, NaiveDate::MIN) {
+            Some(date) => format!("d{date}"),
+            None => "u".to_string(),
         }
-    }
-
-    /// Identifies the clock's inputs: equal fingerprints give equal keys.
-    pub fn fingerprint(&self) -> &str {
-        &self.fingerprint
-    }
-
-    pub fn here(&self) -> Tier {
-        self.here
-    }
-
-    fn calendar(&self) -> Option<&Arc<Calendar>> {
-        self.calendar.as_ref()
-    }
-
-    /// The date that presses first on the case on `today` (`None`: undated).
-    pub fn pressing_date(&self, s: &CaseSummary, today: NaiveDate) -> Option<NaiveDate> {
-        let calendar = self.calendar.as_deref()?;
-        deadline::pressing_date(
-            &s.marks,
-            self.limits.get(&s.item_code),
-            calendar,
-            today,
-            self.offset,
-        )
-    }
-
-    /// The case's key in this node's queue; `None` when its baton is not here (or it is
-    /// closed).
-    pub fn key(&self, s: &CaseSummary) -> Option<String> {
-        if !OPEN.contains(&s.status) || s.tier != Some(self.here) {
-            return None;
-        }
-        let head = if deadline::waits_on_today(&s.marks) {
-            "l".to_string()
-        } else {
-            // `today` is not used when the clock does not stand.
-            match self.pressing_date(s, NaiveDate::MIN) {
-                Some(date) => format!("d{date}"),
-                None => "u".to_string(),
-            }
-        };
-        Some(format!(
-            "{head}{SEP}{}{SEP}{}{SEP}{}",
-            s.accepted_at, s.receipt_no, s.id
-        ))
-    }
+    };
+    Some(format!(
+        "{head}{SEP}{}{SEP}{}{SEP}{}",
+        s.accepted_at, s.receipt_no, s.id
+    ))
 }
 
 /// Where a case stands in the queue's order: undated last, then the date, the acceptance
@@ -193,9 +121,10 @@ pub fn current_clock(node: &Node) -> Arc<Clock> {
     clock
 }
 
-/// Makes sure every key in `case_queue-1` was computed with the node's current clock,
-/// rebuilding the index through the writer when it was not (after a migration, a new
-/// calendar or catalogue). Cheap when fresh: one read of `meta-1`.
+/// Makes sure every legal-time projection (this queue, supervision's index, the statistics'
+/// counters) was computed with the node's current clock, rebuilding them through the writer
+/// when it was not (after a migration, a new calendar or catalogue). Cheap when fresh: one
+/// read of `meta-1`.
 pub async fn ensure_fresh(node: &Node) -> Result<(), StoreError> {
     let clock = current_clock(node);
     if node.store.queue_fingerprint()?.as_deref() == Some(clock.fingerprint()) {
@@ -206,7 +135,7 @@ pub async fn ensure_fresh(node: &Node) -> Result<(), StoreError> {
     tracing::info!(
         cases = n,
         ms = started.elapsed().as_millis() as u64,
-        "review queue index rebuilt"
+        "legal-time projections rebuilt (queue, supervision, statistics)"
     );
     Ok(())
 }
@@ -293,126 +222,10 @@ pub async fn page(node: &Node, offset: usize, limit: usize) -> Result<Page, Stor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::case_doc::{Case, Divisions};
+    use crate::catalog::Tier;
     use crate::event::{Event, EventKind};
     use crate::store::CaseQuery;
-
-    /// A `role` node in `dir` counting on a weekends-only calendar.
-    fn node(dir: &std::path::Path, role: &str, division: &str) -> Arc<Node> {
-        let years: Vec<String> = (2024..=2040).map(|y| y.to_string()).collect();
-        std::fs::write(
-            dir.join("cal.toml"),
-            format!("schema = 1\nyears = [{}]\n", years.join(", ")),
-        )
-        .unwrap();
-        std::fs::write(dir.join("catalog.toml"), crate::DEMO_CATALOG).unwrap();
-        let toml = format!(
-            r#"
-[node]
-id = "{role}-test"
-role = "{role}"
-name = "n"
-division = "{division}"
-town_division = "430181101000"
-county_division = "430181000000"
-[http]
-listen = "127.0.0.1:0"
-[store]
-path = "node.redb"
-[catalog]
-path = "catalog.toml"
-[calendar]
-path = "cal.toml"
-"#
-        );
-        std::fs::write(dir.join("node.toml"), toml).unwrap();
-        let config = crate::config::Config::load(&dir.join("node.toml")).unwrap();
-        let catalog = Catalog::load(&config.catalog_path()).unwrap();
-        let store = crate::store::Store::open(&config.store_path(), 64, 1 << 20).unwrap();
-        Node::new(config, catalog, store).unwrap()
-    }
-
-    const DAY: u64 = 86_400_000;
-
-    fn ev(case: usize, n: usize, at: u64, tier: Tier, kind: EventKind) -> Event {
-        Event {
-            id: format!("e{case}-{n}"),
-            at: Hlc {
-                wall_ms: at,
-                counter: 0,
-            },
-            node: format!("{}-1", tier.as_str()),
-            tier,
-            user: "u".into(),
-            role: "r".into(),
-            kind,
-            payload: serde_json::json!({"materials": ["户口簿"]}),
-        }
-    }
-
-    /// Case `i`: an item, an acceptance some days ago and one of several histories, so the
-    /// queue holds cases under review, awaiting or past a supplement, ready, issued and
-    /// closed, with and without limits.
-    fn case(catalog: &Catalog, i: usize) -> Case {
-        let items = ["MZ001", "MZ003", "LL001", "WJ001", "RS001", "YB001"];
-        let item = catalog.get(items[i % items.len()]).unwrap();
-        let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap();
-        let at = now - (5 + (i * 7) as u64 % 40) * DAY - i as u64;
-        let (v, t) = (Tier::Village, Tier::Town);
-        let mut events = vec![ev(i, 0, at, v, EventKind::Accepted)];
-        let script: &[(u64, Tier, EventKind)] = match (i / items.len()) % 7 {
-            0 => &[],
-            1 => &[(2, t, EventKind::SupplementRequested)],
-            2 => &[
-                (1, t, EventKind::SupplementRequested),
-                (3, v, EventKind::SupplementProvided),
-            ],
-            3 => &[(2, t, EventKind::ReviewPassed)],
-            4 => &[(2, t, EventKind::ReviewPassed), (3, v, EventKind::Issued)],
-            5 => &[
-                (1, t, EventKind::ReviewPassed),
-                (2, v, EventKind::Issued),
-                (3, v, EventKind::PickedUp),
-            ],
-            _ => &[(1, v, EventKind::Withdrawn)],
-        };
-        for (n, (days, tier, kind)) in script.iter().enumerate() {
-            events.push(ev(i, n + 1, at + days * DAY, *tier, kind.clone()));
-        }
-        let mut c = crate::case_doc::test_support::sample_case();
-        c.id = format!("case-{i:03}");
-        c.receipt_no = format!("430181101001-20261122-{:04}", 1000 - i);
-        c.item_code = item.code.clone();
-        c.route = item.route_steps();
-        c.division = Divisions {
-            village: "430181101001".into(),
-            town: "430181101000".into(),
-            county: "430181000000".into(),
-        };
-        c.materials.clear();
-        c.events = events;
-        c
-    }
-
-    async fn fill(node: &Node, range: std::ops::Range<usize>) {
-        for i in range {
-            let c = case(&node.catalog, i);
-            let doc = crate::case_doc::build(&c, crate::case_doc::node_actor("v"))
-                .unwrap()
-                .save();
-            let summary = CaseSummary::of(&c, &c.state());
-            node.store
-                .put_new_case(
-                    &c,
-                    crate::store::SavedDoc::from_bytes(doc),
-                    summary,
-                    ("20261122".into(), i as u64),
-                    Vec::new(),
-                )
-                .await
-                .unwrap();
-        }
-    }
+    use crate::test_nodes::{ev, fill, node};
 
     /// The queue as the list was built before the index: every open case of this tier,
     /// sorted by legal time counted today.

@@ -18,14 +18,14 @@
 //! ([`crate::notice`]), so every node holding the same events shows the same follow-ups.
 
 use chrono::{FixedOffset, NaiveDate};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::calendar::Calendar;
 use crate::case_doc::Case;
 use crate::catalog::Tier;
 use crate::deadline::{Warning, due_warning, local_date};
 use crate::event::{Event, EventKind};
-use crate::fold::Status;
+use crate::fold::{CaseState, Status};
 use crate::hlc::Hlc;
 
 /// The five levels, best first, with their names.
@@ -105,7 +105,11 @@ impl Rating {
 
 /// The case's ratings the fold accepted, in fold order.
 pub fn ratings(case: &Case) -> Vec<Rating> {
-    let state = case.state();
+    ratings_in(case, &case.state())
+}
+
+/// [`ratings`] with the state the fold already gave the case.
+fn ratings_in(case: &Case, state: &CaseState) -> Vec<Rating> {
     case.timeline()
         .into_iter()
         .filter(|e| e.kind == EventKind::Rated)
@@ -117,6 +121,42 @@ pub fn ratings(case: &Case) -> Vec<Rating> {
 /// The rating that counts: the latest.
 pub fn latest(case: &Case) -> Option<Rating> {
     ratings(case).pop()
+}
+
+/// A follow-up still open: the bad rating's event and when it was made. The list projection
+/// keeps these, so the follow-up list and the statistics read no document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenFollowUp {
+    pub rating_event_id: String,
+    pub at: Hlc,
+}
+
+/// What the list projection keeps of a case's ratings, with the state the fold gave it: the
+/// level that counts ([`latest`]) and the follow-ups still open.
+pub fn summary_of(case: &Case, state: &CaseState) -> (Option<u8>, Vec<OpenFollowUp>) {
+    let ratings = ratings_in(case, state);
+    let level = ratings.last().map(|r| r.level);
+    let open = ratings
+        .into_iter()
+        .filter(|r| is_bad(r.level) && closing(case, &r.event_id).is_none())
+        .map(|r| OpenFollowUp {
+            rating_event_id: r.event_id,
+            at: r.at,
+        })
+        .collect();
+    (level, open)
+}
+
+/// The county comment that closes the follow-up of rating `rating_event_id`, if any.
+fn closing<'c>(case: &'c Case, rating_event_id: &str) -> Option<&'c Event> {
+    case.events
+        .iter()
+        .filter(|e| {
+            e.kind == EventKind::Comment
+                && e.tier == Tier::County
+                && e.payload_str("follow_up") == rating_event_id
+        })
+        .min_by(|a, b| a.order_key().cmp(&b.order_key()))
 }
 
 /// The follow-up of one bad rating.
@@ -131,6 +171,8 @@ pub struct FollowUp {
     pub rated_on: NaiveDate,
     /// Last day of the follow-up (`None` when the calendar cannot count it: see `error`).
     pub due: Option<NaiveDate>,
+    /// `due` rests on a year the county has not published (预估).
+    pub provisional: bool,
     pub closed: bool,
     pub closed_on: Option<NaiveDate>,
     /// `user（node）` of the closing comment.
@@ -150,23 +192,22 @@ pub fn follow_ups(
     offset: FixedOffset,
     today: NaiveDate,
 ) -> Vec<FollowUp> {
-    let timeline = case.timeline();
     ratings(case)
         .into_iter()
         .filter(|r| is_bad(r.level))
         .map(|r| {
             let rated_on = local_date(r.at, offset);
-            let closing = timeline.iter().find(|e| {
-                e.kind == EventKind::Comment
-                    && e.tier == Tier::County
-                    && e.payload_str("follow_up") == r.event_id
-            });
+            let closing = closing(case, &r.event_id);
             let (due, mut error) = match calendar {
                 Some(cal) => match cal.add_working_days(rated_on, FOLLOW_UP_DAYS) {
                     Ok(due) => (Some(due), None),
                     Err(e) => (None, Some(e.to_string())),
                 },
-                None => (None, Some("no working-day calendar".to_string())),
+                None => (None, Some("本节点没有工作日历，无法计算期限".to_string())),
+            };
+            let provisional = match (due, calendar) {
+                (Some(due), Some(cal)) => cal.provisional_between(rated_on, due),
+                _ => false,
             };
             let warning = match (closing, due, calendar) {
                 (None, Some(due), Some(cal)) => due_warning(cal, today, due).unwrap_or_else(|e| {
@@ -183,6 +224,7 @@ pub fn follow_ups(
                 source: r.source,
                 rated_on,
                 due,
+                provisional,
                 closed: closing.is_some(),
                 closed_on: closing.map(|e| local_date(e.at, offset)),
                 closed_by: closing

@@ -1,49 +1,47 @@
-//! Statistics for the county console (统计分析, DESIGN.md §1, §9): cases by item, village,
-//! town, accepted month and status; the on-time rate (按时办结率) of decided cases; the
-//! average working days each route step took; satisfaction (好差评) and the open follow-ups
-//! of bad ratings. It shows what this node holds: every case at the county, its own at a
-//! village or town.
+//! Statistics for the county console (统计分析): cases by item, village, town, accepted
+//! month and status; the on-time rate (按时办结率) of decided cases; the working days each
+//! route step took; satisfaction (好差评) and the open follow-ups of bad ratings. It shows what
+//! this node holds: every case at the county, its own at a village or town.
 //!
-//! - Counts and the on-time rate come from the list projection alone ([`CaseSummary`] and its
-//!   legal-time marks): `on_time` is [`crate::deadline::legal_time`]'s, counted on today's
-//!   catalogue limits and the working-day calendar. Immediate items (即办件) have no limit and
-//!   count neither on time nor late.
-//! - Step days and satisfaction need the events, which the projection does not keep (it holds
-//!   only the current step's start). So [`gather`] loads the document of every case that was
-//!   decided or handed out (at most one read and one Automerge load per such case, a few KB
-//!   each). That is linear in the closed cases held: a few seconds for tens of thousands of
-//!   cases, fine for a county console opened now and then, not for a page polled every
-//!   second; a counter projection kept by the writer would make it flat.
-//! - The working days of a step: for each move of the case off a route step (a legal event
+//! Nothing here reads cases when the page is asked for: the store's writer keeps counters.
+//!
+//! - Each case counts for a few rows ([`contributions`]): its item, village, town, month of
+//!   acceptance and status, the whole, each route step it finished and its rating. They come
+//!   from its list projection alone ([`CaseSummary`]: the legal-time marks, the step visits
+//!   the fold recorded, the latest rating) on the node's [`Clock`] (calendar, limits, time
+//!   zone). The writer subtracts a case's old rows and adds its new ones in the transaction
+//!   that writes the case (`stats-1`), and rebuilds them all with the other legal-time
+//!   projections when the clock changes.
+//! - `on_time` is [`crate::deadline::legal_time`]'s: the decision on or before the promised
+//!   due date. Immediate items (即办件) have no limit and count neither on time nor late.
+//! - The working days of a step: for each stay on a route step that ended (a legal event
 //!   that changed the status or the step; superseded events move nothing), the working days
 //!   from the day the step began to the day it ended (from the day after the start up to and
-//!   including the end, as legal time counts: a step begun and ended the same day took 0).
-//!   A step visited twice (review, supplement, review again) counts once for the case, its
+//!   including the end, as legal time counts: a step begun and ended the same day took 0). A
+//!   step visited twice (review, supplement, review again) counts once for the case, its
 //!   visits added up; the time the materials were awaited belongs to no route step.
 //! - Satisfaction counts each rated case once, at its latest rating ([`rating::latest`]);
-//!   满意率 is the share of levels 4 and 5 among rated cases. Follow-ups are per bad rating.
-//!
-//! [`Tally`] is the pure computation (summaries and documents in, [`Stats`] out); [`gather`]
-//! feeds it from a node's store.
+//!   满意率 is the share of levels 4 and 5 among rated cases. Follow-ups are per bad rating,
+//!   counted from their index ([`crate::followups`]).
 
 use std::collections::BTreeMap;
 
-use chrono::{FixedOffset, NaiveDate};
+use chrono::NaiveDate;
 use serde::Serialize;
 
-use crate::calendar::Calendar;
-use crate::case_doc::Case;
 use crate::catalog::Catalog;
-use crate::deadline::{Limits, legal_time, local_date};
-use crate::event::Event;
-use crate::fold::{Status, fold};
+use crate::deadline::{legal_time, local_date};
+use crate::fold::Status;
+use crate::legal_clock::Clock;
 use crate::node::Node;
 use crate::rating;
-use crate::store::{CaseQuery, StoreError};
+use crate::store::{SEP, StoreError};
 use crate::summary::CaseSummary;
 
-/// Most cases [`gather`] reads (newest first); above it the statistics say `truncated`.
-pub const MAX_CASES: usize = 200_000;
+/// The counters of one row of `stats-1`: for a breakdown `[cases, decided, on time, late,
+/// decided but not counted]`; for a route step `[cases, working days, over the limit, 0,
+/// 0]`; for a rating level or the uncounted steps `[cases, 0, 0, 0, 0]`.
+pub type Counters = [u64; 5];
 
 /// One row of a breakdown: a key (item code, division code, `2026-05`, status), how many
 /// cases, and how the decided ones kept their promised limit.
@@ -63,27 +61,16 @@ pub struct Count {
 }
 
 impl Count {
-    fn new(key: &str, name: &str) -> Self {
+    fn of(key: &str, name: &str, c: &Counters) -> Self {
         Self {
             key: key.to_string(),
             name: name.to_string(),
-            cases: 0,
-            decided: 0,
-            on_time: 0,
-            late: 0,
-            on_time_rate: None,
+            cases: c[0],
+            decided: c[1],
+            on_time: c[2],
+            late: c[3],
+            on_time_rate: ratio(c[2], c[2] + c[3]),
         }
-    }
-
-    fn add(&mut self, decided: bool, on_time: Option<bool>) {
-        self.cases += 1;
-        self.decided += u64::from(decided);
-        match on_time {
-            Some(true) => self.on_time += 1,
-            Some(false) => self.late += 1,
-            None => {}
-        }
-        self.on_time_rate = ratio(self.on_time, self.on_time + self.late);
     }
 }
 
@@ -93,8 +80,8 @@ pub struct OnTime {
     pub decided: u64,
     pub on_time: u64,
     pub late: u64,
-    /// Decided cases with no limit (即办件, an item no longer in the catalogue) or a calendar
-    /// that does not cover their year.
+    /// Decided cases with no limit (即办件, an item no longer in the catalogue) or no
+    /// working-day calendar to count them on.
     pub uncounted: u64,
     pub rate: Option<f64>,
 }
@@ -148,13 +135,9 @@ pub struct Satisfaction {
 /// Everything the statistics page, its CSV tables and `GET /api/v1/stats` show.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stats {
-    /// Cases counted.
+    /// Cases counted: every case this node holds.
     pub cases: u64,
-    /// More than [`MAX_CASES`] cases are held: only the newest were counted.
-    pub truncated: bool,
-    /// Documents read for step days and satisfaction.
-    pub documents: u64,
-    /// The day the statistics were counted (local date).
+    /// The day the statistics were read (local date).
     pub today: NaiveDate,
     /// Most cases first.
     pub by_item: Vec<Count>,
@@ -167,286 +150,238 @@ pub struct Stats {
     pub on_time: OnTime,
     /// By item code, then route order.
     pub by_step: Vec<StepDays>,
-    /// Steps of cases that could not be counted (no calendar, or a year it does not cover).
+    /// Steps of cases that could not be counted (no working-day calendar).
     pub uncounted_steps: u64,
     pub satisfaction: Satisfaction,
 }
 
-/// What the counts are measured against.
-#[derive(Debug, Clone, Copy)]
-pub struct Basis<'a> {
-    pub catalog: &'a Catalog,
-    /// `None`: no working-day calendar, so neither legal time nor step days are counted.
-    pub calendar: Option<&'a Calendar>,
-    pub offset: FixedOffset,
-    pub today: NaiveDate,
+/// Row kinds of `stats-1`: the first part of a key.
+const ITEM: &str = "i";
+const VILLAGE: &str = "v";
+const TOWN: &str = "t";
+const MONTH: &str = "m";
+const STATUS: &str = "s";
+const ALL: &str = "a";
+const STEP: &str = "p";
+const STEP_UNCOUNTED: &str = "pu";
+const LEVEL: &str = "r";
+
+/// The rows of `stats-1` one case counts for, on `clock`.
+pub fn contributions(s: &CaseSummary, clock: &Clock) -> Vec<(String, Counters)> {
+    let decided = s.marks.decided_at.is_some();
+    let on_time = match (decided, clock.calendar(), s.marks.decided_at) {
+        (true, Some(calendar), Some(at)) => {
+            // The clock of a decided case no longer moves: count it as of the decision.
+            let on = local_date(at, clock.offset());
+            legal_time(
+                &s.marks,
+                clock.limits(&s.item_code),
+                calendar,
+                on,
+                clock.offset(),
+            )
+            .on_time
+        }
+        _ => None,
+    };
+    let count: Counters = [
+        1,
+        u64::from(decided),
+        u64::from(on_time == Some(true)),
+        u64::from(on_time == Some(false)),
+        u64::from(decided && on_time.is_none()),
+    ];
+    let accepted = s
+        .marks
+        .accepted_at
+        .or(Some(s.accepted_at).filter(|a| a.wall_ms > 0));
+    let month = accepted.map_or_else(
+        || "未受理".to_string(),
+        |at| local_date(at, clock.offset()).format("%Y-%m").to_string(),
+    );
+    let mut rows = vec![
+        (format!("{ITEM}{SEP}{}", s.item_code), count),
+        (format!("{VILLAGE}{SEP}{}", s.village), count),
+        (format!("{TOWN}{SEP}{}", s.town), count),
+        (format!("{MONTH}{SEP}{month}"), count),
+        (format!("{STATUS}{SEP}{}", s.status.as_str()), count),
+        (ALL.to_string(), count),
+    ];
+    // The case's days per step, its visits added up; `None` once a visit is uncounted.
+    let mut per_step: BTreeMap<(usize, &str), Option<u32>> = BTreeMap::new();
+    for v in &s.visits {
+        let days = clock.calendar().and_then(|cal| {
+            cal.working_days_between(
+                local_date(v.since, clock.offset()),
+                local_date(v.until, clock.offset()),
+            )
+            .ok()
+        });
+        let total = per_step
+            .entry((v.index, v.step.as_str()))
+            .or_insert(Some(0));
+        *total = total.zip(days).map(|(t, d)| t.saturating_add(d));
+    }
+    for ((index, step), days) in per_step {
+        match days {
+            Some(days) => {
+                let over = clock
+                    .step_limit(&s.item_code, index, step)
+                    .is_some_and(|limit| days > limit);
+                rows.push((
+                    format!("{STEP}{SEP}{}{SEP}{index:04}{SEP}{step}", s.item_code),
+                    [1, u64::from(days), u64::from(over), 0, 0],
+                ));
+            }
+            None => rows.push((STEP_UNCOUNTED.to_string(), [1, 0, 0, 0, 0])),
+        }
+    }
+    if let Some(level) = s.rating {
+        rows.push((format!("{LEVEL}{SEP}{level}"), [1, 0, 0, 0, 0]));
+    }
+    rows
 }
 
-/// Whether [`Tally::add_case`] wants the case's document: it was decided or handed out (a
-/// 即办件 is handed out with no decision).
-pub fn needs_document(summary: &CaseSummary) -> bool {
-    summary.marks.decided_at.is_some() || rating::rateable(summary.status)
-}
-
-/// The statistics being counted: add every summary, and the documents
-/// [`needs_document`] asks for, then [`Tally::finish`].
-#[derive(Debug)]
-pub struct Tally<'a> {
-    basis: Basis<'a>,
-    cases: u64,
-    documents: u64,
-    by_item: BTreeMap<String, Count>,
-    by_village: BTreeMap<String, Count>,
-    by_town: BTreeMap<String, Count>,
-    by_month: BTreeMap<String, Count>,
-    by_status: BTreeMap<Status, Count>,
-    on_time: OnTime,
-    /// `(item code, route index, step)` → the tally.
-    by_step: BTreeMap<(String, usize, String), StepDays>,
-    uncounted_steps: u64,
-    levels: BTreeMap<u8, u64>,
+/// The statistics from the rows of `stats-1` (any order), named from `catalog`.
+pub fn from_rows(
+    rows: impl IntoIterator<Item = (String, Counters)>,
+    catalog: &Catalog,
+    today: NaiveDate,
     open_follow_ups: u64,
-}
-
-impl<'a> Tally<'a> {
-    pub fn new(basis: Basis<'a>) -> Self {
-        Self {
-            basis,
-            cases: 0,
-            documents: 0,
-            by_item: BTreeMap::new(),
-            by_village: BTreeMap::new(),
-            by_town: BTreeMap::new(),
-            by_month: BTreeMap::new(),
-            by_status: BTreeMap::new(),
-            on_time: OnTime::default(),
-            by_step: BTreeMap::new(),
-            uncounted_steps: 0,
-            levels: BTreeMap::new(),
-            open_follow_ups: 0,
-        }
-    }
-
-    /// Counts one case from its list projection.
-    pub fn add_summary(&mut self, s: &CaseSummary) {
-        let b = self.basis;
-        self.cases += 1;
-        let decided = s.marks.decided_at.is_some();
-        let on_time = match (decided, b.calendar) {
-            (true, Some(calendar)) => {
-                let limits = b.catalog.get(&s.item_code).and_then(Limits::of);
-                legal_time(&s.marks, limits.as_ref(), calendar, b.today, b.offset).on_time
+) -> Stats {
+    let mut by_item = Vec::new();
+    let mut by_village = Vec::new();
+    let mut by_town = Vec::new();
+    let mut by_month = Vec::new();
+    let mut by_status = Vec::new();
+    let mut all: Counters = [0; 5];
+    let mut by_step = Vec::new();
+    let mut uncounted_steps = 0;
+    let mut levels: BTreeMap<u8, u64> = BTreeMap::new();
+    for (key, c) in rows {
+        let (kind, rest) = key.split_once(SEP).unwrap_or((key.as_str(), ""));
+        match kind {
+            ITEM => {
+                let name = catalog.get(rest).map_or(rest, |i| i.name.as_str());
+                by_item.push(Count::of(rest, name, &c));
             }
-            _ => None,
-        };
-        if decided {
-            self.on_time.decided += 1;
-            match on_time {
-                Some(true) => self.on_time.on_time += 1,
-                Some(false) => self.on_time.late += 1,
-                None => self.on_time.uncounted += 1,
+            VILLAGE => by_village.push(Count::of(rest, rest, &c)),
+            TOWN => by_town.push(Count::of(rest, rest, &c)),
+            MONTH => by_month.push(Count::of(rest, rest, &c)),
+            STATUS => {
+                if let Some(st) = Status::parse(rest) {
+                    by_status.push((st, Count::of(rest, st.zh(), &c)));
+                }
             }
+            ALL => all = c,
+            STEP => {
+                if let Some(row) = step_row(rest, &c, catalog) {
+                    by_step.push(row);
+                }
+            }
+            STEP_UNCOUNTED => uncounted_steps = c[0],
+            LEVEL => {
+                if let Ok(level) = rest.parse::<u8>() {
+                    levels.insert(level, c[0]);
+                }
+            }
+            _ => {}
         }
-        let item_name = b
-            .catalog
-            .get(&s.item_code)
-            .map_or(s.item_name.as_str(), |i| i.name.as_str());
-        let accepted = s
-            .marks
-            .accepted_at
-            .or(Some(s.accepted_at).filter(|a| a.wall_ms > 0));
-        let month = accepted.map_or_else(
-            || "未受理".to_string(),
-            |at| local_date(at, b.offset).format("%Y-%m").to_string(),
-        );
-        let rows = [
-            (&mut self.by_item, &s.item_code, item_name),
-            (&mut self.by_village, &s.village, s.village.as_str()),
-            (&mut self.by_town, &s.town, s.town.as_str()),
-            (&mut self.by_month, &month, month.as_str()),
-        ];
-        for (map, key, name) in rows {
-            map.entry(key.clone())
-                .or_insert_with(|| Count::new(key, name))
-                .add(decided, on_time);
-        }
-        self.by_status
-            .entry(s.status)
-            .or_insert_with(|| Count::new(s.status.as_str(), s.status.zh()))
-            .add(decided, on_time);
     }
-
-    /// Counts the step days and the rating of one case from its document.
-    pub fn add_case(&mut self, case: &Case) {
-        let b = self.basis;
-        self.documents += 1;
-        let item = b.catalog.get(&case.item_code);
-        // The case's days per step, its visits added up; `None` once a visit is uncounted.
-        let mut per_step: BTreeMap<(usize, String), Option<u32>> = BTreeMap::new();
-        for (index, step, days) in step_visits(case, b.calendar, b.offset) {
-            let total = per_step.entry((index, step)).or_insert(Some(0));
-            *total = total.zip(days).map(|(t, d)| t.saturating_add(d));
-        }
-        for ((index, step), days) in per_step {
-            let Some(days) = days else {
-                self.uncounted_steps += 1;
-                continue;
-            };
-            let route_step = item.and_then(|i| i.route.iter().find(|r| r.step == step));
-            let row = self
-                .by_step
-                .entry((case.item_code.clone(), index, step.clone()))
-                .or_insert_with(|| StepDays {
-                    item_code: case.item_code.clone(),
-                    item_name: item.map_or(case.item_name.clone(), |i| i.name.clone()),
-                    index,
-                    step_name: route_step.map_or(step.clone(), |r| r.name.clone()),
-                    step,
-                    limit_days: route_step.map(|r| r.limit_days),
-                    cases: 0,
-                    total_days: 0,
-                    average_days: 0.0,
-                    over_limit: 0,
-                });
-            row.cases += 1;
-            row.total_days += u64::from(days);
-            row.over_limit += u64::from(row.limit_days.is_some_and(|limit| days > limit));
-        }
-        if let Some(r) = rating::latest(case) {
-            *self.levels.entry(r.level).or_default() += 1;
-        }
-        let open = rating::follow_ups(case, b.calendar, b.offset, b.today)
-            .iter()
-            .filter(|f| !f.closed)
-            .count();
-        self.open_follow_ups += open as u64;
-    }
-
-    pub fn finish(self, truncated: bool) -> Stats {
-        let by_count = |map: BTreeMap<String, Count>| {
-            let mut rows: Vec<Count> = map.into_values().collect();
-            rows.sort_by(|a, b| b.cases.cmp(&a.cases).then_with(|| a.key.cmp(&b.key)));
-            rows
-        };
-        let mut on_time = self.on_time;
-        on_time.rate = ratio(on_time.on_time, on_time.on_time + on_time.late);
-        let by_step = self
-            .by_step
-            .into_values()
-            .map(|mut row| {
-                row.average_days = average(row.total_days, row.cases);
-                row
-            })
-            .collect();
-        let rated: u64 = self.levels.values().sum();
-        let level = |l: u8| self.levels.get(&l).copied().unwrap_or(0);
-        let satisfied = level(4) + level(5);
-        let levels = rating::LEVELS
-            .iter()
-            .map(|&(l, name)| LevelCount {
-                level: l,
-                name,
-                cases: level(l),
-                share: ratio(level(l), rated),
-            })
-            .collect();
-        Stats {
-            cases: self.cases,
-            truncated,
-            documents: self.documents,
-            today: self.basis.today,
-            by_item: by_count(self.by_item),
-            by_village: by_count(self.by_village),
-            by_town: by_count(self.by_town),
-            by_month: self.by_month.into_values().collect(),
-            by_status: self.by_status.into_values().collect(),
-            on_time,
-            by_step,
-            uncounted_steps: self.uncounted_steps,
-            satisfaction: Satisfaction {
-                levels,
-                rated,
-                satisfied,
-                satisfied_rate: ratio(satisfied, rated),
-                bad: (1..=rating::BAD_AT_MOST).map(level).sum(),
-                open_follow_ups: self.open_follow_ups,
-            },
-        }
+    let by_count = |mut rows: Vec<Count>| {
+        rows.sort_by(|a, b| b.cases.cmp(&a.cases).then_with(|| a.key.cmp(&b.key)));
+        rows
+    };
+    by_month.sort_by(|a, b| a.key.cmp(&b.key));
+    by_status.sort_by_key(|(st, _)| *st);
+    by_step.sort_by(|a, b| (&a.item_code, a.index).cmp(&(&b.item_code, b.index)));
+    let rated: u64 = levels.values().sum();
+    let level = |l: u8| levels.get(&l).copied().unwrap_or(0);
+    let satisfied = level(4) + level(5);
+    Stats {
+        cases: all[0],
+        today,
+        by_item: by_count(by_item),
+        by_village: by_count(by_village),
+        by_town: by_count(by_town),
+        by_month,
+        by_status: by_status.into_iter().map(|(_, c)| c).collect(),
+        on_time: OnTime {
+            decided: all[1],
+            on_time: all[2],
+            late: all[3],
+            uncounted: all[4],
+            rate: ratio(all[2], all[2] + all[3]),
+        },
+        by_step,
+        uncounted_steps,
+        satisfaction: Satisfaction {
+            levels: rating::LEVELS
+                .iter()
+                .map(|&(l, name)| LevelCount {
+                    level: l,
+                    name,
+                    cases: level(l),
+                    share: ratio(level(l), rated),
+                })
+                .collect(),
+            rated,
+            satisfied,
+            satisfied_rate: ratio(satisfied, rated),
+            bad: (1..=rating::BAD_AT_MOST).map(level).sum(),
+            open_follow_ups,
+        },
     }
 }
 
-/// The statistics of `summaries` and the documents among `cases` (any order).
-pub fn compute(summaries: &[CaseSummary], cases: &[Case], basis: Basis<'_>) -> Stats {
-    let mut tally = Tally::new(basis);
+/// A route step's row from the rest of its key (`item \x1f index \x1f step`).
+fn step_row(rest: &str, c: &Counters, catalog: &Catalog) -> Option<StepDays> {
+    let mut parts = rest.split(SEP);
+    let (item_code, index, step) = (parts.next()?, parts.next()?, parts.next()?);
+    let index: usize = index.parse().ok()?;
+    let item = catalog.get(item_code);
+    let route_step = item.and_then(|i| i.route.iter().find(|r| r.step == step));
+    Some(StepDays {
+        item_code: item_code.to_string(),
+        item_name: item.map_or(item_code, |i| i.name.as_str()).to_string(),
+        index,
+        step: step.to_string(),
+        step_name: route_step.map_or(step, |r| r.name.as_str()).to_string(),
+        limit_days: route_step.map(|r| r.limit_days),
+        cases: c[0],
+        total_days: c[1],
+        average_days: average(c[1], c[0]),
+        over_limit: c[2],
+    })
+}
+
+/// The statistics of every case `node` holds, read from the writer's counters (rebuilt first
+/// if the node's clock changed since they were counted).
+pub async fn gather(node: &Node) -> Result<Stats, StoreError> {
+    crate::queue::ensure_fresh(node).await?;
+    let rows = node.store.stats_rows()?;
+    let open = node.store.open_follow_ups()?;
+    Ok(from_rows(rows, &node.catalog, node.today(), open))
+}
+
+/// The statistics of `summaries` on `clock`, as the writer's counters would hold them.
+pub fn compute(
+    summaries: &[CaseSummary],
+    clock: &Clock,
+    catalog: &Catalog,
+    today: NaiveDate,
+    open_follow_ups: u64,
+) -> Stats {
+    let mut rows: BTreeMap<String, Counters> = BTreeMap::new();
     for s in summaries {
-        tally.add_summary(s);
-    }
-    for case in cases {
-        tally.add_case(case);
-    }
-    tally.finish(false)
-}
-
-/// The statistics of every case `node` holds (the newest [`MAX_CASES`]), counted today on
-/// its calendar. Reads the projections, then the documents [`needs_document`] asks for one
-/// at a time: call it from a blocking task.
-pub fn gather(node: &Node) -> Result<Stats, StoreError> {
-    let summaries = node.store.list_cases(&CaseQuery {
-        q: None,
-        status: None,
-        limit: MAX_CASES,
-    })?;
-    let truncated = summaries.len() >= MAX_CASES;
-    let calendar = node.calendar();
-    let now = node.local_now();
-    let mut tally = Tally::new(Basis {
-        catalog: &node.catalog,
-        calendar: calendar.as_deref(),
-        offset: *now.offset(),
-        today: now.date_naive(),
-    });
-    for s in &summaries {
-        tally.add_summary(s);
-        if needs_document(s)
-            && let Some(case) = node.store.case(&s.id)?
-        {
-            tally.add_case(&case);
+        for (key, c) in contributions(s, clock) {
+            let row = rows.entry(key).or_default();
+            for (a, b) in row.iter_mut().zip(c) {
+                *a += b;
+            }
         }
     }
-    Ok(tally.finish(truncated))
-}
-
-/// Each visit of the case to a route step that ended: `(route index, step, working days)`,
-/// in fold order; the days are `None` when the calendar cannot count them. Folds each
-/// prefix of the events (as [`crate::notice::notices`] does): a case has a few dozen events
-/// at most.
-fn step_visits(
-    case: &Case,
-    calendar: Option<&Calendar>,
-    offset: FixedOffset,
-) -> Vec<(usize, String, Option<u32>)> {
-    let events: Vec<Event> = case.timeline().into_iter().cloned().collect();
-    let mut out = Vec::new();
-    let mut before = fold(&case.route, &[]);
-    for i in 0..events.len() {
-        let after = fold(&case.route, &events[..=i]);
-        let moved = (after.status, &after.step) != (before.status, &before.step);
-        if moved
-            && let (Some(index), Some(step), Some(since)) =
-                (before.step_index, &before.step, before.step_since)
-        {
-            let days = calendar.and_then(|cal| {
-                cal.working_days_between(
-                    local_date(since, offset),
-                    local_date(events[i].at, offset),
-                )
-                .ok()
-            });
-            out.push((index, step.clone(), days));
-        }
-        before = after;
-    }
-    out
+    from_rows(rows, catalog, today, open_follow_ups)
 }
 
 fn ratio(part: u64, whole: u64) -> Option<f64> {
@@ -460,9 +395,12 @@ fn average(total: u64, n: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calendar::Calendar;
+    use crate::case_doc::Case;
     use crate::catalog::Tier;
-    use crate::event::EventKind;
+    use crate::event::{Event, EventKind};
     use crate::hlc::Hlc;
+    use chrono::FixedOffset;
 
     /// 2026 with weekends only, plus a holiday on Thursday 1 October.
     const CALENDAR: &str = r#"
@@ -558,27 +496,19 @@ mod tests {
 
     fn stats(cases: &[Case], with_calendar: bool) -> Stats {
         let catalog = catalog();
-        let calendar = Calendar::parse(CALENDAR).unwrap();
+        let calendar = std::sync::Arc::new(Calendar::parse(CALENDAR).unwrap());
+        let clock = Clock::new(
+            Tier::County,
+            with_calendar.then_some(calendar),
+            &catalog,
+            china(),
+        );
         let summaries: Vec<CaseSummary> = cases
             .iter()
             .map(|c| CaseSummary::of(c, &c.state()))
             .collect();
-        let docs: Vec<Case> = summaries
-            .iter()
-            .zip(cases)
-            .filter(|(s, _)| needs_document(s))
-            .map(|(_, c)| c.clone())
-            .collect();
-        compute(
-            &summaries,
-            &docs,
-            Basis {
-                catalog: &catalog,
-                calendar: with_calendar.then_some(&calendar),
-                offset: china(),
-                today: d("2026-11-30"),
-            },
-        )
+        let open: u64 = summaries.iter().map(|s| s.follow_ups.len() as u64).sum();
+        compute(&summaries, &clock, &catalog, d("2026-11-30"), open)
     }
 
     const V1: &str = "430181101001";
@@ -658,7 +588,7 @@ mod tests {
     #[test]
     fn counts_by_item_village_town_month_and_status() {
         let s = stats(&four(), true);
-        assert_eq!((s.cases, s.documents, s.truncated), (4, 3, false));
+        assert_eq!(s.cases, 4);
         assert_eq!(keyed(&s.by_item), [("MZ003", 3), ("YB001", 1)]);
         assert_eq!(s.by_item[0].name, "高龄津贴申领");
         assert_eq!(keyed(&s.by_village), [(V1, 2), (V2, 2)]);

@@ -37,10 +37,20 @@ pub struct CaseSummary {
     /// say 0. Rows written before this field have none, and the outbox loads those.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notices_pending: Option<u32>,
+    /// Each route step the case stayed on and left: statistics count step days from them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub visits: Vec<crate::fold::Visit>,
+    /// The level of the rating that counts ([`crate::rating::latest`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rating: Option<u8>,
+    /// The bad ratings whose follow-up (回访整改) is still open.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub follow_ups: Vec<crate::rating::OpenFollowUp>,
 }
 
 impl CaseSummary {
     pub fn of(case: &Case, state: &CaseState) -> Self {
+        let (rating, follow_ups) = crate::rating::summary_of(case, state);
         Self {
             id: case.id.clone(),
             receipt_no: case.receipt_no.clone(),
@@ -61,6 +71,9 @@ impl CaseSummary {
             notices_pending: Some(
                 u32::try_from(crate::notice::pending_count(case)).unwrap_or(u32::MAX),
             ),
+            visits: state.visits.clone(),
+            rating,
+            follow_ups,
         }
     }
 }
@@ -74,6 +87,8 @@ pub struct IndexKeys {
     pub receipt: String,
     pub by_name: String,
     pub by_id_tail: String,
+    /// `case_follow_ups-1`: one key an open follow-up ([`crate::followups::key`]).
+    pub follow_ups: Vec<String>,
 }
 
 impl IndexKeys {
@@ -88,6 +103,11 @@ impl IndexKeys {
             receipt: s.receipt_no.clone(),
             by_name: format!("{}{sep}{id}", s.applicant_name),
             by_id_tail: format!("{}{sep}{id}", idcard::tail4(&s.id_number_masked)),
+            follow_ups: s
+                .follow_ups
+                .iter()
+                .map(|f| crate::followups::key(f, id))
+                .collect(),
         }
     }
 }

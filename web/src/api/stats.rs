@@ -10,7 +10,7 @@ use crate::AppState;
 use crate::authz::Action;
 use crate::session::Auth;
 
-/// `GET /api/v1/stats`: `{cases, truncated, documents, today, by_item, by_village, by_town,
+/// `GET /api/v1/stats`: `{cases, today, by_item, by_village, by_town,
 /// by_month, by_status, on_time, by_step, uncounted_steps, satisfaction}`
 /// ([`yiciban_core::stats::Stats`]).
 pub async fn stats(State(state): State<AppState>, auth: Auth) -> ApiResult {

@@ -9,9 +9,10 @@
 //!
 //! A refused form is shown again with the message and what was typed (never the passwords).
 
+use crate::extract::Form;
+use crate::extract::Query;
 use askama::Template;
-use axum::Form;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect};
 use serde::Deserialize;
@@ -456,7 +457,7 @@ fn enrol_page(
         .map(|r| RefusalRow {
             at: local_ms(state, r.at_ms),
             node: r.node,
-            reason: r.reason,
+            reason: yiciban_core::link_error::zh(&r.reason).to_string(),
         })
         .collect();
     Ok(EnrolTpl {

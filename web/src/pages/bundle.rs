@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::extract::Form;
 use askama::Template;
-use axum::Form;
 use axum::extract::{Multipart, Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect};

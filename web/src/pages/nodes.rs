@@ -2,8 +2,9 @@
 //! node the county holds health reports of or has enrolled, with its figures, a sparkline of
 //! its backlog and the alerts of `yiciban_core::health`; sortable and filterable by town.
 
+use crate::extract::Query;
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 use yiciban_core::node::NodeRow;
 
@@ -179,7 +180,7 @@ pub async fn nodes_page(
         .map(|r| RefusedView {
             at: crate::views::local_time_ms(r.at_ms, offset),
             node: r.node,
-            reason: r.reason,
+            reason: yiciban_core::link_error::zh(&r.reason).to_string(),
         })
         .collect();
     page(&NodesTpl {

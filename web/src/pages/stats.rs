@@ -2,8 +2,9 @@
 //! `GET /stats.csv?table=NAME` (each table as CSV for Excel). The numbers come from
 //! [`yiciban_core::stats`]; the JSON form is `GET /api/v1/stats`.
 
+use crate::extract::Query;
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use serde::Deserialize;
@@ -38,13 +39,9 @@ pub struct Table {
     pub rows: Vec<Vec<String>>,
 }
 
-/// Counts the statistics of this node off the async runtime (it reads many documents).
+/// The statistics of this node, from the counters its store keeps.
 pub async fn gather(state: &AppState) -> Result<Stats, AppError> {
-    let node = state.node.clone();
-    tokio::task::spawn_blocking(move || stats::gather(&node))
-        .await
-        .map_err(|e| AppError::Internal(format!("statistics: {e}")))?
-        .map_err(AppError::from)
+    Ok(stats::gather(&state.node).await?)
 }
 
 /// `0.9333` → `93.3`; nothing → empty.
@@ -222,7 +219,6 @@ struct StatsTpl {
     s: Stats,
     on_time_rate: String,
     satisfied_rate: String,
-    max_cases: usize,
     sections: Vec<Section>,
 }
 
@@ -241,7 +237,6 @@ pub async fn stats_page(State(state): State<AppState>, auth: Auth) -> PageResult
         chrome: Chrome::new(&state, Some(&auth), "统计分析"),
         on_time_rate: percent(s.on_time.rate),
         satisfied_rate: percent(s.satisfaction.satisfied_rate),
-        max_cases: stats::MAX_CASES,
         s,
         sections,
     })

@@ -383,7 +383,7 @@ async fn an_enrolled_node_is_revoked_from_the_console_and_listed_as_revoked() {
     assert_eq!(nodes["refused"][0]["node"], VILLAGE);
     let (_, page) = sec.get("/nodes").await;
     assert!(page.contains(r#"data-revoked="true""#), "{page}");
-    assert!(page.contains("证书已吊销") && page.contains("certificate revoked"));
+    assert!(page.contains("证书已吊销") && page.contains("证书已被县级吊销"));
     let (_, page) = sec.get(&format!("/admin/nodes/{VILLAGE}")).await;
     assert!(page.contains(r#"id="node-revoked""#), "{page}");
     let (_, list) = sec.get_json("/api/v1/tokens").await;

@@ -12,7 +12,7 @@ type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 /// The schema version this build writes: the number of migrations.
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
 
-const MIGRATIONS: [Migration; 20] = [
+const MIGRATIONS: [Migration; 21] = [
     migration_001_initial_tables,
     migration_002_store_epoch,
     migration_003_sync_cursors,
@@ -33,7 +33,50 @@ const MIGRATIONS: [Migration; 20] = [
     migration_018_case_log,
     migration_019_status_counts,
     migration_020_sync_acked,
+    migration_021_legal_projections,
 ];
+
+/// Supervision's index (`case_watch-1`), the open follow-ups (`case_follow_ups-1`) and the
+/// statistics' counters (`stats-1`). Every summary is made again from its document, for the
+/// fields they are computed from (step visits, the rating, open follow-ups); the follow-up
+/// index is filled from them. The other two need the node's clock: `queue_clock` goes, so
+/// the node rebuilds them with the queue on its first look (`queue::ensure_fresh`).
+fn migration_021_legal_projections(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(CASE_WATCH)?;
+    txn.open_table(STATS)?;
+    let mut follow_ups = txn.open_table(CASE_FOLLOW_UPS)?;
+    let mut summaries = txn.open_table(CASE_SUMMARIES)?;
+    let doc_pos = txn.open_table(DOC_POS)?;
+    let log = txn.open_table(CASE_LOG)?;
+    let ids: Vec<String> = summaries
+        .iter()?
+        .map(|e| e.map(|(k, _)| k.value().to_string()))
+        .collect::<Result<_, _>>()?;
+    for id in ids {
+        let seq = doc_pos
+            .get(id.as_str())?
+            .and_then(|row| super::doc_pos::seq_of(row.value()));
+        let Some(bytes) = seq.map(|seq| log.get(seq)).transpose()?.flatten() else {
+            continue;
+        };
+        let Ok(doc) = automerge::AutoCommit::load(bytes.value()) else {
+            tracing::warn!(case = %id, "unreadable document: its summary stays as it was");
+            continue;
+        };
+        let Ok(case) = crate::case_doc::read(&doc) else {
+            tracing::warn!(case = %id, "unreadable case: its summary stays as it was");
+            continue;
+        };
+        let summary = crate::summary::CaseSummary::of(&case, &case.state());
+        for key in crate::summary::IndexKeys::of(&summary).follow_ups {
+            follow_ups.insert(key.as_str(), ())?;
+        }
+        let json = serde_json::to_vec(&summary).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        summaries.insert(id.as_str(), json.as_slice())?;
+    }
+    txn.open_table(META)?.remove(super::QUEUE_CLOCK_KEY)?;
+    Ok(())
+}
 
 /// How far each peer acknowledged this node's feed (`sync_acked-1`), empty until a session
 /// writes it.

@@ -96,7 +96,7 @@ const AUDIT_EXPORTED_KEY: &str = "audit_exported";
 const QUEUE_CLOCK_KEY: &str = "queue_clock";
 
 /// The queue clock the writer computes `case_queue-1` keys with, set by the node.
-type SharedClock = Arc<std::sync::RwLock<Option<Arc<crate::queue::Clock>>>>;
+type SharedClock = Arc<std::sync::RwLock<Option<Arc<crate::legal_clock::Clock>>>>;
 
 /// The user an audit entry names for what an operator did on the node's command line.
 pub const CONSOLE_USER: &str = "(console)";
@@ -140,6 +140,9 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Refused(String),
+    /// The fold would not let the event move the case now ([`crate::fold::Why`]).
+    #[error("{en}")]
+    NotLegal { zh: String, en: String },
     #[error("already exists: {0}")]
     Exists(String),
     #[error("stored data is corrupt: {0}")]
@@ -1288,12 +1291,12 @@ impl Store {
     }
 
     /// Hands the writer the clock it computes review queue keys with (`crate::queue`).
-    pub fn set_queue_clock(&self, clock: Arc<crate::queue::Clock>) {
+    pub fn set_queue_clock(&self, clock: Arc<crate::legal_clock::Clock>) {
         *self.queue_clock.write().unwrap_or_else(|e| e.into_inner()) = Some(clock);
     }
 
     /// The clock set by [`Store::set_queue_clock`], if any.
-    pub fn queue_clock(&self) -> Option<Arc<crate::queue::Clock>> {
+    pub fn queue_clock(&self) -> Option<Arc<crate::legal_clock::Clock>> {
         self.queue_clock
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -1365,6 +1368,56 @@ impl Store {
         Ok(out)
     }
 
+    /// Every row of supervision's index (`crate::supervision`) dated on or before `last`, in
+    /// order. A damaged row is skipped with a warning.
+    pub fn watched_until(
+        &self,
+        last: chrono::NaiveDate,
+    ) -> Result<Vec<crate::supervision::Watched>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CASE_WATCH)?;
+        // Keys start with the date: every key of `last` sorts before the next day's.
+        let end = last.succ_opt().unwrap_or(last).to_string();
+        let mut out = Vec::new();
+        for entry in table.range(..end.as_str())? {
+            let (k, v) = entry?;
+            match crate::supervision::Watched::parse(k.value(), v.value()) {
+                Some(w) => out.push(w),
+                None => tracing::warn!(key = k.value(), "damaged supervision row skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every key of the open follow-ups' index (`crate::followups`), the oldest rating first.
+    pub fn follow_up_keys(&self) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CASE_FOLLOW_UPS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            out.push(entry?.0.value().to_string());
+        }
+        Ok(out)
+    }
+
+    /// How many follow-ups of bad ratings are open (the index's length).
+    pub fn open_follow_ups(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(CASE_FOLLOW_UPS)?.len()?)
+    }
+
+    /// Every row of the statistics' counters (`crate::stats`).
+    pub fn stats_rows(&self) -> Result<Vec<(String, crate::stats::Counters)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(STATS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            out.push((k.value().to_string(), writer::decode_counters(v.value())));
+        }
+        Ok(out)
+    }
+
     /// The summaries of `ids`, in order (`None` for a case not held).
     pub fn summaries(&self, ids: &[&str]) -> Result<Vec<Option<CaseSummary>>, StoreError> {
         let txn = self.db.begin_read()?;
@@ -1397,11 +1450,17 @@ impl Store {
             // Newest first from the date or status index.
             let keys: Vec<String> = match query.status {
                 Some(status) => {
+                    // The newest `limit` keys of the status, read from its end: a status of
+                    // a million cases costs no more than one of ten.
                     let table = txn.open_table(CASE_BY_STATUS)?;
-                    let prefix = format!("{}{SEP}", status.as_str());
-                    let mut keys = prefix_range(&table, &prefix)?;
-                    keys.reverse();
-                    keys.truncate(limit);
+                    let (from, to) = (
+                        format!("{}{SEP}", status.as_str()),
+                        format!("{}{}", status.as_str(), char::from(SEP as u8 + 1)),
+                    );
+                    let mut keys = Vec::new();
+                    for entry in table.range(from.as_str()..to.as_str())?.rev().take(limit) {
+                        keys.push(entry?.0.value().to_string());
+                    }
                     keys
                 }
                 None => {

@@ -39,6 +39,18 @@ pub const CASE_BY_ID_TAIL: TableDefinition<&str, ()> = TableDefinition::new("cas
 pub const CASE_QUEUE: TableDefinition<&str, ()> = TableDefinition::new("case_queue-1");
 /// Case id → its key in `case_queue-1`, so the old key goes whatever clock computed it.
 pub const CASE_QUEUE_POS: TableDefinition<&str, &str> = TableDefinition::new("case_queue_pos-1");
+/// Supervision's index (`crate::supervision`): `watch date \x1f accepted_at \x1f id` → `item
+/// \x1f step \x1f holder division`, every open case with a date to watch. Computed with the
+/// clock `meta-1.queue_clock` names, rebuilt with `case_queue-1`.
+pub const CASE_WATCH: TableDefinition<&str, &str> = TableDefinition::new("case_watch-1");
+/// The open follow-ups of bad ratings (`crate::followups`): `rating stamp \x1f rating event
+/// id \x1f case id` → (), kept from each case's summary.
+pub const CASE_FOLLOW_UPS: TableDefinition<&str, ()> = TableDefinition::new("case_follow_ups-1");
+/// The statistics' counters (`crate::stats::contributions`): row key (`i \x1f MZ001`, `a`,
+/// `p \x1f MZ001 \x1f 0001 \x1f town:review`, …) → five u64 little-endian counters. Moved by
+/// the writer with every case write, computed with the clock `meta-1.queue_clock` names and
+/// rebuilt with `case_queue-1`.
+pub const STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats-1");
 /// Receipt date `YYYYMMDD` → highest sequence number used that day.
 pub const RECEIPT_SEQ: TableDefinition<&str, u64> = TableDefinition::new("receipt_seq-1");
 /// SHA-256 hex → blob bytes (photos of materials).

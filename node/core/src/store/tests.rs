@@ -322,7 +322,10 @@ async fn illegal_event_is_refused_and_nothing_changes() {
     let again = store
         .append_event("c1", withdraw, case_doc::node_actor("v"))
         .await;
-    assert!(matches!(again, Err(StoreError::Refused(_))), "{again:?}");
+    assert!(
+        matches!(again, Err(StoreError::NotLegal { .. })),
+        "{again:?}"
+    );
     assert_eq!(store.case("c1").unwrap().unwrap().events.len(), 2);
     let withdrawn = store
         .list_cases(&CaseQuery {

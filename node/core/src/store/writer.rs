@@ -22,7 +22,7 @@ use crate::audit_doc;
 use crate::case_doc::{self, Case, Divisions, DocError};
 use crate::event::Event;
 use crate::hlc::Hlc;
-use crate::queue::Clock;
+use crate::legal_clock::Clock;
 use crate::scope::Scope;
 use crate::summary::{CaseSummary, IndexKeys};
 use crate::users::User;
@@ -494,6 +494,7 @@ fn apply_group(
                 break;
             }
         }
+        t.flush_stats()?;
         t.stale_rows
     };
     let writes_us = (clock.elapsed() - wait).as_micros() as u64;
@@ -644,7 +645,14 @@ struct Tables<'txn> {
     user_docs: Table<'txn, &'static str, &'static [u8]>,
     queue: Table<'txn, &'static str, ()>,
     queue_pos: Table<'txn, &'static str, &'static str>,
-    /// The clock queue keys are computed with in this group (none outside a node).
+    watch: Table<'txn, &'static str, &'static str>,
+    follow_ups: Table<'txn, &'static str, ()>,
+    stats: Table<'txn, &'static str, &'static [u8]>,
+    /// Moves of the statistics' counters in this transaction, written once before it commits
+    /// ([`Tables::flush_stats`]): a run of merges touches the same few rows over and over.
+    stats_delta: std::collections::BTreeMap<String, [i64; 5]>,
+    /// The clock legal-time projections are computed with in this group (none outside a
+    /// node: they are then marked for a rebuild, not kept).
     queue_clock: Option<Arc<Clock>>,
     /// Whether `meta-1.queue_clock` was checked against `queue_clock` in this group.
     queue_checked: bool,
@@ -689,6 +697,10 @@ impl<'txn> Tables<'txn> {
             user_docs: txn.open_table(USER_DOCS)?,
             queue: txn.open_table(CASE_QUEUE)?,
             queue_pos: txn.open_table(CASE_QUEUE_POS)?,
+            watch: txn.open_table(CASE_WATCH)?,
+            follow_ups: txn.open_table(CASE_FOLLOW_UPS)?,
+            stats: txn.open_table(STATS)?,
+            stats_delta: std::collections::BTreeMap::new(),
             queue_clock: GROUP_CLOCK.with(|c| c.borrow().clone()),
             queue_checked: false,
             hlc: None,
@@ -731,6 +743,9 @@ impl<'txn> Tables<'txn> {
         // A summary row that would be written as it is stays (most comments change none of
         // it): a random leaf page fewer in the commit.
         let unchanged = old.is_some_and(|o| o.stored && o.summary == *new);
+        // What the projections counted the case as: its stored row (one read from the
+        // document was never counted).
+        let old_summary = old.filter(|o| o.stored).map(|o| &o.summary);
         let old = old.map(|o| &o.summary);
         // Only the keys that moved: most events (a comment, a notice mark, a step of the
         // route) change none of them, and each row left alone is a removal and an insertion
@@ -748,11 +763,97 @@ impl<'txn> Tables<'txn> {
         )?;
         move_row(&mut self.by_name, was(|k| &k.by_name), &k.by_name, ())?;
         move_row(&mut self.by_tail, was(|k| &k.by_id_tail), &k.by_id_tail, ())?;
+        if let Some(o) = &old {
+            for key in o
+                .follow_ups
+                .iter()
+                .filter(|key| !k.follow_ups.contains(key))
+            {
+                self.follow_ups.remove(key.as_str())?;
+            }
+        }
+        for key in &k.follow_ups {
+            self.follow_ups.insert(key.as_str(), ())?;
+        }
         if !unchanged {
             let json = serde_json::to_vec(new).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             self.summaries.insert(new.id.as_str(), json.as_slice())?;
         }
-        self.put_queue(new)
+        self.put_queue(new)?;
+        self.put_watch(old_summary, new)?;
+        if !unchanged {
+            self.count_stats(old_summary, new);
+        }
+        Ok(())
+    }
+
+    /// Moves the case's row in `case_watch-1` (`crate::supervision`) to the one the group's
+    /// clock gives it. Without a clock nothing moves: [`Tables::put_queue`] has marked the
+    /// legal-time projections for a rebuild.
+    fn put_watch(
+        &mut self,
+        old: Option<&CaseSummary>,
+        new: &CaseSummary,
+    ) -> Result<(), StoreError> {
+        let Some(clock) = self.queue_clock.clone() else {
+            return Ok(());
+        };
+        let old = old.and_then(|o| crate::supervision::key(&clock, o));
+        let new = crate::supervision::key(&clock, new);
+        if old == new {
+            return Ok(());
+        }
+        if let Some((key, _)) = old {
+            self.watch.remove(key.as_str())?;
+        }
+        if let Some((key, value)) = new {
+            self.watch.insert(key.as_str(), value.as_str())?;
+        }
+        Ok(())
+    }
+
+    /// Moves the statistics' counters from the case's old rows to its new ones
+    /// (`crate::stats::contributions`), in [`Tables::stats_delta`] until the commit.
+    fn count_stats(&mut self, old: Option<&CaseSummary>, new: &CaseSummary) {
+        let Some(clock) = self.queue_clock.clone() else {
+            return;
+        };
+        let mut add = |summary: &CaseSummary, sign: i64| {
+            for (key, counters) in crate::stats::contributions(summary, &clock) {
+                let row = self.stats_delta.entry(key).or_default();
+                for (d, c) in row.iter_mut().zip(counters) {
+                    *d += sign * i64::try_from(c).unwrap_or(i64::MAX);
+                }
+            }
+        };
+        if let Some(old) = old {
+            add(old, -1);
+        }
+        add(new, 1);
+    }
+
+    /// Writes [`Tables::stats_delta`] into `stats-1`: once a transaction, before its commit.
+    fn flush_stats(&mut self) -> Result<(), StoreError> {
+        for (key, delta) in std::mem::take(&mut self.stats_delta) {
+            if delta == [0; 5] {
+                continue;
+            }
+            let held = self
+                .stats
+                .get(key.as_str())?
+                .map_or([0; 5], |v| decode_counters(v.value()));
+            let mut next = [0u64; 5];
+            for ((n, h), d) in next.iter_mut().zip(held).zip(delta) {
+                *n = h.saturating_add_signed(d);
+            }
+            if next[0] == 0 {
+                self.stats.remove(key.as_str())?;
+            } else {
+                self.stats
+                    .insert(key.as_str(), encode_counters(&next).as_slice())?;
+            }
+        }
+        Ok(())
     }
 
     /// [`move_row`] for `case_by_status-1`, with `case_status_counts-1` kept to its rows: a
@@ -797,7 +898,10 @@ impl<'txn> Tables<'txn> {
                 self.meta.remove(super::QUEUE_CLOCK_KEY)?;
             }
         }
-        let key = self.queue_clock.as_ref().and_then(|c| c.key(s));
+        let key = self
+            .queue_clock
+            .as_ref()
+            .and_then(|c| crate::queue::key(c, s));
         let old = self
             .queue_pos
             .get(s.id.as_str())?
@@ -820,8 +924,9 @@ impl<'txn> Tables<'txn> {
         Ok(())
     }
 
-    /// [`WriteOp::RebuildQueue`]: every key again, from the summaries; returns how many
-    /// cases the queue holds.
+    /// [`WriteOp::RebuildQueue`]: every legal-time projection again, from the summaries —
+    /// the queue's keys, supervision's, the statistics' counters, and the open follow-ups
+    /// with them; returns how many cases the queue holds.
     fn rebuild_queue(&mut self) -> Result<u64, StoreError> {
         let Some(clock) = self.queue_clock.clone() else {
             return Ok(0);
@@ -835,23 +940,49 @@ impl<'txn> Tables<'txn> {
         }
         self.queue.retain(|_, _| false)?;
         self.queue_pos.retain(|_, _| false)?;
-        let mut keys = Vec::new();
+        self.watch.retain(|_, _| false)?;
+        self.follow_ups.retain(|_, _| false)?;
+        self.stats.retain(|_, _| false)?;
+        // Counted again from the rows below, which hold this transaction's writes too.
+        self.stats_delta.clear();
+        let mut queue = Vec::new();
+        let mut watch = Vec::new();
+        let mut follow_ups = Vec::new();
+        let mut stats: std::collections::BTreeMap<String, [u64; 5]> = Default::default();
         for entry in self.summaries.iter()? {
             let (k, v) = entry?;
             let s: CaseSummary = serde_json::from_slice(v.value())
                 .map_err(|e| StoreError::Corrupt(format!("summary of {}: {e}", k.value())))?;
-            if let Some(key) = clock.key(&s) {
-                keys.push((s.id, key));
+            if let Some(key) = crate::queue::key(&clock, &s) {
+                queue.push((s.id.clone(), key));
+            }
+            watch.extend(crate::supervision::key(&clock, &s));
+            follow_ups.extend(IndexKeys::of(&s).follow_ups);
+            for (key, counters) in crate::stats::contributions(&s, &clock) {
+                let row = stats.entry(key).or_default();
+                for (a, b) in row.iter_mut().zip(counters) {
+                    *a += b;
+                }
             }
         }
-        for (id, key) in &keys {
+        for (id, key) in &queue {
             self.queue.insert(key.as_str(), ())?;
             self.queue_pos.insert(id.as_str(), key.as_str())?;
+        }
+        for (key, value) in &watch {
+            self.watch.insert(key.as_str(), value.as_str())?;
+        }
+        for key in &follow_ups {
+            self.follow_ups.insert(key.as_str(), ())?;
+        }
+        for (key, counters) in &stats {
+            self.stats
+                .insert(key.as_str(), encode_counters(counters).as_slice())?;
         }
         self.meta
             .insert(super::QUEUE_CLOCK_KEY, clock.fingerprint().as_bytes())?;
         self.queue_checked = true;
-        Ok(keys.len() as u64)
+        Ok(queue.len() as u64)
     }
 
     /// Where document `id` stands in the feed (`doc_pos-1`); `None` if it is not held.
@@ -1024,6 +1155,26 @@ impl<'txn> Tables<'txn> {
     }
 }
 
+/// The counters of a `stats-1` row: five u64, little-endian; a short row reads as zeros
+/// where it ends.
+pub(crate) fn decode_counters(bytes: &[u8]) -> [u64; 5] {
+    let mut out = [0u64; 5];
+    for (slot, chunk) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        *slot = u64::from_le_bytes(b);
+    }
+    out
+}
+
+fn encode_counters(c: &[u64; 5]) -> [u8; 40] {
+    let mut out = [0u8; 40];
+    for (chunk, v) in out.chunks_exact_mut(8).zip(c) {
+        chunk.copy_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
 /// Performs one op; says whether it changed anything (and so is audited).
 fn apply(
     t: &mut Tables<'_>,
@@ -1083,7 +1234,10 @@ fn apply(
             let case = case_doc::read(&doc)?;
             let state = case.state();
             if let Some(s) = state.superseded.iter().find(|s| s.event_id == event.id) {
-                return Err(StoreError::Refused(s.reason.clone()));
+                return Err(StoreError::NotLegal {
+                    zh: s.reason.clone(),
+                    en: s.reason_en.clone(),
+                });
             }
             t.put_projections(Some(&old_summary), &CaseSummary::of(&case, &state))?;
             let heads = doc.get_heads();
