@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Runs the benchmark suite of ../shared/BENCHMARKS.md in release mode.
+# Runs the benchmark suite in release mode (the figures and their targets: docs/bench.md).
 #   scripts/bench.sh           full sizes, 3 runs per figure
 #   scripts/bench.sh --quick   small sizes, a few minutes
+#   scripts/bench.sh --only F  one family: ingest, sync, sync-edge, fan-in, cold-start, queue
+#                              or county-year
 # Writes target/bench/results.jsonl (one JSON line per figure) and target/bench/results.md.
-# Figures so far: ingest (1 and 32 clients, group commit beside one commit per case);
-# sync-new, sync-idle, sync-1pct at the relay; cold-start and queue (a town holding 100,000
-# cases; `--only ingest|sync|sync-edge|fan-in|cold-start|queue` runs one family); then the same sync
-# figures for automerge-repo and PouchDB (scripts/peers), and a table of ratios.
+# Figures: ingest (1 and 32 clients, group commit beside one commit per case); sync-new,
+# sync-idle, sync-1pct at the relay; cold-start and queue (a town holding 100,000 cases);
+# county-year (a county holding a year of 1,000,000 cases: start, memory, console pages);
+# then the same sync figures for automerge-repo and PouchDB (scripts/peers), and a table of
+# ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p yiciban -p yiciban-tests --bin yiciban --bin yiciban-bench
@@ -27,7 +30,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 # The peers only run the sync figures.
-case "$only" in ingest|sync-edge|fan-in|cold-start|queue) exit 0 ;; esac
+case "$only" in ingest|sync-edge|fan-in|cold-start|queue|county-year) exit 0 ;; esac
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq && $sudo apt-get install -y -qq nodejs npm

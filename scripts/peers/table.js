@@ -17,7 +17,20 @@ const peerOf = (prefix) => {
   }
   return m;
 };
-const am = peerOf('automerge-repo');
+// A peer's figures are whole replications from its first connection: where a peer gives no
+// `.wall.secs` of its own (automerge-repo; PouchDB's idle), its `.secs` is that wall time, held
+// against ours from the village's dial to durable at the county.
+const withWall = (m) => {
+  for (const [k, l] of [...m]) {
+    const [id, n] = k.split('|');
+    const wall = id.replace(/\.secs$/, '.wall.secs');
+    if (id.endsWith('.secs') && !id.endsWith('.wall.secs') && !m.has(`${wall}|${n}`)) {
+      m.set(`${wall}|${n}`, { ...l, id: wall });
+    }
+  }
+  return m;
+};
+const am = withWall(peerOf('automerge-repo'));
 const pdOf = (setup) => {
   const m = new Map();
   for (const l of lines.filter((x) => x.peer && x.peer.startsWith('PouchDB') && (x.parameters?.setup || 'sync') === setup)) {
@@ -25,8 +38,8 @@ const pdOf = (setup) => {
   }
   return m;
 };
-const pdOne = pdOf('replicate');
-const pdTwo = pdOf('sync');
+const pdOne = withWall(pdOf('replicate'));
+const pdTwo = withWall(pdOf('sync'));
 const num = (l, v) => (l.unit === 'bytes' ? Math.round(v).toLocaleString('en') : v.toFixed(2));
 const unit = (l) => (l.unit === 's' ? ' s' : l.unit === 'bytes' ? ' B' : ` ${l.unit.split(' ')[0]}`);
 const fmt = (l) => {
@@ -37,7 +50,7 @@ const fmt = (l) => {
 const ratio = (a, b) => (a && b && b.median ? `${(a.median / b.median).toFixed(2)}` : '—');
 const keys = new Set([...ours.keys(), ...am.keys(), ...pdOne.keys(), ...pdTwo.keys()].filter((k) => !k.startsWith('failed')));
 const order = ['sync-new.secs', 'sync-new.wall.secs', 'sync-new.bytes', 'sync-idle.bytes', 'sync-idle.secs',
-  'sync-1pct.secs', 'sync-1pct.wall.secs', 'sync-1pct.bytes'];
+  'sync-idle.wall.secs', 'sync-1pct.secs', 'sync-1pct.wall.secs', 'sync-1pct.bytes'];
 const sorted = [...keys].sort((a, b) => {
   const [ia, na] = a.split('|'); const [ib, nb] = b.split('|');
   // Figures not in `order` (ours only, e.g. sync-new.stream.bytes) after those that are.

@@ -342,7 +342,7 @@ async fn write_batch(store: &Store, built: Vec<Built>) -> Result<usize> {
 }
 
 /// A UUID v7 (time-ordered) drawn from a seeded generator, so a fill is repeatable.
-fn uuid7(ms: u64, rng: &mut StdRng) -> String {
+pub(crate) fn uuid7(ms: u64, rng: &mut StdRng) -> String {
     let r: u128 = rng.random();
     let ts = ms & 0xFFFF_FFFF_FFFF;
     let rand_a = ((r >> 64) as u16) & 0x0FFF;
@@ -359,7 +359,7 @@ fn uuid7(ms: u64, rng: &mut StdRng) -> String {
 
 /// Waits until the store's writer thread has let go of the file (it closes cleanly once the
 /// last handle is dropped), so a copy is a cleanly closed database.
-fn wait_closed(path: &Path) -> Result<()> {
+pub(crate) fn wait_closed(path: &Path) -> Result<()> {
     let start = Instant::now();
     loop {
         match redb::Database::open(path) {

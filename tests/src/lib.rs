@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod coldstart;
+pub mod countyyear;
 pub mod fanin;
 pub mod relay;
 pub mod workload;

@@ -36,18 +36,47 @@ pub const MAX_SAMPLE_BYTES: usize = 16 * 1024;
 /// Reports per node the county's node table keeps (its sparkline).
 pub const RECENT: usize = 30;
 
-/// The `health_recent-1` value for a node: what it `held` and `reports`, newest
-/// [`RECENT`] by stamp, oldest first, one per stamp.
+/// What the county's node table reads of one node (`health_recent-1`): its newest report
+/// and the backlog of its newest [`RECENT`] reports, oldest first, one per stamp. The whole
+/// reports stay in the day's documents: a row a node, a few hundred bytes, whatever the
+/// number of reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recent {
+    pub latest: HealthReport,
+    /// `(at_ms, backlog)` of the newest reports, oldest first.
+    pub backlog: Vec<(u64, u64)>,
+}
+
+/// The `health_recent-1` value for a node: what it `held` and `reports`, the newest by stamp.
+/// A row from before [`Recent`] (the list of reports itself) reads as one.
 pub fn merge_recent(held: Option<&[u8]>, reports: &[HealthReport]) -> Result<Vec<u8>, String> {
-    let mut all: Vec<HealthReport> = match held {
-        Some(bytes) => serde_json::from_slice(bytes).map_err(|e| e.to_string())?,
-        None => Vec::new(),
+    let held = held.map(read_recent).transpose()?;
+    let mut backlog = held.as_ref().map_or_else(Vec::new, |h| h.backlog.clone());
+    backlog.extend(reports.iter().map(|r| (r.at_ms, r.backlog())));
+    backlog.sort_by_key(|(at, _)| *at);
+    backlog.dedup_by_key(|(at, _)| *at);
+    let skip = backlog.len().saturating_sub(RECENT);
+    let backlog = backlog.split_off(skip);
+    let newest = reports.iter().max_by_key(|r| r.at_ms);
+    let latest = match (held.map(|h| h.latest), newest) {
+        (Some(h), Some(n)) if n.at_ms > h.at_ms => n.clone(),
+        (Some(h), _) => h,
+        (None, Some(n)) => n.clone(),
+        (None, None) => return Err("no report".into()),
     };
-    all.extend(reports.iter().rev().take(RECENT).cloned());
-    all.sort_by_key(|r| r.at_ms);
-    all.dedup_by_key(|r| r.at_ms);
-    let skip = all.len().saturating_sub(RECENT);
-    serde_json::to_vec(&all[skip..]).map_err(|e| e.to_string())
+    serde_json::to_vec(&Recent { latest, backlog }).map_err(|e| e.to_string())
+}
+
+/// Reads a `health_recent-1` value.
+pub fn read_recent(bytes: &[u8]) -> Result<Recent, String> {
+    if let Ok(recent) = serde_json::from_slice::<Recent>(bytes) {
+        return Ok(recent);
+    }
+    let mut old: Vec<HealthReport> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    old.sort_by_key(|r| r.at_ms);
+    let backlog = old.iter().map(|r| (r.at_ms, r.backlog())).collect();
+    let latest = old.pop().ok_or("no report")?;
+    Ok(Recent { latest, backlog })
 }
 
 /// Whether `doc_id` names a health document.
@@ -490,10 +519,15 @@ mod tests {
         let first = merge_recent(None, &reports[..40]).unwrap();
         // An older day's document arriving late adds nothing newer and moves nothing.
         let again = merge_recent(Some(&first), &reports[..10]).unwrap();
+        assert_eq!(read_recent(&again).unwrap(), read_recent(&first).unwrap());
         let merged = merge_recent(Some(&again), &reports[40..]).unwrap();
-        let kept: Vec<HealthReport> = serde_json::from_slice(&merged).unwrap();
-        assert_eq!(kept.len(), RECENT);
-        assert_eq!(kept.first().unwrap().at_ms, reports[20].at_ms);
-        assert_eq!(kept.last().unwrap().at_ms, reports[49].at_ms);
+        let kept = read_recent(&merged).unwrap();
+        assert_eq!(kept.backlog.len(), RECENT);
+        assert_eq!(kept.backlog.first().unwrap().0, reports[20].at_ms);
+        assert_eq!(kept.backlog.last().unwrap().0, reports[49].at_ms);
+        assert_eq!(kept.latest, reports[49]);
+        // A row written as the list of reports reads the same.
+        let list = serde_json::to_vec(&reports[20..]).unwrap();
+        assert_eq!(read_recent(&list).unwrap(), kept);
     }
 }

@@ -649,15 +649,15 @@ impl Node {
             .store
             .latest_health()?
             .into_iter()
-            .filter_map(|(node, reports)| {
-                let latest = reports.last()?.clone();
-                let backlog: Vec<u64> = reports.iter().map(|r| r.backlog()).collect();
+            .map(|(node, recent)| {
+                let latest = recent.latest;
+                let backlog: Vec<u64> = recent.backlog.iter().map(|(_, b)| *b).collect();
                 // When the county got it, in county time: the node's stamp plus its offset.
                 let received =
                     i128::from(latest.at_ms) + i128::from(latest.clock_offset_ms.unwrap_or(0));
                 let received = u64::try_from(received.max(0)).unwrap_or(0);
                 let alerts = crate::health::alerts(&latest, received, &backlog, now_ms, &th);
-                Some((
+                (
                     node.clone(),
                     NodeRow {
                         node,
@@ -670,7 +670,7 @@ impl Node {
                         alerts,
                         revoked: false,
                     },
-                ))
+                )
             })
             .collect();
         // Enrolled nodes that never reported are listed too, with the alert that says so.

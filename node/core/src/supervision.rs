@@ -80,6 +80,14 @@ pub struct Marks {
     pub yellow: u64,
 }
 
+/// One read of the index ([`crate::store::Store::watch_scan`]): every row to show today
+/// counted by its value (`item \x1f step \x1f holder`), and the rows of one page.
+#[derive(Debug, Clone, Default)]
+pub struct Scan {
+    pub counts: std::collections::HashMap<String, Marks>,
+    pub rows: Vec<Watched>,
+}
+
 /// What the supervision page shows: one page of the cases, and the counts of all of them.
 #[derive(Debug, Clone, Default)]
 pub struct Board {
@@ -110,40 +118,37 @@ pub async fn board(node: &Node, offset: usize, limit: usize) -> Result<Board, St
     let Ok(last) = calendar.add_working_days(today, 1) else {
         return Ok(Board::default());
     };
-    let watched = node.store.watched_until(last)?;
+    let scan = node.store.watch_scan(today, last, offset, limit)?;
     let mut board = Board::default();
-    for w in &watched {
-        let red = w.date < today;
-        let bump = |m: &mut Marks| {
-            if red {
-                m.red += 1;
-            } else {
-                m.yellow += 1;
-            }
-        };
-        bump(
+    for (value, marks) in &scan.counts {
+        let mut parts = value.splitn(3, SEP);
+        let (item, step, holder) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        let tier = step.split_once(':').and_then(|(t, _)| Tier::parse(t));
+        for slot in [
             board
                 .by_step
-                .entry((w.item_code.clone(), w.step.clone()))
+                .entry((item.to_string(), step.to_string()))
                 .or_default(),
-        );
-        bump(
             board
                 .by_holder
-                .entry((w.tier(), w.holder.clone()))
+                .entry((tier, holder.to_string()))
                 .or_default(),
-        );
-        if red {
-            board.red += 1;
-        } else {
-            board.yellow += 1;
+        ] {
+            slot.red += marks.red;
+            slot.yellow += marks.yellow;
         }
+        board.red += marks.red;
+        board.yellow += marks.yellow;
     }
-    let page: Vec<&Watched> = watched.iter().skip(offset).take(limit).collect();
-    let ids: Vec<&str> = page.iter().map(|w| w.id.as_str()).collect();
+    let ids: Vec<&str> = scan.rows.iter().map(|w| w.id.as_str()).collect();
     let summaries = node.store.summaries(&ids)?;
-    board.rows = page
-        .into_iter()
+    board.rows = scan
+        .rows
+        .iter()
         .zip(summaries)
         .filter_map(|(w, s)| {
             let mark = if w.date < today {

@@ -12,7 +12,7 @@ type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 /// The schema version this build writes: the number of migrations.
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
 
-const MIGRATIONS: [Migration; 21] = [
+const MIGRATIONS: [Migration; 22] = [
     migration_001_initial_tables,
     migration_002_store_epoch,
     migration_003_sync_cursors,
@@ -34,7 +34,29 @@ const MIGRATIONS: [Migration; 21] = [
     migration_019_status_counts,
     migration_020_sync_acked,
     migration_021_legal_projections,
+    migration_022_health_recent_compact,
 ];
+
+/// The node table's projection (`health_recent-1`) as [`crate::health::Recent`]: a node's
+/// newest report and the backlog of the others, instead of the 30 reports themselves.
+fn migration_022_health_recent_compact(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut recent = txn.open_table(HEALTH_RECENT)?;
+    let mut rows = Vec::new();
+    for entry in recent.iter()? {
+        let (k, v) = entry?;
+        match crate::health::read_recent(v.value()) {
+            Ok(r) => rows.push((k.value().to_string(), r)),
+            Err(e) => {
+                tracing::warn!(node = k.value(), error = %e, "health row unreadable: left as it was")
+            }
+        }
+    }
+    for (node, r) in rows {
+        let json = serde_json::to_vec(&r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        recent.insert(node.as_str(), json.as_slice())?;
+    }
+    Ok(())
+}
 
 /// Supervision's index (`case_watch-1`), the open follow-ups (`case_follow_ups-1`) and the
 /// statistics' counters (`stats-1`). Every summary is made again from its document, for the

@@ -755,17 +755,15 @@ impl Store {
 
     /// Every node's newest health reports (at most [`crate::health::RECENT`], oldest first),
     /// from the `health_recent-1` projection: no document is loaded.
-    pub fn latest_health(
-        &self,
-    ) -> Result<BTreeMap<String, Vec<crate::health::HealthReport>>, StoreError> {
+    pub fn latest_health(&self) -> Result<BTreeMap<String, crate::health::Recent>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(HEALTH_RECENT)?;
         let mut out = BTreeMap::new();
         for entry in table.iter()? {
             let (k, v) = entry?;
-            let reports = serde_json::from_slice(v.value())
+            let recent = crate::health::read_recent(v.value())
                 .map_err(|e| StoreError::Corrupt(format!("health_recent {}: {e}", k.value())))?;
-            out.insert(k.value().to_string(), reports);
+            out.insert(k.value().to_string(), recent);
         }
         Ok(out)
     }
@@ -1387,6 +1385,46 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// One read of supervision's index for its page: the rows dated on or before `last`
+    /// counted by their value, red (dated before `today`) and yellow apart, and the rows
+    /// `skip..skip + take` of them parsed. Counting borrows each row; only the page's rows
+    /// and each distinct value are copied out.
+    pub fn watch_scan(
+        &self,
+        today: chrono::NaiveDate,
+        last: chrono::NaiveDate,
+        skip: usize,
+        take: usize,
+    ) -> Result<crate::supervision::Scan, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CASE_WATCH)?;
+        let end = last.succ_opt().unwrap_or(last).to_string();
+        let today = today.to_string();
+        let mut scan = crate::supervision::Scan::default();
+        for (at, entry) in table.range(..end.as_str())?.enumerate() {
+            let (k, v) = entry?;
+            let (key, value) = (k.value(), v.value());
+            // Keys start with the ISO date: before today's text is before today.
+            let red = key.get(..today.len()).is_some_and(|d| d < today.as_str());
+            let slot = match scan.counts.get_mut(value) {
+                Some(slot) => slot,
+                None => scan.counts.entry(value.to_string()).or_default(),
+            };
+            if red {
+                slot.red += 1;
+            } else {
+                slot.yellow += 1;
+            }
+            if at >= skip && scan.rows.len() < take {
+                match crate::supervision::Watched::parse(key, value) {
+                    Some(w) => scan.rows.push(w),
+                    None => tracing::warn!(key, "damaged supervision row skipped"),
+                }
+            }
+        }
+        Ok(scan)
     }
 
     /// Every key of the open follow-ups' index (`crate::followups`), the oldest rating first.

@@ -120,9 +120,10 @@ pub const HEALTH_DOCS: TableDefinition<&str, &[u8]> = TableDefinition::new("heal
 /// `users:{node}` → that node's user directory (`crate::user_dir`): at the county every
 /// enrolled node's, at a village or town its own. Not a case: no projections.
 pub const USER_DOCS: TableDefinition<&str, &[u8]> = TableDefinition::new("user_docs-1");
-/// Node id → JSON list of its newest [`crate::health::RECENT`] health reports, oldest first:
-/// the projection the county's node table reads, kept in the same transaction as the
-/// documents in `health_docs-1`.
+/// Node id → JSON [`crate::health::Recent`]: its newest health report and the backlog of its
+/// newest [`crate::health::RECENT`] reports, the projection the county's node table reads,
+/// kept in the same transaction as the documents in `health_docs-1`. A row written as the
+/// list of the reports themselves still reads.
 pub const HEALTH_RECENT: TableDefinition<&str, &[u8]> = TableDefinition::new("health_recent-1");
 /// Key → value: `schema_version` and other node facts.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");

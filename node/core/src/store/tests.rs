@@ -1148,8 +1148,9 @@ async fn health_documents_of_old_days_are_dropped_with_their_feed_entries() {
     assert_eq!(ids.len(), 2, "one document a day: {ids:?}");
     let latest = store.latest_health().unwrap();
     let recent = &latest["village-1"];
-    assert_eq!(recent.len(), 2, "one report per stamp, across days");
-    assert!(recent[0].at_ms < recent[1].at_ms, "oldest first");
+    assert_eq!(recent.backlog.len(), 2, "one report per stamp, across days");
+    assert!(recent.backlog[0].0 < recent.backlog[1].0, "oldest first");
+    assert_eq!(recent.latest.at_ms, recent.backlog[1].0);
     let newest_day = crate::health::parse_id(&ids[1]).unwrap().1.to_string();
     assert_eq!(store.prune_health(&newest_day).await.unwrap(), 1);
     let left: Vec<String> = yiciban_sync::store::ReplicaStore::feed_since(&store, 0, 10)
