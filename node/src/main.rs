@@ -122,6 +122,12 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Documents refused for good (同步隔离): by this node from a peer, or by a peer from
+    /// this node (the node must be stopped).
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
     /// At the county: revoke every certificate issued to a node. Writes `crl.der`; a running
     /// county reloads it within seconds and refuses the node's next handshake.
     Revoke {
@@ -150,6 +156,16 @@ enum AuditCommand {
         config: PathBuf,
         #[arg(long, default_value_t = 50)]
         last: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QuarantineCommand {
+    /// Print every quarantined document, newest first, and at the county what each node sent
+    /// that was refused or kept as forged.
+    List {
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -337,6 +353,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Audit {
             command: AuditCommand::List { config, last },
         } => audit_list(&config, last),
+        Command::Quarantine {
+            command: QuarantineCommand::List { config },
+        } => quarantine_list(&config),
         Command::User {
             command:
                 UserCommand::Add {
@@ -504,6 +523,28 @@ async fn change_user(
 
 /// `yiciban verify`: checks a result code against the county CA certificate.
 fn verify(payload: &str, ca: Option<&Path>, config: Option<&Path>) -> Result<()> {
+    // The revocations this node knows: at the county `revoked.tsv`, and the registry of
+    // nodes in a stopped node's store.
+    let revocations: std::collections::BTreeMap<String, u64> = match config {
+        Some(config) => {
+            let cfg = Config::load(config)?;
+            let mut known = TlsDir::new(cfg.tls_dir()).revocations().unwrap_or_default();
+            match Store::open(&cfg.store_path(), 1, cfg.store.blob_max_bytes) {
+                Ok(store) => {
+                    for n in store.registry().nodes() {
+                        if let Some(at) = n.revoked_ms {
+                            known.entry(n.id.clone()).or_insert(at);
+                        }
+                    }
+                }
+                Err(e) => eprintln!(
+                    "注意 / note: 节点数据库无法打开，只核对证书吊销文件 / the store is not readable ({e}); checked against revoked.tsv only"
+                ),
+            }
+            known
+        }
+        None => Default::default(),
+    };
     let ca_path = match (ca, config) {
         (Some(ca), _) => ca.to_path_buf(),
         (None, Some(config)) => TlsDir::new(Config::load(config)?.tls_dir()).path("ca.pem"),
@@ -529,8 +570,10 @@ fn verify(payload: &str, ca: Option<&Path>, config: Option<&Path>) -> Result<()>
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let v = yiciban_core::seal::verify(&text, &ca_pem, now)
-        .map_err(|e| anyhow::anyhow!("无效 / invalid: {}", e.msg().both()))?;
+    let v = yiciban_core::seal::verify_against(&text, &ca_pem, now, &|node| {
+        revocations.get(node).copied()
+    })
+    .map_err(|e| anyhow::anyhow!("无效 / invalid: {}", e.msg().both()))?;
     let s = &v.summary;
     println!("有效 / valid: 签章真实，内容未被改动 / genuine seal, unaltered");
     println!("受理编号 receipt_no: {}", s.receipt_no);
@@ -546,7 +589,62 @@ fn verify(payload: &str, ca: Option<&Path>, config: Option<&Path>) -> Result<()>
         v.signer.node_id, v.signer.role, v.signer.division
     );
     println!("办件 case_id: {}", s.case_id);
+    if v.revoked_later_ms.is_some() {
+        println!("注意 note: {}", v.note_zh());
+    }
     Ok(())
+}
+
+/// `yiciban quarantine list`: one line a quarantined document, then one a refusal.
+fn quarantine_list(config: &Path) -> Result<()> {
+    let store = audit_store(config)?;
+    let quarantined = store.quarantined()?;
+    println!(
+        "隔离的办件文档 / quarantined documents: {}",
+        quarantined.len()
+    );
+    for q in &quarantined {
+        let receipt = if q.receipt_no.is_empty() {
+            q.doc_id.as_str()
+        } else {
+            q.receipt_no.as_str()
+        };
+        let way = match q.direction {
+            yiciban_core::store::quarantine::Direction::Received => "来自 from",
+            yiciban_core::store::quarantine::Direction::Sent => "发往 to",
+        };
+        println!(
+            "{}\t{receipt}\t{way} {}\t{} / {}",
+            local_ms(q.at_ms),
+            q.peer,
+            q.reason,
+            q.reason_en
+        );
+    }
+    for (peer, refused) in store.refusals()? {
+        println!(
+            "节点 node {peer}: {} 件被拒收或伪造/无效 / refused or forged",
+            refused.len()
+        );
+        for r in refused {
+            println!(
+                "  {}\t{}\t{}\t{} / {}",
+                local_ms(r.at_ms),
+                r.receipt_no,
+                r.event_id.as_deref().unwrap_or("(document)"),
+                r.reason,
+                r.reason_en
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Unix ms as UTC `2026-12-07 02:00:00`.
+fn local_ms(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(0))
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_default()
 }
 
 /// Opens a stopped node's store for the audit commands.
@@ -739,6 +837,9 @@ pub async fn serve(
     if node.publish_calendar().await? {
         tracing::info!("the county's working-day calendar changed: published");
     }
+    // The county lists itself and its revocations in the registry of nodes, so what it
+    // signs is checked everywhere and nothing a revoked node signs after counts.
+    node.publish_registry().await?;
     // Kept for the life of the server: the endpoint's tasks run as long as it exists.
     let endpoint = node
         .start_sync()

@@ -25,6 +25,10 @@ fn env_u64(name: &str) -> Option<u64> {
 fn run_seed(seed: u64) -> Result<net::Stats, String> {
     let mut sim = Sim::star(seed, 4);
     sim.random_faults();
+    // One run in eight has a rogue village (node 3): it writes a document the county
+    // refuses for good and takes over another village's document.
+    let rogue = seed % 8 == 5;
+    let mut poison = Vec::new();
     // One run in four restores a node from a backup taken during the run.
     let restore = seed & 3 == 0;
     let steps = 300;
@@ -37,6 +41,16 @@ fn run_seed(seed: u64) -> Result<net::Stats, String> {
             sim.restore(restore_node);
         }
         sim.random_writes(0.04);
+        if rogue && step % 60 == 30 {
+            poison.push(sim.write_poison(3));
+            if let Some(victim) = sim
+                .doc_ids(2)
+                .into_iter()
+                .find(|d| d.starts_with("village-a-"))
+            {
+                sim.write_takeover(3, &victim);
+            }
+        }
         sim.random_partitions(0.01, 0.05);
         sim.step()?;
     }
@@ -44,6 +58,17 @@ fn run_seed(seed: u64) -> Result<net::Stats, String> {
     sim.heal_all();
     sim.run_until_quiescent(20_000)?;
     sim.check_converged()?;
+    // The rogue's documents never left it, and it heard of the refusals.
+    for doc in &poison {
+        for node in 0..3 {
+            if sim.holds(node, doc) {
+                return Err(format!("node {node} holds the refused {doc}"));
+            }
+        }
+    }
+    if rogue && !poison.is_empty() && sim.stats.refusals_heard == 0 {
+        return Err("the rogue never heard its documents were refused".into());
+    }
     Ok(sim.stats)
 }
 
@@ -74,6 +99,7 @@ fn every_seed_converges() {
             total.early_offers > 0 && total.early_refused > 0,
             "{total:?}"
         );
+        assert!(total.refused > 0 && total.refusals_heard > 0, "{total:?}");
     }
 }
 

@@ -292,6 +292,7 @@ fn build_batch(
                 role: "clerk".into(),
                 kind: EventKind::Accepted,
                 payload: serde_json::json!({}),
+                sig: None,
             };
             let case = Case {
                 id: uuid7(p.at_ms, &mut rng),
@@ -311,6 +312,7 @@ fn build_batch(
                 materials: app.materials,
                 bundle: None,
                 events: vec![event],
+                forged: Vec::new(),
             };
             let state = case.state();
             let mut doc = case_doc::build(&case, case_doc::node_actor(&case.node))?;

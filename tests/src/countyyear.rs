@@ -280,6 +280,7 @@ fn build_batch(
                 materials: app.materials,
                 bundle: None,
                 events,
+                forged: Vec::new(),
             };
             let state = case.state();
             let mut doc = case_doc::build(&case, case_doc::node_actor(&case.node))?;
@@ -357,6 +358,7 @@ impl<'a> History<'a> {
             role: user.into(),
             kind,
             payload,
+            sig: None,
         });
         Some(id)
     }

@@ -13,6 +13,7 @@ pub mod coldstart;
 pub mod countyyear;
 pub mod fanin;
 pub mod relay;
+pub mod rogue;
 pub mod workload;
 
 use std::net::TcpListener;

@@ -217,6 +217,12 @@ pub async fn detail(
         "materials": case.materials,
         "bundle": case.bundle,
         "events": case.timeline(),
+        // Kept, never counted: the events whose author or signature does not hold (伪造/无效).
+        "forged": case.forged.iter().map(|f| json!({
+            "event": f.event,
+            "reason": f.reason,
+            "reason_en": f.reason_en,
+        })).collect::<Vec<_>>(),
         "state": views::state_json(&state.node, &case.item_code, &st),
         "result": yiciban_core::seal::case_seal(&case, &st).map(|seal| json!({
             "qr_payload": seal.payload,

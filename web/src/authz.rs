@@ -53,6 +53,9 @@ pub enum Action {
     /// Publish the county's working-day calendar (`/calendar`; the core accepts it at the
     /// county only): running the system is the county admin's.
     PublishCalendar,
+    /// See the documents refused for good and what each node sent that was refused
+    /// (`/quarantine`).
+    ViewQuarantine,
 }
 
 pub fn allowed(role: Role, action: Action) -> bool {
@@ -71,6 +74,9 @@ pub fn allowed(role: Role, action: Action) -> bool {
         ViewStatistics => matches!(role, Clerk | Reviewer | Approver | CountyAdmin),
         ManageUsers | ManageEnrolment => role == SecurityAdmin,
         PublishCalendar => role == CountyAdmin,
+        // What a node refused concerns whoever works there: the clerk whose case is held
+        // back, the admins who act on it, the auditor.
+        ViewQuarantine => true,
     }
 }
 

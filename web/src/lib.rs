@@ -95,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tokens", get(api::tokens).post(api::issue_token))
         .route("/followups", get(api::follow_ups))
         .route("/stats", get(api::stats))
+        .route("/quarantine", get(pages::quarantine_json))
         .route(
             "/calendar",
             get(pages::calendar_json).put(pages::calendar_put),
@@ -144,6 +145,7 @@ pub fn router(state: AppState) -> Router {
         .route("/followups", get(pages::follow_ups))
         .route("/followups/close", post(pages::close_follow_up))
         .route("/stats", get(pages::stats_page))
+        .route("/quarantine", get(pages::quarantine_page))
         .route(
             "/calendar",
             get(pages::calendar_page).post(pages::calendar_publish),

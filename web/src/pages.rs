@@ -33,6 +33,7 @@ mod admin;
 mod bundle;
 mod calendar;
 mod nodes;
+mod quarantine;
 mod stats;
 pub use admin::{
     admin_add_user, admin_enrol_page, admin_issue_token, admin_node_page, admin_revoke,
@@ -41,6 +42,7 @@ pub use admin::{
 pub use bundle::{apply_bundle_form, apply_bundle_submit, bundle_issue, bundle_page, case_counter};
 pub use calendar::{calendar_json, calendar_page, calendar_publish, calendar_put};
 pub use nodes::{NodesParams, nodes_page, rows as node_rows};
+pub use quarantine::{quarantine_json, quarantine_page};
 pub use stats::{gather as gather_stats, stats_csv, stats_page};
 
 /// A page failed: render it as a page, not as JSON.
@@ -1141,6 +1143,8 @@ struct CaseTpl {
     time_line: String,
     warning: &'static str,
     timeline: Vec<TimelineRow>,
+    /// Events kept but not counted (伪造/无效), with the reason.
+    forged: Vec<TimelineRow>,
     actions: Vec<ActionView>,
     unsent: String,
     show_result: bool,
@@ -1187,6 +1191,18 @@ fn render_case(
                 .get(e.id.as_str())
                 .map(|r| r.to_string())
                 .unwrap_or_default(),
+        })
+        .collect();
+    let forged = case
+        .forged
+        .iter()
+        .map(|f| TimelineRow {
+            at: views::local_time(&state.node, f.event.at),
+            kind_zh: f.event.kind.zh().to_string(),
+            kind: f.event.kind.as_str().to_string(),
+            who: format!("{}（自称 {}）", f.event.user, f.event.node),
+            text: event_text(&f.event),
+            superseded: f.reason.clone(),
         })
         .collect();
     let here = state.node.tier();
@@ -1278,6 +1294,7 @@ fn render_case(
         time_line: views::time_line(&time),
         warning: time.worst().as_str(),
         timeline,
+        forged,
         actions,
         unsent,
         show_result: has_result(st.status),
@@ -1506,6 +1523,8 @@ struct VerifyTpl {
     summary: Option<ResultSummary>,
     signer_role: String,
     reason_zh: String,
+    /// A valid seal of a node revoked later: says so.
+    note: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1524,10 +1543,12 @@ pub async fn verify(State(state): State<AppState>, Query(q): Query<VerifyParams>
         summary: None,
         signer_role: String::new(),
         reason_zh: String::new(),
+        note: String::new(),
     };
     if tpl.checked {
         match state.node.verify_result(&payload) {
             Ok(v) => {
+                tpl.note = v.note_zh();
                 tpl.signer_role = Tier::parse(&v.signer.role)
                     .map_or_else(|| v.signer.role.clone(), views::tier_zh);
                 tpl.summary = Some(v.summary);

@@ -1769,3 +1769,49 @@ async fn the_queue_comes_in_pages_of_fifty_with_its_count() {
     assert_eq!(q["total"], 52);
     assert_eq!(q["items"][0]["id"], filed[1].as_str());
 }
+
+#[tokio::test]
+async fn a_field_over_its_bound_is_422_naming_it_and_nothing_is_filed() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(&dir).await;
+    let clerk = Session::new(&state, "clerk").await;
+    let filing = |relation: String, address: String| {
+        serde_json::json!({
+            "item_code": "MZ003",
+            "applicant": {"name": "王𠈌", "id_number": "11010519491231002X", "phone": "13800138000"},
+            "proxy": {"name": "王五", "id_number": "11010519491231002X", "phone": "13800138001", "relation": relation},
+            "form": {"birth_date": "1949-12-31", "address": address, "bank_account": "6217000000001234"},
+            "materials": [
+                {"key": "id_card", "status": "original"},
+                {"key": "hukou_booklet", "status": "original"},
+                {"key": "social_security_card", "status": "copy"},
+            ],
+        })
+    };
+    let (status, body) = clerk
+        .post_json(
+            "/api/v1/applications",
+            filing("亲".repeat(400_000), "示范村3组".into()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.to_string().contains("proxy.relation"), "{body}");
+    assert!(body.to_string().contains("最多20字"), "{body}");
+    let (status, body) = clerk
+        .post_json(
+            "/api/v1/applications",
+            filing("儿子".into(), "村".repeat(5_000)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.to_string().contains("address"), "{body}");
+    assert_eq!(state.node.store.case_count().unwrap(), 0);
+    // Within its bounds the same filing is accepted.
+    let (status, body) = clerk
+        .post_json(
+            "/api/v1/applications",
+            filing("儿子".into(), "示范村3组".into()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}

@@ -123,10 +123,6 @@ pub struct Application {
 /// Problems by field key.
 pub type FieldErrors = BTreeMap<String, Msg>;
 
-const NAME_MAX_CHARS: usize = 30;
-const TEXT_MAX_CHARS: usize = 200;
-const TEXTAREA_MAX_CHARS: usize = 2000;
-
 /// Checks `input` against the catalogue. `blob_exists` says whether a photo hash is stored.
 pub fn validate(
     catalog: &Catalog,
@@ -142,7 +138,8 @@ pub fn validate(
         );
         return Err(errors);
     };
-    let applicant = person(&input.applicant, "applicant", today, &mut errors);
+    let limits = catalog.limits();
+    let applicant = person(&input.applicant, "applicant", today, limits, &mut errors);
     let proxy = input
         .proxy
         .as_ref()
@@ -151,8 +148,8 @@ pub fn validate(
                 && p.id_number.trim().is_empty()
                 && p.phone.trim().is_empty())
         })
-        .map(|p| person(p, "proxy", today, &mut errors));
-    let form = form_values(item, &input.form, today, &mut errors);
+        .map(|p| person(p, "proxy", today, limits, &mut errors));
+    let form = form_values(item, &input.form, today, limits, &mut errors);
     let materials = materials(item, &input.materials, blob_exists, &mut errors);
     if !errors.is_empty() {
         return Err(errors);
@@ -166,9 +163,15 @@ pub fn validate(
     })
 }
 
-fn person(p: &PersonInput, prefix: &str, today: NaiveDate, errors: &mut FieldErrors) -> Person {
+fn person(
+    p: &PersonInput,
+    prefix: &str,
+    today: NaiveDate,
+    limits: &crate::bounds::Limits,
+    errors: &mut FieldErrors,
+) -> Person {
     let name = p.name.trim().to_string();
-    if let Err(m) = check_name(&name) {
+    if let Err(m) = check_name(&name, limits.name_chars) {
         errors.insert(format!("{prefix}.name"), m);
     }
     let id_number = match idcard::validate(&p.id_number, today) {
@@ -190,6 +193,16 @@ fn person(p: &PersonInput, prefix: &str, today: NaiveDate, errors: &mut FieldErr
         .as_ref()
         .map(|r| r.trim().to_string())
         .filter(|r| !r.is_empty());
+    let max = limits.relation_chars;
+    if relation.as_ref().is_some_and(|r| r.chars().count() > max) {
+        errors.insert(
+            format!("{prefix}.relation"),
+            Msg::new(
+                format!("与申请人关系过长（最多{max}字）"),
+                format!("the relation is longer than {max} characters"),
+            ),
+        );
+    }
     if prefix == "proxy" && relation.is_none() {
         errors.insert(
             "proxy.relation".into(),
@@ -207,12 +220,12 @@ fn person(p: &PersonInput, prefix: &str, today: NaiveDate, errors: &mut FieldErr
     }
 }
 
-fn check_name(name: &str) -> Result<(), Msg> {
+fn check_name(name: &str, max: usize) -> Result<(), Msg> {
     let count = name.chars().count();
     if count == 0 {
         return Err(Msg::new("请填写姓名", "name is required"));
     }
-    if count > NAME_MAX_CHARS {
+    if count > max {
         return Err(Msg::new("姓名过长", "name is too long"));
     }
     if name
@@ -249,6 +262,7 @@ fn form_values(
     item: &ServiceItem,
     raw: &BTreeMap<String, serde_json::Value>,
     today: NaiveDate,
+    limits: &crate::bounds::Limits,
     errors: &mut FieldErrors,
 ) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
@@ -274,7 +288,7 @@ fn form_values(
                 continue;
             }
         };
-        match check_field(field, &value, today) {
+        match check_field(field, &value, today, limits) {
             Ok(Some(v)) => {
                 out.insert(field.key.clone(), v);
             }
@@ -288,7 +302,12 @@ fn form_values(
 }
 
 /// Checks one value; `Ok(None)` for an optional field left empty.
-fn check_field(field: &Field, value: &str, today: NaiveDate) -> Result<Option<String>, Msg> {
+fn check_field(
+    field: &Field,
+    value: &str,
+    today: NaiveDate,
+    limits: &crate::bounds::Limits,
+) -> Result<Option<String>, Msg> {
     if value.is_empty() {
         return if field.required {
             Err(Msg::new(
@@ -303,9 +322,9 @@ fn check_field(field: &Field, value: &str, today: NaiveDate) -> Result<Option<St
     let normalised = match field.field_type {
         FieldType::Text | FieldType::Textarea => {
             let default_max = if field.field_type == FieldType::Text {
-                TEXT_MAX_CHARS
+                limits.text_chars
             } else {
-                TEXTAREA_MAX_CHARS
+                limits.textarea_chars
             };
             let max = field.max_len.unwrap_or(default_max);
             if chars > max {

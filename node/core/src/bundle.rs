@@ -232,7 +232,7 @@ impl Node {
                 .get(&app.item_code)
                 .ok_or_else(|| NodeError::BadRequest(Msg::new("事项不存在", "unknown item")))?;
             let seq = self.store.reserve_receipt_seq(&date)?;
-            let case = Case {
+            let mut case = Case {
                 id,
                 receipt_no: format!("{}-{date}-{seq:04}", self.config.node.division),
                 item_code: item.code.clone(),
@@ -246,7 +246,9 @@ impl Node {
                 materials: app.materials,
                 bundle: Some(bundle_ref.clone()),
                 events: vec![self.event_now(EventKind::Accepted, serde_json::json!({}), actor)],
+                forged: Vec::new(),
             };
+            self.sign_filing(&mut case)?;
             cases.push((case, seq));
         }
         let actor_id = case_doc::node_actor(&self.config.node.id);
@@ -330,7 +332,7 @@ impl Node {
         let note: String = note.trim().chars().take(1000).collect();
         let view = self.bundle_view(id)?;
         view.hand_out_check().map_err(NodeError::Conflict)?;
-        let events: Vec<(String, Event)> = view
+        let mut events: Vec<(String, Event)> = view
             .cases
             .iter()
             .filter(|f| f.state.status == Status::ReadyToIssue)
@@ -342,6 +344,9 @@ impl Node {
                 )
             })
             .collect();
+        for (case_id, event) in &mut events {
+            self.sign_event(case_id, event)?;
+        }
         let actor_id = case_doc::node_actor(&self.config.node.id);
         let written = self
             .store
@@ -404,8 +409,10 @@ impl Node {
         let note: String = note.trim().chars().take(1000).collect();
         let payload = serde_json::json!({ "note": note, "at_counter": true });
         // Two stamps from the one clock: `picked_up` folds after `issued`.
-        let issued = self.event_now(EventKind::Issued, payload.clone(), actor);
-        let picked_up = self.event_now(EventKind::PickedUp, payload, actor);
+        let mut issued = self.event_now(EventKind::Issued, payload.clone(), actor);
+        let mut picked_up = self.event_now(EventKind::PickedUp, payload, actor);
+        self.sign_event(&case.id, &mut issued)?;
+        self.sign_event(&case.id, &mut picked_up)?;
         let actor_id = case_doc::node_actor(&self.config.node.id);
         let mut written = self
             .store

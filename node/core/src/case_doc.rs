@@ -63,7 +63,11 @@ pub struct Case {
     /// The 一件事 bundle this case was filed in, if any.
     #[serde(default)]
     pub bundle: Option<BundleRef>,
+    /// The events that count ([`crate::authorship::screen`] moves the others out).
     pub events: Vec<Event>,
+    /// Events the document holds that do not count, with the reason (伪造/无效).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forged: Vec<crate::authorship::Forged>,
 }
 
 /// The 一件事 bundle a sub-case was filed in: the same in the filing of every sub-case, so
@@ -114,6 +118,8 @@ pub enum DocError {
     Schema(i64),
     #[error("case document field {field} is malformed: {reason}")]
     Malformed { field: String, reason: String },
+    #[error("case document field {field} is longer than {max} bytes")]
+    TooLong { field: String, max: usize },
 }
 
 /// The Automerge actor of a node: 16 bytes derived from its id, so one node writes as one actor.
@@ -183,13 +189,31 @@ pub fn append_event(doc: &mut AutoCommit, event: &Event) -> Result<(), DocError>
     Ok(())
 }
 
+/// Reads a case from its document, with the Automerge actor that wrote each event (by event
+/// id), from which [`crate::authorship::screen`] tells whether an unsigned event is its
+/// node's own. Every event is in [`Case::events`]: nothing is screened yet.
+pub fn read_with_writers(
+    doc: &AutoCommit,
+) -> Result<(Case, std::collections::HashMap<String, ActorId>), DocError> {
+    read_inner(doc, true)
+}
+
+/// Reads a case from its document, every event in [`Case::events`] (see
+/// [`read_with_writers`]).
+pub fn read(doc: &AutoCommit) -> Result<Case, DocError> {
+    Ok(read_inner(doc, false)?.0)
+}
+
 /// Reads a case from its document.
 ///
 /// One pass over the root map and one over the event list: automerge 0.12 seeks from the
 /// start of the object's columns for every `get`, so reading the dozen root keys one `get`
 /// at a time cost more than loading the document (perf, county during sync-new 10,000:
 /// `case_doc::read` 14% of the node's samples, nearly all in `seek_ops_by_map_key`).
-pub fn read(doc: &AutoCommit) -> Result<Case, DocError> {
+fn read_inner(
+    doc: &AutoCommit,
+    writers: bool,
+) -> Result<(Case, std::collections::HashMap<String, ActorId>), DocError> {
     let mut root = RootFields::default();
     for item in doc.map_range(ROOT, ..) {
         let events_id = (item.key == "events").then(|| item.id());
@@ -217,14 +241,19 @@ pub fn read(doc: &AutoCommit) -> Result<Case, DocError> {
     let events_obj = root
         .events
         .ok_or_else(|| DocError::Missing("events".into()))?;
-    let events = doc
-        .list_range(&events_obj, ..)
-        .map(|item| match &item.value {
-            ValueRef::Scalar(ScalarValueRef::Str(text)) => parse_json("events", text),
-            _ => Err(malformed("events", "entry is not text")),
-        })
-        .collect::<Result<Vec<Event>, _>>()?;
-    Ok(Case {
+    let mut by = std::collections::HashMap::new();
+    let mut events = Vec::new();
+    for item in doc.list_range(&events_obj, ..) {
+        let event: Event = match &item.value {
+            ValueRef::Scalar(ScalarValueRef::Str(text)) => parse_json("events", text)?,
+            _ => return Err(malformed("events", "entry is not text")),
+        };
+        if writers && let automerge::ObjId::Id(_, actor, _) = item.id() {
+            by.insert(event.id.clone(), actor);
+        }
+        events.push(event);
+    }
+    let case = Case {
         id: required(&root.id, "id")?.to_string(),
         receipt_no: required(&root.receipt_no, "receipt_no")?.to_string(),
         item_code: required(&root.item_code, "item_code")?.to_string(),
@@ -238,7 +267,9 @@ pub fn read(doc: &AutoCommit) -> Result<Case, DocError> {
         materials: filing.materials,
         bundle: filing.bundle,
         events,
-    })
+        forged: Vec::new(),
+    };
+    Ok((case, by))
 }
 
 /// The root keys of a case document as one pass over the root map finds them (text values
@@ -303,7 +334,10 @@ fn text(doc: &AutoCommit, parent: &ObjId, key: &str) -> Result<String, DocError>
 
 fn parse_json<T: serde::de::DeserializeOwned>(field: &str, text: &str) -> Result<T, DocError> {
     if text.len() > MAX_FIELD_BYTES {
-        return Err(malformed(field, "longer than the limit"));
+        return Err(DocError::TooLong {
+            field: field.to_string(),
+            max: MAX_FIELD_BYTES,
+        });
     }
     serde_json::from_str(text).map_err(|e| malformed(field, &e.to_string()))
 }
@@ -372,7 +406,9 @@ pub mod test_support {
                 role: "clerk".into(),
                 kind: EventKind::Accepted,
                 payload: serde_json::json!({"note": "x"}),
+                sig: None,
             }],
+            forged: Vec::new(),
         }
     }
 }

@@ -212,6 +212,9 @@ struct CatalogFile {
     items: Vec<ServiceItem>,
     #[serde(default)]
     bundles: Vec<Bundle>,
+    /// Length bounds of what a case holds; each key optional.
+    #[serde(default)]
+    limits: crate::bounds::Limits,
 }
 
 /// The loaded, checked catalogue.
@@ -219,6 +222,7 @@ struct CatalogFile {
 pub struct Catalog {
     items: Vec<ServiceItem>,
     bundles: Vec<Bundle>,
+    limits: crate::bounds::Limits,
 }
 
 /// Why a catalogue was refused: the file, the place in it and the reason.
@@ -295,11 +299,17 @@ impl Catalog {
         Ok(Self {
             items: parsed.items,
             bundles: parsed.bundles,
+            limits: parsed.limits,
         })
     }
 
     pub fn items(&self) -> &[ServiceItem] {
         &self.items
+    }
+
+    /// The length bounds of what a case holds (`[limits]`, else the defaults).
+    pub fn limits(&self) -> &crate::bounds::Limits {
+        &self.limits
     }
 
     pub fn bundles(&self) -> &[Bundle] {

@@ -385,6 +385,7 @@ mod tests {
             role: "r".into(),
             payload: serde_json::json!({"materials": ["户口簿"]}),
             kind,
+            sig: None,
         }
     }
 

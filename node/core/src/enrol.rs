@@ -348,6 +348,34 @@ impl TlsDir {
             .collect())
     }
 
+    /// Each revoked node with when the county first revoked one of its certificates (Unix
+    /// ms, from `revoked.tsv`).
+    pub fn revocations(&self) -> Result<std::collections::BTreeMap<String, u64>, EnrolError> {
+        let text = match std::fs::read_to_string(self.path(REVOKED)) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+            Err(e) => {
+                return Err(EnrolError::Files {
+                    path: self.path(REVOKED),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let mut out = std::collections::BTreeMap::new();
+        for line in text.lines() {
+            let mut parts = line.split('\t');
+            let (Some(node), Some(_), Some(ms)) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            let Ok(ms) = ms.trim().parse::<u64>() else {
+                continue;
+            };
+            let at = out.entry(node.to_string()).or_insert(ms);
+            *at = (*at).min(ms);
+        }
+        Ok(out)
+    }
+
     /// The nodes whose certificates the county revoked.
     pub fn revoked_nodes(&self) -> Result<std::collections::BTreeSet<String>, EnrolError> {
         Ok(self

@@ -109,6 +109,10 @@ pub struct Event {
     pub kind: EventKind,
     /// Kind-specific data, for example `{"reason": "..."}` or `{"text": "..."}`.
     pub payload: serde_json::Value,
+    /// The recording node's signature ([`crate::authorship`]); `None` from a node without a
+    /// certificate, or from a build before signatures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<crate::authorship::EventSig>,
 }
 
 impl Event {

@@ -471,6 +471,7 @@ mod tests {
             role: "clerk".into(),
             kind,
             payload: serde_json::Value::Null,
+            sig: None,
         }
     }
 

@@ -293,12 +293,31 @@ impl Default for Thresholds {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Alert {
-    NotSeen { secs: u64 },
-    BacklogGrowing { backlog: u64 },
-    DiskLow { free_bytes: u64 },
-    ClockOff { offset_ms: i64 },
-    CertExpiring { days: i64 },
-    SyncFailing { link: String, attempts: u64 },
+    NotSeen {
+        secs: u64,
+    },
+    BacklogGrowing {
+        backlog: u64,
+    },
+    DiskLow {
+        free_bytes: u64,
+    },
+    ClockOff {
+        offset_ms: i64,
+    },
+    CertExpiring {
+        days: i64,
+    },
+    SyncFailing {
+        link: String,
+        attempts: u64,
+    },
+    /// The node sent documents the county refused or events it keeps as not counting
+    /// (伪造/越权), `latest` the newest reason ([`crate::store::quarantine`]).
+    Refused {
+        count: usize,
+        latest: String,
+    },
 }
 
 impl Alert {
@@ -314,6 +333,9 @@ impl Alert {
             Alert::CertExpiring { days } => format!("证书 {days} 天后到期"),
             Alert::SyncFailing { link, attempts } => {
                 format!("同步连续失败（{link}，{attempts} 次）")
+            }
+            Alert::Refused { count, latest } => {
+                format!("发送了被拒收或伪造/无效的数据 {count} 件（最近：{latest}）")
             }
         }
     }

@@ -230,8 +230,10 @@ impl Node {
             county_ca,
             signer: std::sync::Mutex::default(),
         });
-        // The writer keys the review queue (`crate::queue`) with this node's clock.
+        // The writer keys the review queue (`crate::queue`) with this node's clock, and
+        // merges are bounded by its catalogue (`crate::bounds`).
         crate::queue::current_clock(&node);
+        node.store.set_catalog(Arc::new(node.catalog.clone()));
         Ok(node)
     }
 
@@ -287,6 +289,8 @@ impl Node {
                 endpoint.clone(),
                 tls,
                 self.links.clone(),
+                self.store.clone(),
+                self.config.node.id.clone(),
             ));
         }
         tracing::info!(listen = ?sync.listen, county = ?sync.county, "replication started");
@@ -347,8 +351,15 @@ impl Node {
             use yiciban_transport::identity::{cert_serial, first_cert_der, peer_identity};
             let der = first_cert_der(&answer.cert_pem)?;
             let node = peer_identity(&der)?.node_id;
-            TlsDir::new(self.config.tls_dir()).record_issued(&node, &cert_serial(&der)?)
+            TlsDir::new(self.config.tls_dir()).record_issued(&node, &cert_serial(&der)?)?;
+            Ok::<_, EnrolError>(der)
         })();
+        // Listed at once, so what the node signs counts everywhere from its first link.
+        if let Ok(der) = &recorded
+            && let Err(e) = crate::registry::list_cert(&self.store, der, &self.config.node.id).await
+        {
+            tracing::warn!(error = %e, "the enrolled node is not listed in the registry yet");
+        }
         if let Err(e) = recorded {
             tracing::error!(error = %e, "issued certificate not recorded: it cannot be revoked");
             return Err(NodeError::BadRequest(Msg::new(
@@ -397,7 +408,20 @@ impl Node {
         let ca_pem = std::fs::read_to_string(TlsDir::new(self.config.tls_dir()).path("ca.pem"))
             .map_err(|_| crate::seal::SealError::NoCa)?;
         let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
-        crate::seal::verify(payload, &ca_pem, now)
+        let registry = self.store.registry();
+        let revoked_tsv = if self.tier() == Tier::County {
+            TlsDir::new(self.config.tls_dir())
+                .revocations()
+                .unwrap_or_default()
+        } else {
+            Default::default()
+        };
+        crate::seal::verify_against(payload, &ca_pem, now, &|node| {
+            registry
+                .get(node)
+                .and_then(|n| n.revoked_ms)
+                .or_else(|| revoked_tsv.get(node).copied())
+        })
     }
 
     /// Seals `event` when it is the decision that settles the case (ready to issue or
@@ -703,6 +727,35 @@ impl Node {
         for row in rows.values_mut() {
             row.revoked = revoked.contains(&row.node);
         }
+        // What each node sent that was refused or kept as forged: the alert names it.
+        for (node, refused) in self.store.refusals()? {
+            let Some(latest) = refused.last() else {
+                continue;
+            };
+            let alert = crate::health::Alert::Refused {
+                count: refused.len(),
+                latest: latest.reason.clone(),
+            };
+            match rows.get_mut(&node) {
+                Some(row) => row.alerts.push(alert),
+                None => {
+                    rows.insert(
+                        node.clone(),
+                        NodeRow {
+                            node,
+                            role: None,
+                            division: String::new(),
+                            town: String::new(),
+                            last_seen_ms: None,
+                            report: None,
+                            backlog: Vec::new(),
+                            alerts: vec![alert],
+                            revoked: false,
+                        },
+                    );
+                }
+            }
+        }
         Ok(rows.into_values().collect())
     }
 
@@ -861,7 +914,7 @@ impl Node {
         let seq = self.store.reserve_receipt_seq(&date)?;
         let receipt_no = format!("{}-{date}-{seq:04}", self.config.node.division);
         let event = self.event_now(EventKind::Accepted, serde_json::json!({}), actor);
-        let case = Case {
+        let mut case = Case {
             id: uuid::Uuid::now_v7().to_string(),
             receipt_no,
             item_code: item.code.clone(),
@@ -875,7 +928,9 @@ impl Node {
             materials: app.materials,
             bundle: None,
             events: vec![event],
+            forged: Vec::new(),
         };
+        self.sign_filing(&mut case)?;
         let state = case.state();
         let mut doc = case_doc::build(&case, case_doc::node_actor(&self.config.node.id))
             .map_err(StoreError::from)?;
@@ -1114,6 +1169,7 @@ impl Node {
             role: role.to_string(),
             kind,
             payload,
+            sig: None,
         }
     }
 
@@ -1127,10 +1183,69 @@ impl Node {
         self.new_event(&actor.username, actor.role.as_str(), kind, payload)
     }
 
-    /// Appends `event` to a case as this node's Automerge actor.
-    async fn append(&self, case_id: &str, event: Event) -> Result<Case, StoreError> {
+    /// Appends `event` to a case as this node's Automerge actor, signed with its key.
+    async fn append(&self, case_id: &str, mut event: Event) -> Result<Case, StoreError> {
+        self.sign_event(case_id, &mut event)?;
         let actor_id = case_doc::node_actor(&self.config.node.id);
         self.store.append_event(case_id, event, actor_id).await
+    }
+
+    /// Signs `event` of case `case_id` with this node's key ([`crate::authorship`]); a node
+    /// without a certificate leaves it unsigned (it counts as its own until it enrols).
+    /// `filing`: the case's filing digest, for its `accepted` event.
+    fn sign_with(
+        &self,
+        case_id: &str,
+        filing: Option<&str>,
+        event: &mut Event,
+    ) -> Result<(), StoreError> {
+        if let Some(signer) = self.signer() {
+            crate::authorship::sign(case_id, filing, event, &signer)
+                .map_err(|e| StoreError::Refused(format!("the event cannot be signed: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// [`Node::sign_with`] for an event after the filing.
+    pub(crate) fn sign_event(&self, case_id: &str, event: &mut Event) -> Result<(), StoreError> {
+        self.sign_with(case_id, None, event)
+    }
+
+    /// Signs the `accepted` event of a new case over its filing: the case's scope is then
+    /// the one its village signed ([`crate::authorship::filing_digest`]).
+    pub(crate) fn sign_filing(&self, case: &mut Case) -> Result<(), StoreError> {
+        let digest = crate::authorship::filing_digest(case);
+        let id = case.id.clone();
+        for event in case
+            .events
+            .iter_mut()
+            .filter(|e| e.kind == EventKind::Accepted)
+        {
+            self.sign_with(&id, Some(&digest), event)?;
+        }
+        Ok(())
+    }
+
+    /// At the county: lists itself in the registry of nodes ([`crate::registry`]) with its
+    /// own certificate, and the revocations `revoked.tsv` records. Nothing without a
+    /// certificate.
+    pub async fn publish_registry(&self) -> Result<(), StoreError> {
+        if self.tier() != Tier::County {
+            return Ok(());
+        }
+        if let Some(signer) = self.signer()
+            && crate::registry::list_cert(&self.store, signer.cert_der(), &self.config.node.id)
+                .await?
+        {
+            tracing::info!("this county is listed in the registry of nodes");
+        }
+        crate::sync_engine::mark_revocations(
+            &self.store,
+            &TlsDir::new(self.config.tls_dir()),
+            &self.config.node.id,
+        )
+        .await;
+        Ok(())
     }
 
     /// Records an event the node itself makes (a notice sent), as user `system`.

@@ -447,6 +447,7 @@ mod tests {
             role: "r".into(),
             kind,
             payload,
+            sig: None,
         }
     }
 

@@ -288,6 +288,7 @@ mod tests {
             role: "r".into(),
             kind,
             payload,
+            sig: None,
         }
     }
 

@@ -86,8 +86,11 @@ pub struct ScopedStore<'a> {
 
 impl ScopedStore<'_> {
     fn visible(&self, doc_id: &str) -> Result<bool, StoreError> {
+        // County-wide documents flow down only: the county publishes them, so a node never
+        // offers one to its county (a copy that diverged, after a county store was
+        // restored, would only be refused there).
         if crate::county_doc::is_county_doc(doc_id) {
-            return Ok(true);
+            return Ok(*self.scope != Scope::All);
         }
         if flows_up_only(doc_id) {
             return Ok(*self.scope == Scope::All);

@@ -70,11 +70,23 @@ pub enum SealError {
     NoCa,
     #[error("signing failed: {0}")]
     Sign(String),
+    /// The signing node's certificates were revoked (Unix ms) before the seal was made.
+    #[error("the signing node was revoked at {at_ms} (Unix ms), before this seal was made")]
+    Revoked { at_ms: u64 },
 }
 
 impl SealError {
     /// The reason, for people, in Chinese and English.
     pub fn msg(&self) -> Msg {
+        if let SealError::Revoked { at_ms } = self {
+            return Msg::new(
+                format!(
+                    "签章节点的证书已于 {} 被县级吊销，此结果在吊销之后签发，无效",
+                    date_of(*at_ms)
+                ),
+                self.to_string(),
+            );
+        }
         let zh = match self {
             SealError::Malformed(_) => "不是有效的办理结果码（格式错误）",
             SealError::UnknownVersion(_) => "无法识别的结果码版本",
@@ -84,6 +96,7 @@ impl SealError {
             SealError::SignerMismatch(_) => "结果内容与签章节点不符",
             SealError::NoCa => "本节点没有县级CA证书，无法核验",
             SealError::Sign(_) => "签章失败",
+            SealError::Revoked { .. } => "签章节点的证书已被吊销",
         };
         Msg::new(zh, self.to_string())
     }
@@ -114,6 +127,10 @@ pub struct ResultSummary {
     pub division: String,
     /// The decision event.
     pub event_id: String,
+    /// When the seal was made (Unix ms): a seal made after its node's revocation is
+    /// refused. Seals made before this field existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_at_ms: Option<u64>,
 }
 
 impl ResultSummary {
@@ -139,6 +156,7 @@ impl ResultSummary {
             node: signer.node_id.clone(),
             division: signer.division.clone(),
             event_id: event.id.clone(),
+            signed_at_ms: Some(event.at.wall_ms),
         }
     }
 
@@ -196,6 +214,23 @@ impl Signer {
 
     pub fn identity(&self) -> &NodeIdentity {
         &self.identity
+    }
+
+    /// The serial number of this node's certificate.
+    pub fn serial(&self) -> Vec<u8> {
+        identity::cert_serial(&self.cert_der).unwrap_or_default()
+    }
+
+    /// The node's certificate (DER).
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
+    /// An Ed25519 signature of `msg` with this node's key (the caller prefixes its context).
+    pub fn sign_raw(&self, msg: &[u8]) -> Result<Vec<u8>, SealError> {
+        self.key
+            .sign(msg)
+            .map_err(|e| SealError::Sign(e.to_string()))
     }
 
     /// The result code of `summary`, signed with this node's key.
@@ -330,6 +365,57 @@ impl Envelope {
 pub struct Verified {
     pub summary: ResultSummary,
     pub signer: NodeIdentity,
+    /// The signing node was revoked later (Unix ms): the seal, made before, stays valid.
+    pub revoked_later_ms: Option<u64>,
+}
+
+impl Verified {
+    /// The note a valid seal of a node revoked later carries, in Chinese; empty otherwise.
+    pub fn note_zh(&self) -> String {
+        self.revoked_later_ms.map_or_else(String::new, |at| {
+            format!(
+                "签章节点的证书已于 {} 被吊销；此结果签发在吊销之前，仍然有效",
+                date_of(at)
+            )
+        })
+    }
+}
+
+/// Unix ms as a date in China (`2026-12-07`).
+fn date_of(ms: u64) -> String {
+    let offset = chrono::FixedOffset::east_opt(8 * 3600).unwrap_or_else(|| unreachable!());
+    chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(0))
+        .map(|t| t.with_timezone(&offset).format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
+
+/// [`verify`], and against the revocations a node knows: `revoked(node)` is when the county
+/// revoked that node (the registry of nodes, or `revoked.tsv` at the county). A seal made
+/// after it is refused; one made before is valid, with a note.
+pub fn verify_against(
+    payload: &str,
+    ca_pem: &str,
+    now_unix_secs: u64,
+    revoked: &dyn Fn(&str) -> Option<u64>,
+) -> Result<Verified, SealError> {
+    let mut v = verify(payload, ca_pem, now_unix_secs)?;
+    if let Some(at_ms) = revoked(&v.signer.node_id) {
+        // Without a signing time (an older seal), the day of the decision stands for it: a
+        // decision on or after the day of the revocation is not shown to be before it.
+        let made = v.summary.signed_at_ms.unwrap_or_else(|| {
+            chrono::NaiveDate::parse_from_str(&v.summary.decided_on, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(23, 59, 59))
+                .map_or(u64::MAX, |t| {
+                    u64::try_from(t.and_utc().timestamp_millis() - 8 * 3_600_000).unwrap_or(0)
+                })
+        });
+        if made >= at_ms {
+            return Err(SealError::Revoked { at_ms });
+        }
+        v.revoked_later_ms = Some(at_ms);
+    }
+    Ok(v)
 }
 
 /// Verifies a result code against the county CA (`ca_pem`) at `now_unix_secs`, offline.
@@ -371,7 +457,11 @@ pub fn verify(payload: &str, ca_pem: &str, now_unix_secs: u64) -> Result<Verifie
     ) {
         return Err(malformed("unknown decision"));
     }
-    Ok(Verified { summary, signer })
+    Ok(Verified {
+        summary,
+        signer,
+        revoked_later_ms: None,
+    })
 }
 
 /// Whether recording `event` (already folded into `after`) is the decision to seal: a
@@ -441,6 +531,7 @@ mod tests {
             node: node.node_id.clone(),
             division: node.division.clone(),
             event_id: "0197a0c2-0000-7000-8000-000000000002".into(),
+            signed_at_ms: None,
         }
     }
 

@@ -454,6 +454,7 @@ mod tests {
             role: "r".into(),
             kind,
             payload,
+            sig: None,
         }
     }
 

@@ -18,7 +18,9 @@ use yiciban_transport::tls::{TlsError, connection_identity};
 
 use crate::case_doc::Case;
 use crate::catalog::Tier;
+use crate::message::Msg;
 use crate::scope::{Scope, ScopedStore};
+use crate::store::quarantine::Direction;
 use crate::store::{AckedRecord, RunMode, Store, StoreError};
 
 /// How often a link checks for a stall and refreshes its row in the link table.
@@ -414,6 +416,8 @@ pub async fn watch_revocations(
     endpoint: quinn::Endpoint,
     tls: crate::enrol::TlsDir,
     links: Arc<Links>,
+    store: Store,
+    county_id: String,
 ) {
     let stamp = |tls: &crate::enrol::TlsDir| {
         let meta = std::fs::metadata(tls.path("crl.der")).ok()?;
@@ -441,6 +445,7 @@ pub async fn watch_revocations(
                 continue;
             }
         }
+        mark_revocations(&store, &tls, &county_id).await;
         for node in tls.revoked_nodes().unwrap_or_default() {
             if let Some(conn) = links.accepted().remove(&node) {
                 tracing::warn!(peer = %node, "closing the link of a revoked node");
@@ -507,6 +512,35 @@ pub async fn accept_forever(ctx: SyncContext, endpoint: quinn::Endpoint) {
     }
 }
 
+/// Why a store refused a document for good, for people; `None` when asking again may help
+/// (the store was busy, changes it depends on are missing).
+fn refusal_of(e: &StoreError) -> Option<Msg> {
+    match e {
+        StoreError::Rejected(m) => Some(m.clone()),
+        StoreError::NotLegal { zh, en } => Some(Msg::new(zh.clone(), en.clone())),
+        StoreError::Doc(d @ crate::case_doc::DocError::TooLong { field, max }) => Some(Msg::new(
+            format!("办件文档的字段 {field} 超过长度上限（{max}字节）"),
+            d.to_string(),
+        )),
+        StoreError::Doc(d) => Some(Msg::new(
+            "办件文档格式不正确，无法读取",
+            format!("the case document is malformed: {d}"),
+        )),
+        _ => None,
+    }
+}
+
+/// At the county: marks every node `revoked.tsv` names revoked in the registry of nodes
+/// ([`crate::registry`]), at the time it was revoked, so every node refuses what it signs
+/// after. Called at start and whenever the revocation list changes.
+pub async fn mark_revocations(store: &Store, tls: &crate::enrol::TlsDir, county_id: &str) {
+    for (node, at_ms) in tls.revocations().unwrap_or_default() {
+        if let Err(e) = crate::registry::mark_revoked(store, &node, at_ms, county_id).await {
+            tracing::warn!(%node, error = %e, "revocation not written into the registry");
+        }
+    }
+}
+
 /// Runs one session until the connection ends or fails. `initiator` opens the stream.
 pub async fn run_connection(
     ctx: &SyncContext,
@@ -523,6 +557,15 @@ pub async fn run_connection(
         ))
     })?;
     let peer_scope = Scope::of(peer_role, &peer.division);
+    // The county lists every node that connects with a certificate it verified, so what
+    // that node signs can be checked everywhere (nodes enrolled by an older build included).
+    if ctx.scope == Scope::All
+        && peer_role != Tier::County
+        && let Ok(cert) = yiciban_transport::tls::connection_cert(conn)
+        && let Err(e) = crate::registry::list_cert(store, &cert, &ctx.node_id).await
+    {
+        tracing::warn!(peer = %peer.node_id, error = %e, "the peer is not listed in the registry");
+    }
     let view = ScopedStore {
         store,
         scope: &peer_scope,
@@ -580,6 +623,8 @@ pub async fn run_connection(
         scopes: vec![peer_scope.clone(), ctx.scope.clone()],
         from_county: peer_scope == Scope::All,
         at_county: ctx.scope == Scope::All,
+        first_hop: (ctx.scope == Scope::All && peer_scope != Scope::All)
+            .then(|| peer_scope.clone()),
         blobs: HashMap::new(),
         in_flight: VecDeque::new(),
         cursor_next: None,
@@ -792,6 +837,9 @@ struct Shell<'a> {
     from_county: bool,
     /// This node is the county: it keeps its peers' audit trails.
     at_county: bool,
+    /// At the county, a village's or a town's scope: its changes are checked at the first
+    /// hop ([`crate::store::admit`]).
+    first_hop: Option<Scope>,
     links: &'a Links,
     link: String,
     /// Blobs being assembled: hash → bytes so far.
@@ -890,7 +938,11 @@ impl Shell<'_> {
             "sync apply cases"
         );
         let ids: Vec<String> = run.iter().map(|(d, _)| d.clone()).collect();
-        let (peer, scopes) = (self.peer.clone(), self.scopes.clone());
+        let (peer, scopes, first_hop) = (
+            self.peer.clone(),
+            self.scopes.clone(),
+            self.first_hop.clone(),
+        );
         // A run alone streams to the writer; one behind others goes whole, so the writer
         // can take it with them (`RunMode`).
         let mode = if self.in_flight.iter().any(|r| !r.task.is_finished()) {
@@ -899,7 +951,11 @@ impl Shell<'_> {
             RunMode::Streamed
         };
         let task = tokio::spawn(async move {
-            Merged::Cases(store.apply_changes_many(&peer, run, scopes, mode).await)
+            Merged::Cases(
+                store
+                    .apply_changes_many(&peer, run, scopes, first_hop, mode)
+                    .await,
+            )
         });
         self.in_flight.push_back(Run { ids, task });
     }
@@ -944,6 +1000,16 @@ impl Shell<'_> {
             Some(Merged::Audit(Err(e))) => {
                 let doc = ids.first().map_or("", String::as_str);
                 tracing::warn!(peer = %self.peer, doc = %doc, error = %e, "audit segment refused");
+                if let StoreError::Refused(why) = &e {
+                    let msg = Msg::new("节点审计记录不连续或被改动，已拒收", why.clone());
+                    let refused = self.refuse(session, doc, msg);
+                    let applied =
+                        session.applied_all(&self.view, ids.iter().map(String::as_str))?;
+                    let mut out = refused;
+                    out.send.extend(applied.send);
+                    out.effects.extend(applied.effects);
+                    return Ok((out, Vec::new()));
+                }
                 Vec::new()
             }
             None => Vec::new(),
@@ -969,8 +1035,15 @@ impl Shell<'_> {
                         out.effects.extend(more.effects);
                     }
                 }
-                // The session asks again a bounded number of times, then ends: a refused
-                // document never blocks the cursor silently.
+                // Refused for good: quarantined here, the peer told, its entries settled, so
+                // the session goes on with the rest and no backlog waits on it.
+                Some(Err(e)) if refusal_of(e).is_some() => {
+                    let msg = refusal_of(e).unwrap_or_else(|| Msg::new("", ""));
+                    let refused = self.refuse(session, doc_id, msg);
+                    out.send.extend(refused.send);
+                    out.effects.extend(refused.effects);
+                }
+                // Otherwise the session asks again a bounded number of times, then ends.
                 Some(Err(e)) => {
                     tracing::warn!(peer = %self.peer, doc = %doc_id, error = %e, "changes refused");
                 }
@@ -981,6 +1054,29 @@ impl Shell<'_> {
         out.send.extend(applied.send);
         out.effects.extend(applied.effects);
         Ok((out, cases))
+    }
+
+    /// Refuses `doc_id` for good: quarantined here (recorded on its own task), the peer
+    /// told, its entries settled, so the session goes on with the rest and no backlog
+    /// waits on it.
+    fn refuse(&self, session: &mut Session, doc_id: &str, msg: Msg) -> Output {
+        tracing::warn!(peer = %self.peer, doc = %doc_id, reason = %msg.en, "document refused: quarantined");
+        let (store, doc, peer, at_county) = (
+            self.view.store.clone(),
+            doc_id.to_string(),
+            self.peer.clone(),
+            self.at_county,
+        );
+        let zh = msg.zh.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store
+                .quarantine(&doc, &peer, Direction::Received, &msg, at_county)
+                .await
+            {
+                tracing::error!(doc = %doc, error = %e, "quarantine not recorded");
+            }
+        });
+        session.refused(doc_id, &zh)
     }
 
     async fn effect(
@@ -999,31 +1095,55 @@ impl Shell<'_> {
         match effect {
             Effect::Apply { doc_id, changes } if crate::county_doc::is_county_doc(&doc_id) => {
                 let store = self.view.store;
-                if let Err(e) = store
+                let result = store
                     .apply_county_changes(&self.peer, self.from_county, &doc_id, changes)
-                    .await
-                {
+                    .await;
+                if let Err(e) = result {
                     tracing::warn!(peer = %self.peer, doc = %doc_id, error = %e, "changes refused");
+                    if let StoreError::Refused(why) = e {
+                        let msg = Msg::new("县级文档只能由县级节点下发，已拒收", why);
+                        let mut out = self.refuse(session, &doc_id, msg);
+                        let applied = session.applied(&self.view, &doc_id)?;
+                        out.send.extend(applied.send);
+                        out.effects.extend(applied.effects);
+                        return Ok(Some(out));
+                    }
                 }
                 Ok(Some(session.applied(&self.view, &doc_id)?))
             }
             Effect::Apply { doc_id, changes } if crate::health::is_health_doc(&doc_id) => {
                 let store = self.view.store;
-                if let Err(e) = store
+                let result = store
                     .apply_health_changes(&self.peer, self.at_county, &doc_id, changes)
-                    .await
-                {
+                    .await;
+                if let Err(e) = result {
                     tracing::warn!(peer = %self.peer, doc = %doc_id, error = %e, "health report refused");
+                    if let StoreError::Refused(why) = e {
+                        let msg = Msg::new("健康报告只能由报告的节点发往县级，已拒收", why);
+                        let mut out = self.refuse(session, &doc_id, msg);
+                        let applied = session.applied(&self.view, &doc_id)?;
+                        out.send.extend(applied.send);
+                        out.effects.extend(applied.effects);
+                        return Ok(Some(out));
+                    }
                 }
                 Ok(Some(session.applied(&self.view, &doc_id)?))
             }
             Effect::Apply { doc_id, changes } if crate::user_dir::is_user_dir_doc(&doc_id) => {
                 let store = self.view.store;
-                if let Err(e) = store
+                let result = store
                     .apply_user_dir_changes(&self.peer, self.from_county, &doc_id, changes)
-                    .await
-                {
+                    .await;
+                if let Err(e) = result {
                     tracing::warn!(peer = %self.peer, doc = %doc_id, error = %e, "user directory refused");
+                    if let StoreError::Refused(why) = e {
+                        let msg = Msg::new("用户目录只能由县级节点下发，已拒收", why);
+                        let mut out = self.refuse(session, &doc_id, msg);
+                        let applied = session.applied(&self.view, &doc_id)?;
+                        out.send.extend(applied.send);
+                        out.effects.extend(applied.effects);
+                        return Ok(Some(out));
+                    }
                 }
                 Ok(Some(session.applied(&self.view, &doc_id)?))
             }
@@ -1054,6 +1174,15 @@ impl Shell<'_> {
             }
             Effect::BlobMissing { hash } => {
                 tracing::info!(peer = %self.peer, blob = %hex::encode(hash), "peer does not hold blob");
+                Ok(None)
+            }
+            Effect::Refused { doc_id, reason } => {
+                tracing::warn!(peer = %self.peer, doc = %doc_id, %reason, "the peer refused a document: quarantined");
+                let msg = Msg::new(reason.clone(), reason);
+                self.view
+                    .store
+                    .quarantine(&doc_id, &self.peer, Direction::Sent, &msg, false)
+                    .await?;
                 Ok(None)
             }
         }
@@ -1113,5 +1242,6 @@ fn msg_label(m: &Message) -> String {
         Message::BlobMissing { .. } => "BlobMissing".into(),
         Message::WantMany { wants } => format!("WantMany[{}]", wants.len()),
         Message::Docs { docs } => format!("Docs[{}]", docs.len()),
+        Message::Refused { .. } => "Refused".into(),
     }
 }

@@ -61,6 +61,7 @@ pub(crate) fn ev(case: usize, n: usize, at: u64, tier: Tier, kind: EventKind) ->
         role: "r".into(),
         kind,
         payload: serde_json::json!({"materials": ["户口簿"]}),
+        sig: None,
     }
 }
 

@@ -215,6 +215,7 @@ fn run_case(seed: u64, with_docs: bool) -> CaseState {
                     role: "r".into(),
                     payload: payload(&mut rng, &kind),
                     kind,
+                    sig: None,
                 };
                 next_id += 1;
                 if let Some(doc) = replica.doc.as_mut() {

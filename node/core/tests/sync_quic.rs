@@ -342,12 +342,16 @@ async fn a_reconnection_offers_from_the_acknowledged_position_and_a_new_county_s
     for seq in 1..=3 {
         file(&village, &case(&format!("case-{seq}"), seq), seq).await;
     }
-    let acked_at = |county: &Store, seq: u64| {
+    // Acknowledged up to the village's feed head: its cases, and what the county sent it
+    // (the registry of nodes, which lists the village when it connects).
+    let acked_at = |county: &Store, cases: u64| {
         let village = village.clone();
         let county = county.clone();
         move || {
+            let head = yiciban_sync::store::ReplicaStore::feed_head(&village).unwrap();
             village.acked(COUNTY).unwrap().is_some_and(|a| {
-                a.seq == seq
+                a.seq == head
+                    && a.seq >= cases
                     && a.peer_epoch == county.epoch().unwrap()
                     && a.own_epoch == village.epoch().unwrap()
                     && a.scope.is_empty()

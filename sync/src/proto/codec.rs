@@ -156,6 +156,11 @@ fn encode_rest(w: &mut Vec<u8>, msg: &Message) {
                 put_heads(w, &e.have);
             }
         }
+        Message::Refused { doc_id, reason } => {
+            w.push(15);
+            put_str(w, doc_id);
+            put_str(w, reason);
+        }
         Message::Docs { docs } => {
             w.push(12);
             put_len(w, docs.len());
@@ -348,6 +353,13 @@ fn decode_rest(r: &mut Reader<'_>, tag: u8) -> Result<Message, DecodeError> {
             Message::WantMany { wants }
         }
         12 => decode_docs(r)?,
+        15 => Message::Refused {
+            doc_id: r.string("doc id")?,
+            reason: {
+                let b = r.bytes("reason", super::MAX_REASON_LEN)?;
+                String::from_utf8(b).map_err(|_| DecodeError::NotUtf8("reason"))?
+            },
+        },
         tag => return Err(DecodeError::UnknownTag(tag)),
     })
 }

@@ -186,7 +186,14 @@ pub enum Message {
     /// Tag 12: the answer to a `WantMany`, split so no message passes [`MAX_CHANGES_BYTES`]
     /// (a single larger document travels alone).
     Docs { docs: Vec<DocChanges> },
+    /// Tag 15: the receiver refused this document (it will not hold it) and settled its feed
+    /// entries; `reason` says why, for the sender's people (at most [`MAX_REASON_LEN`]
+    /// bytes). The sender quarantines it rather than offering it again.
+    Refused { doc_id: String, reason: String },
 }
+
+/// The longest reason a [`Message::Refused`] carries, in bytes.
+pub const MAX_REASON_LEN: usize = 1024;
 
 impl Message {
     /// The encoded size, for accounting in tests and metrics.

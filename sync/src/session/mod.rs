@@ -62,6 +62,9 @@ pub enum Effect {
     /// Remember how far `peer` has acknowledged the local feed, for the next session's
     /// early offer ([`Session::with_early_offer`]). Losing it costs only that round trip.
     SaveAcked { peer: String, acked: EarlyOffer },
+    /// The peer refused `doc_id` for good, saying why: keep it aside (quarantine) and show
+    /// it; the peer settled its entries, so it is not offered again unless it changes.
+    Refused { doc_id: String, reason: String },
     /// Write a piece of a blob; verify the hash when it is complete.
     StoreBlobChunk {
         hash: BlobHash,
@@ -248,6 +251,9 @@ impl Session {
                 .blobs
                 .on_chunk(hash, offset, total_len, bytes, &mut out)?,
             Message::BlobMissing { hash } => self.blobs.on_missing(hash, &mut out),
+            Message::Refused { doc_id, reason } => {
+                out.effects.push(Effect::Refused { doc_id, reason })
+            }
             Message::Hello(_) => return Err(ProtoError::DuplicateHello),
         }
         self.pump_blobs(&mut out);
@@ -265,6 +271,24 @@ impl Session {
         self.advance_cursor(&mut out);
         self.pump_blobs(&mut out);
         Ok(out)
+    }
+
+    /// The shell's store refused the changes of `doc_id` for good (`reason`, for the peer's
+    /// people): its entries are settled, so the cursor moves past it and the session goes
+    /// on with the rest, and the peer is told ([`Message::Refused`]).
+    pub fn refused(&mut self, doc_id: &str, reason: &str) -> Output {
+        let mut out = Output::default();
+        self.pull.on_refused(doc_id);
+        let mut reason = reason.to_string();
+        while reason.len() > crate::proto::MAX_REASON_LEN {
+            reason.pop();
+        }
+        out.send.push(Message::Refused {
+            doc_id: doc_id.to_string(),
+            reason,
+        });
+        self.advance_cursor(&mut out);
+        out
     }
 
     /// [`Session::applied`] for several documents at once: one cursor move (one

@@ -162,6 +162,16 @@ impl Pull {
         Ok(())
     }
 
+    /// The shell will not hold `doc_id` (the store refused its changes for good): every
+    /// unsettled entry of it is settled, so the cursor passes it and the backlog drains.
+    pub(super) fn on_refused(&mut self, doc_id: &str) {
+        for p in self.pending.iter_mut() {
+            if p.doc_id == doc_id {
+                p.state = State::Settled;
+            }
+        }
+    }
+
     /// Settles, applies or wants one entry; one want per document at a time, gathered in
     /// `wants` (the caller sends them as one `WantMany`). An entry whose tip was made on
     /// heads this store holds is applied from the tip: no want, no round trip.

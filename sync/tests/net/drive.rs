@@ -196,6 +196,19 @@ impl Sim {
         let me = self.links[l].ends[side];
         let peer = self.links[l].ends[1 - side];
         match effect {
+            // The county refuses a rogue's document for good: not stored, the entry settled,
+            // the sender told; the session goes on.
+            Effect::Apply { doc_id, changes } if me == 0 && self.county_refuses(&changes) => {
+                self.stats.refused += 1;
+                self.nodes[me].quarantined.insert(doc_id.clone());
+                let conn = self.links[l].conn.as_mut()?;
+                Some(conn.sessions[side].refused(&doc_id, "refused for good"))
+            }
+            Effect::Refused { doc_id, .. } => {
+                self.stats.refusals_heard += 1;
+                self.nodes[me].quarantined.insert(doc_id);
+                None
+            }
             Effect::Apply { doc_id, changes } => {
                 let node = &mut self.nodes[me];
                 node.store.apply(&doc_id, &changes);
@@ -276,6 +289,8 @@ impl Sim {
         let feed = theirs.feed_since(0, usize::MAX).ok()?;
         feed.into_iter()
             .take_while(|e| e.seq <= cursor.seq)
+            // A document this node refused for good is passed without being held.
+            .filter(|e| !self.nodes[me].quarantined.contains(&e.doc_id))
             .find(|e| {
                 let heads = theirs
                     .doc_heads(&e.doc_id)

@@ -71,6 +71,10 @@ pub struct Stats {
     pub early_offers: u64,
     /// Of those, the ones the peer's new store epoch refused.
     pub early_refused: u64,
+    /// Documents the county refused (a rogue's poison or takeover), and the refusals the
+    /// senders learnt of.
+    pub refused: u64,
+    pub refusals_heard: u64,
 }
 
 impl Stats {
@@ -83,6 +87,8 @@ impl Stats {
         self.restores += o.restores;
         self.early_offers += o.early_offers;
         self.early_refused += o.early_refused;
+        self.refused += o.refused;
+        self.refusals_heard += o.refusals_heard;
     }
 }
 
@@ -96,6 +102,8 @@ struct Node {
     referenced: BTreeSet<BlobHash>,
     writes: u64,
     blob_bytes: u64,
+    /// Documents refused for good: by this node (received) or by its peer (sent).
+    quarantined: BTreeSet<String>,
 }
 
 type Acked = BTreeMap<String, (u64, EarlyOffer)>;
@@ -150,6 +158,7 @@ impl Sim {
                 referenced: BTreeSet::new(),
                 writes: 0,
                 blob_bytes: 0,
+                quarantined: BTreeSet::new(),
             })
             .collect();
         let links = (1..nodes.len())
@@ -226,6 +235,50 @@ impl Sim {
         // An edit of a held document is kept as its tip, as the node keeps a local event's.
         n.store.edit(&doc_id, change);
         len
+    }
+
+    /// A rogue's write on `node`: a new document the county refuses for good whatever it
+    /// holds (`POISON` in its change stands for a field over its bound). Returns its id.
+    pub fn write_poison(&mut self, node: usize) -> String {
+        let n = &mut self.nodes[node];
+        n.writes += 1;
+        let doc_id = format!("{}-poison-{}", n.id, n.writes);
+        let change = format!("{}:{}:POISON", n.id, n.writes).into_bytes();
+        n.store.edit(&doc_id, change);
+        doc_id
+    }
+
+    /// A rogue's takeover on `node`: a document under `doc_id`, another node's document,
+    /// written by `node` (the county refuses changes a node makes to a document it does not
+    /// own).
+    pub fn write_takeover(&mut self, node: usize, doc_id: &str) {
+        let n = &mut self.nodes[node];
+        n.writes += 1;
+        let change = format!("{}:{}:takeover", n.id, n.writes).into_bytes();
+        n.store.edit(doc_id, change);
+    }
+
+    /// Whether the county (node 0) refuses `changes` of `doc_id`: a poison change, or a
+    /// rogue's takeover of another node's document (in the real node, a change to a case
+    /// of another scope; here the change says so, as every node edits every document).
+    pub(super) fn county_refuses(&self, changes: &[Vec<u8>]) -> bool {
+        changes.iter().any(|c| {
+            let text = String::from_utf8_lossy(c);
+            text.contains(":POISON") || text.ends_with(":takeover")
+        })
+    }
+
+    /// Every document some node quarantined.
+    pub fn quarantined(&self) -> BTreeSet<String> {
+        self.nodes
+            .iter()
+            .flat_map(|n| n.quarantined.iter().cloned())
+            .collect()
+    }
+
+    /// Whether `node` holds `doc_id`.
+    pub fn holds(&self, node: usize, doc_id: &str) -> bool {
+        self.nodes[node].store.summary().contains_key(doc_id)
     }
 
     /// A local edit of `doc_id` on `node` (a new document if it holds none).

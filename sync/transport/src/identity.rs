@@ -282,6 +282,24 @@ pub fn cert_serial(cert_der: &[u8]) -> Result<Vec<u8>, IdentityError> {
     Ok(cert.raw_serial().to_vec())
 }
 
+/// The Ed25519 public key of a node certificate (32 bytes).
+pub fn cert_public_key(cert_der: &[u8]) -> Result<Vec<u8>, IdentityError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(cert_der).map_err(|_| IdentityError::NotX509)?;
+    let key = cert.public_key().subject_public_key.data.to_vec();
+    if key.len() != 32 {
+        return Err(IdentityError::NotX509);
+    }
+    Ok(key)
+}
+
+/// Whether `signature` is an Ed25519 signature over `msg` by `public_key` (32 bytes).
+pub fn ed25519_verify(public_key: &[u8], msg: &[u8], signature: &[u8]) -> bool {
+    webpki::ring::ED25519
+        .verify_signature(public_key, msg, signature)
+        .is_ok()
+}
+
 /// When a certificate stops being valid, in Unix milliseconds.
 pub fn cert_not_after_ms(cert_der: &[u8]) -> Result<u64, IdentityError> {
     let (_, cert) =

@@ -225,6 +225,15 @@ fn transport() -> quinn::TransportConfig {
 }
 
 /// The verified identity of the peer on an established connection.
+/// The leaf certificate (DER) a connection's peer presented, as the TLS layer verified it.
+pub fn connection_cert(conn: &quinn::Connection) -> Result<Vec<u8>, TlsError> {
+    let certs = conn
+        .peer_identity()
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .ok_or(TlsError::NoPeerCertificate)?;
+    Ok(certs.first().ok_or(TlsError::NoPeerCertificate)?.to_vec())
+}
+
 pub fn connection_identity(conn: &quinn::Connection) -> Result<NodeIdentity, TlsError> {
     let certs = conn
         .peer_identity()

@@ -12,7 +12,7 @@ type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 /// The schema version this build writes: the number of migrations.
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
 
-const MIGRATIONS: [Migration; 22] = [
+const MIGRATIONS: [Migration; 23] = [
     migration_001_initial_tables,
     migration_002_store_epoch,
     migration_003_sync_cursors,
@@ -35,7 +35,16 @@ const MIGRATIONS: [Migration; 22] = [
     migration_020_sync_acked,
     migration_021_legal_projections,
     migration_022_health_recent_compact,
+    migration_023_quarantine,
 ];
+
+/// Quarantined documents (`quarantine-1`) and the county's record of what each node sent
+/// that was refused (`refusals-1`), empty until something is refused.
+fn migration_023_quarantine(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(QUARANTINE)?;
+    txn.open_table(REFUSALS)?;
+    Ok(())
+}
 
 /// The node table's projection (`health_recent-1`) as [`crate::health::Recent`]: a node's
 /// newest report and the backlog of the others, instead of the 30 reports themselves.

@@ -5,8 +5,10 @@
 //! acknowledged only once it is on disk. Every write that changes something is logged in the
 //! audit chain (`audit-1`, see [`crate::audit`]) in the same transaction.
 
+pub mod admit;
 mod doc_pos;
 mod migrations;
+pub mod quarantine;
 pub use migrations::SCHEMA_VERSION;
 mod tables;
 mod tip;
@@ -140,6 +142,10 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Refused(String),
+    /// Refused for good: the document breaks a rule of the trust model or its bounds
+    /// ([`admit`]); the sync shell quarantines it.
+    #[error("{}", .0.en)]
+    Rejected(crate::message::Msg),
     /// The fold would not let the event move the case now ([`crate::fold::Why`]).
     #[error("{en}")]
     NotLegal { zh: String, en: String },
@@ -251,6 +257,18 @@ pub struct Store {
     feed_moved: Arc<tokio::sync::watch::Sender<()>>,
     /// The review queue's clock, shared with the writer ([`Store::set_queue_clock`]).
     queue_clock: SharedClock,
+    /// The registry of nodes as last read, and the writer's count of its changes.
+    registry: Arc<RegistryCache>,
+    /// The catalogue merges are bounded by ([`Store::set_catalog`]).
+    catalog: Arc<std::sync::RwLock<Option<Arc<crate::catalog::Catalog>>>>,
+}
+
+/// The county's registry of nodes ([`crate::registry`]) as this store last read it: read
+/// again when the writer has changed it since ([`RegistryCache::generation`]).
+#[derive(Debug, Default)]
+struct RegistryCache {
+    generation: Arc<std::sync::atomic::AtomicU64>,
+    read: std::sync::RwLock<Option<(u64, Arc<crate::registry::Registry>)>>,
 }
 
 impl Store {
@@ -272,12 +290,14 @@ impl Store {
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
         let queue_clock = SharedClock::default();
         let feed_moved = Arc::new(tokio::sync::watch::Sender::new(()));
+        let registry = Arc::new(RegistryCache::default());
         writer::spawn(
             db.clone(),
             rx,
             group_commit_max.max(1),
             queue_clock.clone(),
             feed_moved.clone(),
+            registry.generation.clone(),
         )?;
         Ok(Self {
             db,
@@ -287,7 +307,64 @@ impl Store {
             node_id: Arc::from(""),
             feed_moved,
             queue_clock,
+            registry,
+            catalog: Arc::default(),
         })
+    }
+
+    /// The county's registry of nodes as this node holds it (empty before one arrives).
+    pub fn registry(&self) -> Arc<crate::registry::Registry> {
+        use std::sync::atomic::Ordering;
+        let generation = self.registry.generation.load(Ordering::Acquire);
+        if let Some((g, r)) = self
+            .registry
+            .read
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            && *g == generation
+        {
+            return r.clone();
+        }
+        let read = self
+            .county_doc_bytes(crate::registry::REGISTRY_DOC)
+            .ok()
+            .flatten()
+            .and_then(|bytes| AutoCommit::load(&bytes).ok())
+            .map(|doc| crate::registry::Registry::read(&doc));
+        let registry = match read {
+            Some(Ok(r)) => Arc::new(r),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "the registry of nodes is unreadable");
+                Arc::default()
+            }
+            None => Arc::default(),
+        };
+        *self
+            .registry
+            .read
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some((generation, registry.clone()));
+        registry
+    }
+
+    /// The catalogue whose bounds merges are checked against ([`crate::bounds`]).
+    pub fn set_catalog(&self, catalog: Arc<crate::catalog::Catalog>) {
+        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Some(catalog);
+    }
+
+    /// What a merge is checked against here; `first_hop`: the sender's id and scope when
+    /// this node checks the first hop (the county, for a village's or a town's changes).
+    pub fn merge_check(&self, first_hop: Option<(String, Scope)>) -> admit::MergeCheck {
+        admit::MergeCheck {
+            registry: self.registry(),
+            catalog: self
+                .catalog
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            first_hop,
+        }
     }
 
     /// A receiver that sees a change after every commit that added feed entries
@@ -421,6 +498,7 @@ impl Store {
                     case_id,
                     event: Box::new(event),
                     actor: actor.clone(),
+                    registry: self.registry(),
                 };
                 (op, audit)
             })
@@ -452,6 +530,7 @@ impl Store {
                 case_id: case_id.to_string(),
                 event: Box::new(event),
                 actor,
+                registry: self.registry(),
             },
             Some(audit),
         )
@@ -478,17 +557,22 @@ impl Store {
         changes: Vec<Vec<u8>>,
         scopes: Vec<Scope>,
     ) -> Result<Case, StoreError> {
-        self.apply_changes_from("", doc_id, changes, scopes).await
+        self.apply_changes_from("", doc_id, changes, scopes, None)
+            .await
     }
 
-    /// [`Store::apply_changes_in`] for changes sent by node `peer`, whom the audit entry names.
+    /// [`Store::apply_changes_in`] for changes sent by node `peer`, whom the audit entry
+    /// names; `first_hop`: the peer's scope when this node checks the first hop
+    /// ([`admit`]).
     pub async fn apply_changes_from(
         &self,
         peer: &str,
         doc_id: &str,
         changes: Vec<Vec<u8>>,
         scopes: Vec<Scope>,
+        first_hop: Option<Scope>,
     ) -> Result<Case, StoreError> {
+        let check = Arc::new(self.merge_check(first_hop.map(|s| (peer.to_string(), s))));
         let audit = self.record(
             &format!("peer:{peer}"),
             "case.merged",
@@ -498,13 +582,15 @@ impl Store {
         // The merge itself runs here, on the caller's task, so the merges of a batch use
         // both cores; the writer only checks the stored document did not move meanwhile.
         // A merge that fails here is refused here, with nothing written.
-        let prepared = writer::prepare_case(self.held_case(doc_id)?, doc_id, &changes)?;
+        let prepared = writer::prepare_case(self.held_case(doc_id)?, doc_id, &changes, &check)?;
         self.write(
             WriteOp::ApplyChanges {
                 doc_id: doc_id.to_string(),
                 changes,
                 scopes,
                 prepared: Some(Box::new(prepared)),
+                check,
+                peer: peer.to_string(),
             },
             Some(audit),
         )
@@ -521,9 +607,11 @@ impl Store {
         peer: &str,
         docs: Vec<(String, Vec<Vec<u8>>)>,
         scopes: Vec<Scope>,
+        first_hop: Option<Scope>,
         mode: RunMode,
     ) -> Vec<Result<Arc<Case>, StoreError>> {
         let count = docs.len();
+        let check = Arc::new(self.merge_check(first_hop.map(|s| (peer.to_string(), s))));
         let started = std::time::Instant::now();
         // Streamed, the writer takes the run as one group: it applies the merges as they come,
         // in one transaction, and commits once every merge has sent its request or failed.
@@ -541,10 +629,11 @@ impl Store {
         let mut merges = tokio::task::JoinSet::new();
         for (i, (doc_id, changes)) in docs.into_iter().enumerate() {
             let (store, peer, scopes) = (self.clone(), peer.to_string(), scopes.clone());
+            let check = check.clone();
             merges.spawn(async move {
                 let prepared = store
                     .held_case(&doc_id)
-                    .and_then(|held| writer::prepare_case(held, &doc_id, &changes));
+                    .and_then(|held| writer::prepare_case(held, &doc_id, &changes, &check));
                 let answer = prepared.map(|prepared| {
                     let audit = store.record(
                         &format!("peer:{peer}"),
@@ -559,6 +648,8 @@ impl Store {
                             changes,
                             scopes,
                             prepared: Some(Box::new(prepared)),
+                            check,
+                            peer,
                         },
                         audit: Some(audit),
                         reply,
@@ -1256,12 +1347,16 @@ impl Store {
     }
 
     /// Loads one case from its document.
+    /// Case `id` as its events count ([`crate::authorship::screen`]: the others are in
+    /// [`Case::forged`]).
     pub fn case(&self, id: &str) -> Result<Option<Case>, StoreError> {
         let Some(bytes) = self.case_doc_bytes(id)? else {
             return Ok(None);
         };
         let doc = AutoCommit::load(&bytes).map_err(DocError::from)?;
-        Ok(Some(case_doc::read(&doc)?))
+        let (mut case, writers) = case_doc::read_with_writers(&doc)?;
+        crate::authorship::screen(&mut case, &writers, &self.registry());
+        Ok(Some(case))
     }
 
     pub fn case_id_by_receipt(&self, receipt_no: &str) -> Result<Option<String>, StoreError> {
@@ -1425,6 +1520,92 @@ impl Store {
             }
         }
         Ok(scan)
+    }
+
+    /// Quarantines document `doc_id`: refused by this node from `peer` (`received`; at the
+    /// county also recorded under `peer`, whom the alert names) or by `peer` from this node
+    /// (`sent`). Audited.
+    pub async fn quarantine(
+        &self,
+        doc_id: &str,
+        peer: &str,
+        direction: quarantine::Direction,
+        reason: &crate::message::Msg,
+        record_under_peer: bool,
+    ) -> Result<(), StoreError> {
+        let receipt_no = self
+            .summaries(&[doc_id])?
+            .pop()
+            .flatten()
+            .map(|s| s.receipt_no)
+            .unwrap_or_default();
+        let at_ms = quarantine::now_ms();
+        let entry = quarantine::Quarantined {
+            doc_id: doc_id.to_string(),
+            receipt_no: receipt_no.clone(),
+            peer: peer.to_string(),
+            direction,
+            reason: reason.zh.clone(),
+            reason_en: reason.en.clone(),
+            at_ms,
+        };
+        let refusal = record_under_peer.then(|| {
+            Box::new(quarantine::Refusal {
+                peer: peer.to_string(),
+                doc_id: doc_id.to_string(),
+                receipt_no,
+                event_id: None,
+                reason: reason.zh.clone(),
+                reason_en: reason.en.clone(),
+                at_ms,
+            })
+        });
+        let audit = self.record(
+            &format!("peer:{peer}"),
+            "doc.quarantined",
+            Some(doc_id),
+            &format!("{direction:?}: {}", reason.en),
+        );
+        self.write(
+            WriteOp::Quarantine {
+                entry: Box::new(entry),
+                refusal,
+            },
+            Some(audit),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Every quarantined document, newest first.
+    pub fn quarantined(&self) -> Result<Vec<quarantine::Quarantined>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(QUARANTINE)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            match serde_json::from_slice::<quarantine::Quarantined>(v.value()) {
+                Ok(q) => out.push(q),
+                Err(e) => tracing::warn!(doc = k.value(), error = %e, "quarantine row unreadable"),
+            }
+        }
+        out.sort_by_key(|q| std::cmp::Reverse(q.at_ms));
+        Ok(out)
+    }
+
+    /// At the county: what each node sent that was refused or kept as not counting, newest
+    /// last, by node.
+    pub fn refusals(&self) -> Result<BTreeMap<String, Vec<quarantine::Refusal>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(REFUSALS)?;
+        let mut out: BTreeMap<String, Vec<quarantine::Refusal>> = BTreeMap::new();
+        for entry in table.iter()? {
+            let (_, v) = entry?;
+            if let Ok(r) = serde_json::from_slice::<quarantine::Refusal>(v.value()) {
+                out.entry(r.peer.clone()).or_default().push(r);
+            }
+        }
+        Ok(out)
     }
 
     /// Every key of the open follow-ups' index (`crate::followups`), the oldest rating first.

@@ -51,6 +51,13 @@ pub const CASE_FOLLOW_UPS: TableDefinition<&str, ()> = TableDefinition::new("cas
 /// the writer with every case write, computed with the clock `meta-1.queue_clock` names and
 /// rebuilt with `case_queue-1`.
 pub const STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats-1");
+/// Document id → JSON `super::quarantine::Quarantined`: a document refused for good, by this
+/// node from a peer or by a peer from this node, with the reason.
+pub const QUARANTINE: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantine-1");
+/// `peer \x1f at_ms (20 digits) \x1f doc id \x1f event id` → JSON
+/// `super::quarantine::Refusal`: at the county, what a node sent that was refused or kept as
+/// not counting, the newest `REFUSALS_PER_PEER` a node.
+pub const REFUSALS: TableDefinition<&str, &[u8]> = TableDefinition::new("refusals-1");
 /// Receipt date `YYYYMMDD` → highest sequence number used that day.
 pub const RECEIPT_SEQ: TableDefinition<&str, u64> = TableDefinition::new("receipt_seq-1");
 /// SHA-256 hex → blob bytes (photos of materials).

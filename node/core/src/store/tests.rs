@@ -652,7 +652,9 @@ async fn a_run_whose_every_merge_fails_leaves_the_writer_free() {
         let run = (0..3)
             .map(|n| (format!("c{n}"), vec![b"not a change".to_vec()]))
             .collect();
-        let merged = store.apply_changes_many("village", run, vec![], mode).await;
+        let merged = store
+            .apply_changes_many("village", run, vec![], None, mode)
+            .await;
         assert!(
             merged
                 .iter()
@@ -686,7 +688,7 @@ async fn hostile_or_incomplete_changes_are_refused_and_nothing_is_written() {
     let all = a.changes_after("c1", &[]).unwrap();
     assert!(matches!(
         b.apply_changes("other-id", all).await,
-        Err(StoreError::Refused(_))
+        Err(StoreError::Rejected(_))
     ));
     assert_eq!(b.case_count().unwrap(), 0);
     assert_eq!(b.feed_head().unwrap(), 0);
@@ -1243,7 +1245,8 @@ async fn merge_prepared_on_a_moved_document(heads_not_known: bool) {
     let first = comment_on(&a, &case).await;
     let have = b.doc_heads("c1").unwrap().unwrap();
     let later = a.changes_after("c1", &have).unwrap();
-    let stale = writer::prepare_case(b.held_case("c1").unwrap(), "c1", &later).unwrap();
+    let check = std::sync::Arc::new(b.merge_check(None));
+    let stale = writer::prepare_case(b.held_case("c1").unwrap(), "c1", &later, &check).unwrap();
     comment_as(&b, &case, "own", 5, "b").await;
     if heads_not_known {
         forget_heads(&b, "c1");
@@ -1255,6 +1258,8 @@ async fn merge_prepared_on_a_moved_document(heads_not_known: bool) {
                 changes: later,
                 scopes: Vec::new(),
                 prepared: Some(Box::new(stale)),
+                check,
+                peer: String::new(),
             },
             None,
         )
@@ -1400,6 +1405,7 @@ async fn sync_pair(a: &Store, b: &Store) -> ([yiciban_sync::session::Session; 2]
                             names[1 - i],
                             vec![(doc_id.clone(), changes)],
                             vec![],
+                            None,
                             RunMode::Streamed,
                         )
                         .await;
@@ -1531,7 +1537,7 @@ async fn a_run_of_merges_lands_every_comment_and_moves_the_feed_once_per_case() 
         comments.push(case);
     }
     let merged = county
-        .apply_changes_many("village", whole, vec![], RunMode::Whole)
+        .apply_changes_many("village", whole, vec![], None, RunMode::Whole)
         .await;
     assert!(merged.iter().all(Result::is_ok));
     let mut run = Vec::new();
@@ -1545,7 +1551,7 @@ async fn a_run_of_merges_lands_every_comment_and_moves_the_feed_once_per_case() 
     }
     let head = county.feed_head().unwrap();
     let merged = county
-        .apply_changes_many("village", run, vec![], RunMode::Streamed)
+        .apply_changes_many("village", run, vec![], None, RunMode::Streamed)
         .await;
     for (case, got) in comments.iter().zip(&merged) {
         let got = got.as_ref().unwrap();
@@ -1741,12 +1747,12 @@ async fn a_run_with_a_case_out_of_scope_stores_the_others_and_refuses_that_one()
     // request is retried alone.
     let scopes = vec![Scope::Village("430181101001".into())];
     let merged = county
-        .apply_changes_many("village", run, scopes, RunMode::Whole)
+        .apply_changes_many("village", run, scopes, None, RunMode::Whole)
         .await;
     for (n, got) in merged.iter().enumerate() {
         assert_eq!(got.is_err(), n == 7, "case {n}: {got:?}");
     }
-    assert!(matches!(merged[7], Err(StoreError::Refused(_))));
+    assert!(matches!(merged[7], Err(StoreError::Rejected(_))));
     assert_eq!(county.case_count().unwrap(), 11);
     assert_eq!(county.case("c07").unwrap(), None);
     assert_eq!(county.feed_head().unwrap(), 11);
@@ -1770,7 +1776,7 @@ async fn writes_sent_during_a_run_are_kept_and_a_refused_case_fails_alone() {
     let run = run_with_one_out_of_scope(&village, 40, 29).await;
     let scopes = vec![Scope::Village("430181101001".into())];
     let (merged, local) = tokio::join!(
-        county.apply_changes_many("village", run, scopes, RunMode::Streamed),
+        county.apply_changes_many("village", run, scopes, None, RunMode::Streamed),
         async {
             let mut filed = Vec::new();
             for n in 0..5u64 {

@@ -47,6 +47,9 @@ pub(super) enum WriteOp {
         case_id: String,
         event: Box<Event>,
         actor: ActorId,
+        /// The registry the case is screened with ([`crate::authorship`]): an event that
+        /// would not count is refused.
+        registry: Arc<crate::registry::Registry>,
     },
     /// Automerge changes of a county-wide document (`crate::county_doc`), from the county
     /// (`from_county`) or published here; refused from anyone else.
@@ -120,6 +123,11 @@ pub(super) enum WriteOp {
         scopes: Vec<Scope>,
         /// The merge worked out by the caller, used if the stored document is unchanged.
         prepared: Option<Box<PreparedCase>>,
+        /// What the merge is checked against, for a merge done again here.
+        check: Arc<super::admit::MergeCheck>,
+        /// The sending peer's node id (empty: merged locally); the county records the
+        /// events of its that do not count, naming it.
+        peer: String,
     },
     /// Stores a new enrolment token (refused if the id exists).
     PutToken {
@@ -153,6 +161,12 @@ pub(super) enum WriteOp {
     /// Changes nothing: the request's audit record is the whole write (a full view of
     /// personal data).
     Audit,
+    /// A document refused for good (`super::quarantine`), and at the county the refusal
+    /// under the node that sent it.
+    Quarantine {
+        entry: Box<super::quarantine::Quarantined>,
+        refusal: Option<Box<super::quarantine::Refusal>>,
+    },
     /// Recomputes every key of `case_queue-1` from the summaries with the writer's queue
     /// clock and records its fingerprint; nothing when the index is already fresh or the
     /// writer has no clock. Not audited: it derives, it changes no case.
@@ -226,6 +240,7 @@ pub(super) fn spawn(
     group_max: usize,
     queue_clock: super::SharedClock,
     feed_moved: Arc<tokio::sync::watch::Sender<()>>,
+    registry_gen: Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<(), StoreError> {
     let (mut feed_head, mut stale) = {
         let txn = redb::ReadableDatabase::begin_read(&*db)?;
@@ -289,7 +304,7 @@ pub(super) fn spawn(
                     .clone();
                 GROUP_CLOCK.with(|c| *c.borrow_mut() = clock);
                 let before = feed_head;
-                stale += commit_group(&db, group, &mut intake, &mut feed_head);
+                stale += commit_group(&db, group, &mut intake, &mut feed_head, &registry_gen);
                 // Only a committed feed entry wakes the sync links (`Store::watch_feed`).
                 if feed_head != before {
                     feed_moved.send_replace(());
@@ -382,7 +397,13 @@ impl Group {
 
 /// Commits `group`, taking the requests of its runs as they arrive (or, if that fails, each
 /// request alone), and returns the rows it added to `feed_stale-1`.
-fn commit_group(db: &Database, mut group: Group, intake: &mut Intake, feed_head: &mut u64) -> u64 {
+fn commit_group(
+    db: &Database,
+    mut group: Group,
+    intake: &mut Intake,
+    feed_head: &mut u64,
+    registry_gen: &std::sync::atomic::AtomicU64,
+) -> u64 {
     let started = *feed_head;
     let clock = std::time::Instant::now();
     let attempt = apply_group(db, &mut group, intake, feed_head);
@@ -397,7 +418,11 @@ fn commit_group(db: &Database, mut group: Group, intake: &mut Intake, feed_head:
             tail_us,
             commit_us,
             stale_rows,
+            registry_moved,
         }) => {
+            if registry_moved {
+                registry_gen.fetch_add(1, std::sync::atomic::Ordering::Release);
+            }
             // `writes_us` the inserts (and, for a run still arriving, `wait_us` of waiting for
             // its merges), the rest of `total_us` the commit (pages out, fsync).
             tracing::debug!(
@@ -432,7 +457,7 @@ fn commit_group(db: &Database, mut group: Group, intake: &mut Intake, feed_head:
                         requests: vec![req],
                         ..Group::default()
                     };
-                    commit_group(db, alone, intake, feed_head)
+                    commit_group(db, alone, intake, feed_head, registry_gen)
                 })
                 .sum()
         }
@@ -459,6 +484,8 @@ struct Applied {
     commit_us: u64,
     /// Rows added to `feed_stale-1`.
     stale_rows: u64,
+    /// The group changed the registry of nodes.
+    registry_moved: bool,
 }
 
 /// Applies `group`, and each request of its runs as it arrives, in one transaction, and
@@ -474,7 +501,7 @@ fn apply_group(
     let mut outcomes = Vec::with_capacity(group.requests.len());
     let mut wait = std::time::Duration::ZERO;
     let mut last_in;
-    let stale_rows = {
+    let (stale_rows, registry_moved) = {
         // Tables are opened once per group: opening them per request cost more than the
         // inserts (measured in the ingest benchmark's commit times).
         let mut t = Tables::open(&txn)?;
@@ -495,7 +522,7 @@ fn apply_group(
             }
         }
         t.flush_stats()?;
-        t.stale_rows
+        (t.stale_rows, t.registry_moved)
     };
     let writes_us = (clock.elapsed() - wait).as_micros() as u64;
     let committing = std::time::Instant::now();
@@ -513,6 +540,7 @@ fn apply_group(
         commit_us: committing.elapsed().as_micros() as u64,
         wait_us: wait.as_micros() as u64,
         stale_rows,
+        registry_moved,
     })
 }
 
@@ -646,6 +674,10 @@ struct Tables<'txn> {
     queue: Table<'txn, &'static str, ()>,
     queue_pos: Table<'txn, &'static str, &'static str>,
     watch: Table<'txn, &'static str, &'static str>,
+    quarantine: Table<'txn, &'static str, &'static [u8]>,
+    refusals: Table<'txn, &'static str, &'static [u8]>,
+    /// This transaction changed the registry of nodes (`crate::registry`).
+    registry_moved: bool,
     follow_ups: Table<'txn, &'static str, ()>,
     stats: Table<'txn, &'static str, &'static [u8]>,
     /// Moves of the statistics' counters in this transaction, written once before it commits
@@ -698,6 +730,9 @@ impl<'txn> Tables<'txn> {
             queue: txn.open_table(CASE_QUEUE)?,
             queue_pos: txn.open_table(CASE_QUEUE_POS)?,
             watch: txn.open_table(CASE_WATCH)?,
+            quarantine: txn.open_table(QUARANTINE)?,
+            refusals: txn.open_table(REFUSALS)?,
+            registry_moved: false,
             follow_ups: txn.open_table(CASE_FOLLOW_UPS)?,
             stats: txn.open_table(STATS)?,
             stats_delta: std::collections::BTreeMap::new(),
@@ -783,6 +818,29 @@ impl<'txn> Tables<'txn> {
         self.put_watch(old_summary, new)?;
         if !unchanged {
             self.count_stats(old_summary, new);
+        }
+        Ok(())
+    }
+
+    /// Records what a node sent that was refused or kept as not counting, keeping its
+    /// newest [`super::quarantine::REFUSALS_PER_PEER`].
+    fn record_refusal(&mut self, r: &super::quarantine::Refusal) -> Result<(), StoreError> {
+        let key = super::quarantine::refusal_key(r);
+        self.refusals
+            .insert(key.as_str(), super::quarantine::encode(r)?.as_slice())?;
+        let prefix = format!("{}{SEP}", r.peer);
+        let end = format!("{}{}", r.peer, char::from(SEP as u8 + 1));
+        let n = self.refusals.range(prefix.as_str()..end.as_str())?.count();
+        if n > super::quarantine::REFUSALS_PER_PEER {
+            let oldest: Vec<String> = self
+                .refusals
+                .range(prefix.as_str()..end.as_str())?
+                .take(n - super::quarantine::REFUSALS_PER_PEER)
+                .map(|e| e.map(|(k, _)| k.value().to_string()))
+                .collect::<Result<_, _>>()?;
+            for k in oldest {
+                self.refusals.remove(k.as_str())?;
+            }
         }
         Ok(())
     }
@@ -1221,6 +1279,7 @@ fn apply(
             case_id,
             event,
             actor,
+            registry,
         } => {
             let bytes = t
                 .case_doc(case_id)?
@@ -1231,7 +1290,14 @@ fn apply(
             let heads_before = doc.get_heads();
             let old_summary = summary_or_read(t.summary_row(case_id)?, &doc)?;
             case_doc::append_event(&mut doc, event)?;
-            let case = case_doc::read(&doc)?;
+            let (mut case, writers) = case_doc::read_with_writers(&doc)?;
+            crate::authorship::screen(&mut case, &writers, registry);
+            if let Some(f) = case.forged.iter().find(|f| f.event.id == event.id) {
+                return Err(StoreError::NotLegal {
+                    zh: format!("本节点记录的事件不被认可：{}", f.reason),
+                    en: format!("the event would not count: {}", f.reason_en),
+                });
+            }
             let state = case.state();
             if let Some(s) = state.superseded.iter().find(|s| s.event_id == event.id) {
                 return Err(StoreError::NotLegal {
@@ -1258,7 +1324,16 @@ fn apply(
             changes,
             scopes,
             prepared,
-        } => apply_changes(t, doc_id, changes, scopes, prepared.as_deref(), feed_head),
+            check,
+            peer,
+        } => apply_changes(
+            t,
+            doc_id,
+            changes,
+            (scopes, check, peer),
+            prepared.as_deref(),
+            feed_head,
+        ),
         WriteOp::ApplyCountyDoc {
             doc_id,
             changes,
@@ -1416,6 +1491,16 @@ fn apply(
             Ok((WriteOutcome::Done, true))
         }
         WriteOp::Audit => Ok((WriteOutcome::Done, true)),
+        WriteOp::Quarantine { entry, refusal } => {
+            t.quarantine.insert(
+                entry.doc_id.as_str(),
+                super::quarantine::encode(entry.as_ref())?.as_slice(),
+            )?;
+            if let Some(r) = refusal {
+                t.record_refusal(r)?;
+            }
+            Ok((WriteOutcome::Done, true))
+        }
         WriteOp::RebuildQueue => Ok((WriteOutcome::Count(t.rebuild_queue()?), false)),
         WriteOp::All(ops) => {
             let mut outcomes = Vec::with_capacity(ops.len());
@@ -1471,7 +1556,8 @@ fn apply_county_doc(
             "{doc_id}: only the county publishes county-wide documents"
         )));
     }
-    if doc_id != crate::county_doc::CALENDAR_DOC {
+    let registry = doc_id == crate::registry::REGISTRY_DOC;
+    if doc_id != crate::county_doc::CALENDAR_DOC && !registry {
         return Err(StoreError::Refused(format!(
             "{doc_id}: not a county-wide document this version knows"
         )));
@@ -1479,8 +1565,13 @@ fn apply_county_doc(
     let mut doc = load_or_new(t.county_docs.get(doc_id)?.map(|v| v.value().to_vec()))?;
     let heads_before = doc.get_heads();
     merge(&mut doc, doc_id, changes)?;
-    crate::county_doc::read_calendar(&doc)?;
+    if registry {
+        crate::registry::Registry::read(&doc)?;
+    } else {
+        crate::county_doc::read_calendar(&doc)?;
+    }
     let changed = doc.get_heads() != heads_before;
+    t.registry_moved |= registry && changed;
     if changed {
         t.county_docs
             .insert(doc_id, doc.save_nocompress().as_slice())?;
@@ -1859,6 +1950,8 @@ pub(crate) struct PreparedCase {
     /// The merged case's summary row, made here rather than on the writer thread.
     summary: CaseSummary,
     case: Arc<Case>,
+    /// The events this merge added that do not count: the county raises the alert.
+    forged_new: Vec<crate::authorship::Forged>,
 }
 
 /// A stored case as a merge starts from: its document's bytes and its summary row, read
@@ -1911,6 +2004,7 @@ pub(crate) fn prepare_case(
     existing: Option<HeldCase>,
     doc_id: &str,
     changes: &[Vec<u8>],
+    check: &super::admit::MergeCheck,
 ) -> Result<PreparedCase, StoreError> {
     // A case this node holds nothing of usually comes whole, as the sender's stored bytes:
     // if they load strictly (every chunk whole, every hash checked), they are stored as they
@@ -1920,7 +2014,10 @@ pub(crate) fn prepare_case(
         && let Ok(mut doc) = AutoCommit::load(whole)
         && doc.get_missing_deps(&[]).is_empty()
     {
-        let case = checked_read(&doc, doc_id)?;
+        let (case, writers) = checked_read(&doc, doc_id)?;
+        let new: Vec<String> = case.events.iter().map(|e| e.id.clone()).collect();
+        let (case, forged_new) =
+            super::admit::admit(case, &writers, &new, false, whole.len(), check)?;
         return Ok(PreparedCase {
             base: None,
             base_heads: None,
@@ -1930,6 +2027,7 @@ pub(crate) fn prepare_case(
             old_summary: None,
             summary: CaseSummary::of(&case, &case.state()),
             case: Arc::new(case),
+            forged_new,
         });
     }
     let mut doc = match &existing {
@@ -1944,31 +2042,57 @@ pub(crate) fn prepare_case(
         Some(HeldCase { bytes, summary }) => (Some(bytes), Some(summary_or_read(summary, &doc)?)),
         None => (None, None),
     };
+    // Whose case it is comes from what is held, never from what the merge would make it.
+    if let Some(old) = &old_summary {
+        let held = Divisions {
+            village: old.summary.village.clone(),
+            town: old.summary.town.clone(),
+            county: old.summary.county.clone(),
+        };
+        super::admit::held_in_scope(check, &held, doc_id)?;
+    }
     merge(&mut doc, doc_id, changes)?;
-    let case = checked_read(&doc, doc_id)?;
+    let new = if base.is_some() {
+        super::admit::only_new_events(&mut doc, &heads_before)?
+    } else {
+        Vec::new()
+    };
+    let (case, writers) = checked_read(&doc, doc_id)?;
+    let new = if base.is_some() {
+        new
+    } else {
+        case.events.iter().map(|e| e.id.clone()).collect()
+    };
     let heads = doc.get_heads();
+    let bytes = doc.save_nocompress();
+    let (case, forged_new) =
+        super::admit::admit(case, &writers, &new, base.is_some(), bytes.len(), check)?;
     Ok(PreparedCase {
         base_heads: base.is_some().then(|| heads_before.clone()),
         base,
-        bytes: doc.save_nocompress(),
+        bytes,
         changed: heads != heads_before,
         heads,
         old_summary,
         summary: CaseSummary::of(&case, &case.state()),
         case: Arc::new(case),
+        forged_new,
     })
 }
 
-/// Reads the merged case, refused unless it is case `doc_id`.
-fn checked_read(doc: &AutoCommit, doc_id: &str) -> Result<Case, StoreError> {
-    let case = case_doc::read(doc)?;
+/// Reads the merged case with who wrote each event, refused unless it is case `doc_id`.
+fn checked_read(
+    doc: &AutoCommit,
+    doc_id: &str,
+) -> Result<(Case, std::collections::HashMap<String, ActorId>), StoreError> {
+    let (case, writers) = case_doc::read_with_writers(doc)?;
     if case.id != doc_id {
-        return Err(StoreError::Refused(format!(
-            "document {doc_id} claims to be case {}",
-            case.id
+        return Err(StoreError::Rejected(crate::message::Msg::new(
+            format!("文档 {doc_id} 自称办件 {}", case.id),
+            format!("document {doc_id} claims to be case {}", case.id),
         )));
     }
-    Ok(case)
+    Ok((case, writers))
 }
 
 /// Stores a case merge: the one `prepared` off the writer thread if the stored document has
@@ -1977,7 +2101,7 @@ fn apply_changes(
     t: &mut Tables<'_>,
     doc_id: &str,
     changes: &[Vec<u8>],
-    scopes: &[Scope],
+    (scopes, check, peer): (&[Scope], &super::admit::MergeCheck, &str),
     prepared: Option<&PreparedCase>,
     feed_head: &mut u64,
 ) -> Result<(WriteOutcome, bool), StoreError> {
@@ -1992,16 +2116,32 @@ fn apply_changes(
                 }),
                 None => None,
             };
-            merged_here = prepare_case(held, doc_id, changes)?;
+            merged_here = prepare_case(held, doc_id, changes, check)?;
             &merged_here
         }
     };
     let case = Arc::clone(&p.case);
     if let Some(scope) = scopes.iter().find(|s| !s.contains(&case.division)) {
-        return Err(StoreError::Refused(format!(
-            "case {doc_id} of village {} is outside the scope {scope:?}",
-            case.division.village
+        return Err(StoreError::Rejected(crate::message::Msg::new(
+            format!("办件（村 {}）不在本次同步的辖区内", case.division.village),
+            format!(
+                "case {doc_id} of village {} is outside the scope {scope:?}",
+                case.division.village
+            ),
         )));
+    }
+    if !peer.is_empty() {
+        for f in &p.forged_new {
+            t.record_refusal(&super::quarantine::Refusal {
+                peer: peer.to_string(),
+                doc_id: doc_id.to_string(),
+                receipt_no: case.receipt_no.clone(),
+                event_id: Some(f.event.id.clone()),
+                reason: f.reason.clone(),
+                reason_en: f.reason_en.clone(),
+                at_ms: super::quarantine::now_ms(),
+            })?;
+        }
     }
     t.put_projections(p.old_summary.as_ref(), &p.summary)?;
     t.put_case_doc(doc_id, &p.bytes, &case.division, Some(&p.heads), feed_head)?;
