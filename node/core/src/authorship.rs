@@ -139,6 +139,9 @@ pub fn sign(
     event.sig = None;
     let msg = signed_bytes(case_id, filing, event);
     let value = signer.sign_raw(&msg)?;
+    // This node reads what it just signed (its projections, the case page) without
+    // verifying its own signature again.
+    remember_verified(&verified_digest(signer.public_key(), &msg, &value));
     event.sig = Some(EventSig {
         scheme: ED25519.into(),
         key: hex::encode(signer.serial()),
@@ -152,12 +155,25 @@ pub fn sign(
 static VERIFIED: Mutex<Option<std::collections::HashSet<[u8; 32]>>> = Mutex::new(None);
 const VERIFIED_MAX: usize = 200_000;
 
-fn verify(public_key: &[u8], msg: &[u8], signature: &[u8]) -> bool {
+fn verified_digest(public_key: &[u8], msg: &[u8], signature: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(public_key);
     h.update(msg);
     h.update(signature);
-    let digest: [u8; 32] = h.finalize().into();
+    h.finalize().into()
+}
+
+fn remember_verified(digest: &[u8; 32]) {
+    let mut guard = VERIFIED.lock().unwrap_or_else(|e| e.into_inner());
+    let set = guard.get_or_insert_with(Default::default);
+    if set.len() >= VERIFIED_MAX {
+        set.clear();
+    }
+    set.insert(*digest);
+}
+
+fn verify(public_key: &[u8], msg: &[u8], signature: &[u8]) -> bool {
+    let digest = verified_digest(public_key, msg, signature);
     if VERIFIED
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -168,12 +184,7 @@ fn verify(public_key: &[u8], msg: &[u8], signature: &[u8]) -> bool {
     }
     let ok = yiciban_transport::identity::ed25519_verify(public_key, msg, signature);
     if ok {
-        let mut guard = VERIFIED.lock().unwrap_or_else(|e| e.into_inner());
-        let set = guard.get_or_insert_with(Default::default);
-        if set.len() >= VERIFIED_MAX {
-            set.clear();
-        }
-        set.insert(digest);
+        remember_verified(&digest);
     }
     ok
 }

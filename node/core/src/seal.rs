@@ -187,6 +187,9 @@ pub struct Signer {
     key: NodeKey,
     cert_der: Vec<u8>,
     identity: NodeIdentity,
+    /// Read from the certificate once: every signed event names the serial.
+    serial: Vec<u8>,
+    public_key: Vec<u8>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -205,10 +208,16 @@ impl Signer {
             identity::first_cert_der(cert_pem).map_err(|e| SealError::Sign(e.to_string()))?;
         let identity =
             identity::peer_identity(&cert_der).map_err(|e| SealError::Sign(e.to_string()))?;
+        let serial =
+            identity::cert_serial(&cert_der).map_err(|e| SealError::Sign(e.to_string()))?;
+        let public_key =
+            identity::cert_public_key(&cert_der).map_err(|e| SealError::Sign(e.to_string()))?;
         Ok(Self {
             key,
             cert_der,
             identity,
+            serial,
+            public_key,
         })
     }
 
@@ -217,8 +226,13 @@ impl Signer {
     }
 
     /// The serial number of this node's certificate.
-    pub fn serial(&self) -> Vec<u8> {
-        identity::cert_serial(&self.cert_der).unwrap_or_default()
+    pub fn serial(&self) -> &[u8] {
+        &self.serial
+    }
+
+    /// The Ed25519 public key of this node's certificate.
+    pub fn public_key(&self) -> &[u8] {
+        &self.public_key
     }
 
     /// The node's certificate (DER).

@@ -102,7 +102,38 @@ fn children_cpu_ticks() -> Option<f64> {
     Some(cutime + cstime)
 }
 
-/// One ingest measurement on a fresh node.
+/// Enrols the village at `config` with a county made for it in `root` on port `base`, then
+/// stops the county: the village files alone, signing every filing as an enrolled one does.
+fn enrol_alone(root: &std::path::Path, config: &std::path::Path, base: u16) -> Result<()> {
+    use yiciban_tests::cluster::{
+        COUNTY_ID, enroll, folder, free_udp_port, init_county, node_toml, token,
+    };
+    let quic = free_udp_port()?;
+    let county_cfg = folder(
+        root,
+        "county",
+        &node_toml(
+            COUNTY_ID,
+            "county",
+            "430181000000",
+            base,
+            &format!("listen = \"{quic}\""),
+        ),
+    )?;
+    init_county(&county_cfg)?;
+    let t = token(
+        &county_cfg,
+        yiciban_tests::cluster::VILLAGE_ID,
+        "village",
+        "430181101001",
+    )?;
+    let mut county = NodeProcess::serve(&county_cfg, base)?;
+    enroll(config, &format!("127.0.0.1:{base}"), &t)?;
+    county.kill9()?;
+    Ok(())
+}
+
+/// One ingest measurement on a fresh node: an enrolled village with its county down.
 async fn ingest(group_commit: bool, clients: usize, cases: usize, seed: u64) -> Result<IngestRun> {
     let dir = tempfile::tempdir()?;
     let base = free_base_port()?;
@@ -111,6 +142,7 @@ async fn ingest(group_commit: bool, clients: usize, cases: usize, seed: u64) -> 
     node.kill9()?;
     drop(node);
     let config = dir.path().join("village.toml");
+    enrol_alone(dir.path(), &config, base)?;
     if !group_commit {
         let text = std::fs::read_to_string(&config)?;
         std::fs::write(
