@@ -127,6 +127,26 @@ pub trait ReplicaStore {
         Ok(None)
     }
 
+    /// Whether the store holds the document with every one of its current heads among
+    /// `deps`: a derived tip depending on them applies here ([`crate::proto::OfferTip`]),
+    /// or falls short and is wanted after. The default asks `doc_heads`.
+    fn heads_within(&self, doc_id: &str, deps: &[ChangeHash]) -> Result<bool, Self::Error> {
+        Ok(self
+            .doc_heads(doc_id)?
+            .is_some_and(|held| !held.is_empty() && held.iter().all(|h| deps.contains(h))))
+    }
+
+    /// What `change` says of itself, when this store's changes say it: its hash and the
+    /// changes it depends on (Automerge: the heads it was made on, and its author's previous
+    /// change). A tip that is its document's one head, made on heads all among those, is
+    /// offered without them ([`crate::proto::OfferTip::derived`]).
+    /// `None` (the default) when the change format does not name its dependencies, or the
+    /// bytes are no change.
+    fn change_id(&self, change: &[u8]) -> Option<(ChangeHash, Vec<ChangeHash>)> {
+        let _ = change;
+        None
+    }
+
     /// What an offer of these documents says of each, in order: its heads
     /// ([`ReplicaStore::doc_heads`]) and, with `with_tips`, its tip on them
     /// ([`ReplicaStore::tip`]). The default asks document by document; a store whose reads

@@ -153,6 +153,10 @@ impl ReplicaStore for ScopedStore<'_> {
         self.store.changes_after(doc_id, have)
     }
 
+    fn change_id(&self, change: &[u8]) -> Option<(ChangeHash, Vec<ChangeHash>)> {
+        self.store.change_id(change)
+    }
+
     // A tip is the document's own change: shown only where the document is.
     fn tip(
         &self,
@@ -205,6 +209,10 @@ impl ReplicaStore for ScopedStore<'_> {
 
     fn heads_cover(&self, doc_id: &str, heads: &[ChangeHash]) -> Result<bool, StoreError> {
         self.store.heads_cover(doc_id, heads)
+    }
+
+    fn heads_within(&self, doc_id: &str, deps: &[ChangeHash]) -> Result<bool, StoreError> {
+        self.store.heads_within(doc_id, deps)
     }
 
     fn blob_len(&self, hash: &[u8; 32]) -> Result<Option<u64>, StoreError> {

@@ -1227,9 +1227,20 @@ fn msg_label(m: &Message) -> String {
     match m {
         Message::Hello(_) => "Hello".into(),
         Message::Offer { entries, .. } => {
-            match entries.iter().filter(|e| e.tip.is_some()).count() {
-                0 => format!("Offer[{}]", entries.len()),
-                tips => format!("Offer[{}, {tips} with tips]", entries.len()),
+            let tips = entries.iter().filter(|e| e.tip.is_some()).count();
+            let derived = entries
+                .iter()
+                .filter(|e| e.tip.as_ref().is_some_and(|t| t.derived))
+                .count();
+            match (tips, derived) {
+                (0, _) => format!("Offer[{}]", entries.len()),
+                (tips, 0) => format!("Offer[{}, {tips} with tips]", entries.len()),
+                (tips, derived) => {
+                    format!(
+                        "Offer[{}, {tips} with tips, {derived} derived]",
+                        entries.len()
+                    )
+                }
             }
         }
         Message::FeedEnd { .. } => "FeedEnd".into(),

@@ -62,16 +62,42 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             upto,
             entries,
         } => {
-            // Tag 13 only when a tip rides along, so an offer without any is byte for byte
-            // what it always was.
+            // Tag 13 only when a tip rides along, and 16 only when one is derived, so an
+            // offer without any is byte for byte what it always was.
             let tips = entries.iter().any(|e| e.tip.is_some());
-            w.push(if tips { 13 } else { 2 });
+            let derived = entries
+                .iter()
+                .any(|e| e.tip.as_ref().is_some_and(|t| t.derived));
+            w.push(match (derived, tips) {
+                (true, _) => 16,
+                (false, true) => 13,
+                (false, false) => 2,
+            });
             put_u64(&mut w, *after);
             put_u64(&mut w, *upto);
             put_len(&mut w, entries.len());
             for e in entries {
                 put_str(&mut w, &e.doc_id);
                 put_u64(&mut w, e.seq);
+                if derived {
+                    match &e.tip {
+                        None => {
+                            w.push(0);
+                            put_heads(&mut w, &e.heads);
+                        }
+                        Some(t) if t.derived => {
+                            w.push(2);
+                            put_bytes(&mut w, &t.change);
+                        }
+                        Some(t) => {
+                            w.push(1);
+                            put_heads(&mut w, &e.heads);
+                            put_heads(&mut w, &t.base);
+                            put_bytes(&mut w, &t.change);
+                        }
+                    }
+                    continue;
+                }
                 put_heads(&mut w, &e.heads);
                 if tips {
                     match &e.tip {
@@ -213,6 +239,7 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
         tag @ (1 | 14) => decode_hello(&mut r, tag == 14)?,
         2 => decode_offer(&mut r, false)?,
         13 => decode_offer(&mut r, true)?,
+        16 => decode_derived_offer(&mut r)?,
         3 => Message::FeedEnd { head_seq: r.u64()? },
         4 => decode_digest(&mut r)?,
         tag => decode_rest(&mut r, tag)?,
@@ -273,7 +300,11 @@ fn decode_offer(r: &mut Reader<'_>, with_tips: bool) -> Result<Message, DecodeEr
                 let left = MAX_OFFER_TIP_BYTES - tip_bytes;
                 let change = r.bytes("tip change", MAX_TIP_BYTES.min(left))?;
                 tip_bytes += change.len();
-                Some(OfferTip { base, change })
+                Some(OfferTip {
+                    base,
+                    change,
+                    derived: false,
+                })
             }
             (true, _) => return Err(DecodeError::BadValue("tip flag")),
         };
@@ -287,6 +318,64 @@ fn decode_offer(r: &mut Reader<'_>, with_tips: bool) -> Result<Message, DecodeEr
     // Canonical: an offer with no tip is tag 2.
     if with_tips && entries.iter().all(|e| e.tip.is_none()) {
         return Err(DecodeError::BadValue("offer with tips carries none"));
+    }
+    Ok(Message::Offer {
+        after,
+        upto,
+        entries,
+    })
+}
+
+/// Tag 16: an offer whose entries each say, by a flag, whether their heads follow (0, no tip;
+/// 1, a tip with its base) or are derived from the tip's change (2).
+fn decode_derived_offer(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
+    let after = r.u64()?;
+    let upto = r.u64()?;
+    // Smallest entry: empty id (4), seq (8), the flag (1) and an empty change (4).
+    let n = r.count("offer batch", MAX_BATCH, 17)?;
+    let mut entries = Vec::with_capacity(n);
+    let mut tip_bytes = 0usize;
+    for _ in 0..n {
+        let doc_id = r.string("doc id")?;
+        let seq = r.u64()?;
+        let flag = r.u8()?;
+        let heads = match flag {
+            0 | 1 => r.heads()?,
+            2 => Vec::new(),
+            _ => return Err(DecodeError::BadValue("tip flag")),
+        };
+        let tip = match flag {
+            0 => None,
+            _ => {
+                let base = if flag == 1 { r.heads()? } else { Vec::new() };
+                if flag == 1 && base.is_empty() {
+                    return Err(DecodeError::BadValue("tip base"));
+                }
+                let left = MAX_OFFER_TIP_BYTES - tip_bytes;
+                let change = r.bytes("tip change", MAX_TIP_BYTES.min(left))?;
+                tip_bytes += change.len();
+                Some(OfferTip {
+                    base,
+                    change,
+                    derived: flag == 2,
+                })
+            }
+        };
+        entries.push(OfferEntry {
+            doc_id,
+            seq,
+            heads,
+            tip,
+        });
+    }
+    // Canonical: an offer with no derived tip is tag 13 or 2.
+    if !entries
+        .iter()
+        .any(|e| e.tip.as_ref().is_some_and(|t| t.derived))
+    {
+        return Err(DecodeError::BadValue(
+            "offer with derived tips carries none",
+        ));
     }
     Ok(Message::Offer {
         after,

@@ -104,13 +104,20 @@ pub struct OfferEntry {
 
 /// The last change of an offered document and the heads it was made on: a puller holding
 /// `base` lacks exactly `change` (when `heads` is that change alone) and applies it without
-/// a want. Encoded only in an offer with tips (tag 13).
+/// a want. Encoded only in an offer with tips (tag 13, or 16 with a derived one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OfferTip {
-    /// The document's heads before the change; never empty.
+    /// The document's heads before the change; never empty once the session has it.
     pub base: Vec<ChangeHash>,
     /// The change's bytes, at most [`MAX_TIP_BYTES`].
     pub change: Vec<u8>,
+    /// `base` and the entry's heads follow from the change itself: the heads are its own
+    /// hash, and every head of `base` is among its dependencies
+    /// ([`crate::store::ReplicaStore::change_id`]). Sent without them (tag 16: 64 bytes less
+    /// a tipped entry on one head), so decoded with both empty; the puller's session fills
+    /// them in before it uses the entry (the base: the dependencies, and the tip applies
+    /// where the puller's heads are all among them).
+    pub derived: bool,
 }
 
 /// One document of a `Digest` batch.
@@ -144,7 +151,9 @@ pub enum Message {
     /// Tag 2: the feed entries in `(after, upto]`, in order, except those the receiver is
     /// known to hold already (it offered the same heads in this session); `entries` may be
     /// empty when it holds them all. Tag 13 when an entry carries its tip (the same fields,
-    /// each entry followed by a flag and, when set, its [`OfferTip`]).
+    /// each entry followed by a flag and, when set, its [`OfferTip`]). Tag 16 when a tip is
+    /// [`OfferTip::derived`]: each entry is its id, seq, then a flag: 0 and its heads; 1 and
+    /// its heads, the tip's base and change; 2 and the change alone.
     Offer {
         after: FeedSeq,
         upto: FeedSeq,

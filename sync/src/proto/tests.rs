@@ -14,8 +14,14 @@ fn id() -> impl Strategy<Value = String> {
 
 fn message() -> impl Strategy<Value = Message> {
     let cursor = (any::<u64>(), any::<u64>()).prop_map(|(epoch, seq)| Cursor { epoch, seq });
-    let tip = (vec(hash(), 1..3), vec(any::<u8>(), 0..40))
-        .prop_map(|(base, change)| OfferTip { base, change });
+    // A derived tip travels without its base and its entry's heads: decoded, both are empty.
+    let tip = (vec(hash(), 1..3), vec(any::<u8>(), 0..40), any::<bool>()).prop_map(
+        |(base, change, derived)| OfferTip {
+            base: if derived { Vec::new() } else { base },
+            change,
+            derived,
+        },
+    );
     let offer = (
         id(),
         any::<u64>(),
@@ -25,7 +31,11 @@ fn message() -> impl Strategy<Value = Message> {
         .prop_map(|(doc_id, seq, heads, tip)| OfferEntry {
             doc_id,
             seq,
-            heads,
+            heads: if tip.as_ref().is_some_and(|t| t.derived) {
+                Vec::new()
+            } else {
+                heads
+            },
             tip,
         });
     let digest =
@@ -150,6 +160,7 @@ fn offer_with_tip(change_len: usize) -> Vec<u8> {
             tip: Some(OfferTip {
                 base: vec![[2; 32]],
                 change: vec![7; change_len],
+                derived: false,
             }),
         }],
     })
@@ -195,4 +206,52 @@ fn an_offer_with_tips_is_tag_13_and_bounds_its_changes() {
     empty_base.extend_from_slice(&0u32.to_be_bytes());
     empty_base.extend_from_slice(&0u32.to_be_bytes());
     assert_eq!(decode(&empty_base), Err(DecodeError::BadValue("tip base")));
+}
+
+#[test]
+fn a_derived_tip_is_tag_16_and_sends_no_heads() {
+    let entry = |derived: bool| OfferEntry {
+        doc_id: "d".into(),
+        seq: 1,
+        heads: if derived { vec![] } else { vec![[1; 32]] },
+        tip: Some(OfferTip {
+            base: if derived { vec![] } else { vec![[2; 32]] },
+            change: vec![7; 10],
+            derived,
+        }),
+    };
+    let offer = |entries| Message::Offer {
+        after: 0,
+        upto: 2,
+        entries,
+    };
+    let full = encode(&offer(vec![entry(false)]));
+    let derived = encode(&offer(vec![entry(true)]));
+    assert_eq!(full[1], 13);
+    assert_eq!(derived[1], 16);
+    // The two hashes and their counts are what it saves.
+    assert_eq!(full.len() - derived.len(), 64 + 8);
+    assert_eq!(decode(&derived), Ok(offer(vec![entry(true)])));
+    // With a full tip and a plain entry beside it, each keeps its heads.
+    let mixed = offer(vec![
+        entry(true),
+        OfferEntry {
+            seq: 2,
+            ..entry(false)
+        },
+    ]);
+    assert_eq!(decode(&encode(&mixed)), Ok(mixed));
+    // Tag 16 must carry a derived tip; an unknown flag is refused.
+    let mut none = encode(&offer(vec![entry(false)]));
+    none[1] = 16;
+    assert!(decode(&none).is_err());
+    let mut bad_flag = derived.clone();
+    let flag_at = 2 + 8 + 8 + 4 + 4 + 1 + 8;
+    assert_eq!(bad_flag[flag_at], 2);
+    bad_flag[flag_at] = 3;
+    assert_eq!(decode(&bad_flag), Err(DecodeError::BadValue("tip flag")));
+    // Truncated anywhere: an error, never a panic.
+    for cut in 0..derived.len() {
+        assert!(decode(&derived[..cut]).is_err());
+    }
 }

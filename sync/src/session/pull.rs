@@ -195,7 +195,12 @@ impl Pull {
             // Its outstanding Want or Apply is checked against these heads when applied.
             State::Wanted
         } else if let Some(tip) = tip
-            && store.heads_cover(&doc_id, &tip.base).map_err(store_err)?
+            && if tip.derived {
+                store.heads_within(&doc_id, &tip.base)
+            } else {
+                store.heads_cover(&doc_id, &tip.base)
+            }
+            .map_err(store_err)?
         {
             // Holding the heads it was made on, we hold every change it depends on. If it
             // still falls short of `heads` once applied, the entry is wanted then.
@@ -324,8 +329,22 @@ impl Session {
         }
         self.accept_batch(after, upto)?;
         let mut wants = Vec::new();
-        for e in entries {
+        for mut e in entries {
             let floor = e.seq - 1; // e.seq > after >= 0, checked above
+            if let Some(tip) = e.tip.as_mut().filter(|t| t.derived) {
+                // Sent without its heads and base: they are what the change says.
+                let (hash, deps) = store
+                    .change_id(&tip.change)
+                    .ok_or(ProtoError::BadBatch("a derived tip this store cannot read"))?;
+                if deps.is_empty() {
+                    return Err(ProtoError::BadBatch("a derived tip made on no heads"));
+                }
+                // The base is every change it depends on, which may include ancestors of
+                // the heads it was made on (Automerge lists its author's previous change too):
+                // `add` applies it where this store's heads are all among them.
+                tip.base = deps;
+                e.heads = vec![hash];
+            }
             let entry = (e.doc_id, e.heads, e.tip);
             self.pull.add(store, entry, floor, &mut wants, out)?;
         }

@@ -144,7 +144,12 @@ impl Push {
                         })
                         .map(|(base, change)| {
                             tip_bytes += change.len();
-                            OfferTip { base, change }
+                            let derived = derivable(store, &base, &heads, &change);
+                            OfferTip {
+                                base,
+                                change,
+                                derived,
+                            }
                         }),
                     Mode::Digest => None,
                 };
@@ -267,4 +272,20 @@ pub(super) fn answer_wants(
         out.send.push(Message::Docs { docs });
     }
     Ok(())
+}
+
+/// Whether the puller can tell a tip's `base` and the entry's `heads` from its `change`
+/// alone: the change is the one head, and depends on every head of `base` (its other
+/// dependencies are their ancestors; the puller applies it where its own heads are all
+/// among them).
+fn derivable(
+    store: &impl ReplicaStore,
+    base: &[ChangeHash],
+    heads: &[ChangeHash],
+    change: &[u8],
+) -> bool {
+    let Some((hash, deps)) = store.change_id(change) else {
+        return false;
+    };
+    heads == [hash] && base.iter().all(|b| deps.contains(b))
 }

@@ -2104,6 +2104,13 @@ impl yiciban_sync::store::ReplicaStore for Store {
             .collect())
     }
 
+    // An Automerge change lists the changes it depends on: a tip made on heads all among
+    // them is offered without its heads and base.
+    fn change_id(&self, change: &[u8]) -> Option<([u8; 32], Vec<[u8; 32]>)> {
+        let change = automerge::Change::from_bytes(change.to_vec()).ok()?;
+        Some((change.hash().0, change.deps().iter().map(|h| h.0).collect()))
+    }
+
     // The tip of a local event, while it is the document's one head: sent with the offer.
     fn tip(
         &self,
@@ -2187,6 +2194,12 @@ impl yiciban_sync::store::ReplicaStore for Store {
             None => heads.is_empty(),
             Some(current) => heads.iter().all(|h| current.contains(h)),
         })
+    }
+
+    fn heads_within(&self, doc_id: &str, deps: &[[u8; 32]]) -> Result<bool, StoreError> {
+        Ok(self
+            .heads(doc_id)?
+            .is_some_and(|held| !held.is_empty() && held.iter().all(|h| deps.contains(h))))
     }
 
     fn blob_len(&self, hash: &[u8; 32]) -> Result<Option<u64>, StoreError> {

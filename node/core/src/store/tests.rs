@@ -879,6 +879,11 @@ async fn the_audit_trail_is_exported_in_segments_and_only_the_county_takes_it() 
     let now = all.doc_heads(&id).unwrap().unwrap();
     let (base, change) = all.tip(&id, &now).unwrap().expect("the append is the tip");
     assert_eq!(base, first);
+    // What the change says of itself is those heads: the offer sends it without them.
+    let (hash, mut deps) = all.change_id(&change).expect("an Automerge change");
+    deps.sort_unstable();
+    assert_eq!((vec![hash], deps), (now.clone(), first.clone()));
+    assert_eq!(all.change_id(b"no change"), None);
     assert_eq!(all.changes_after(&id, &first).unwrap(), vec![change]);
     assert!(
         all.feed_since(0, 100)
