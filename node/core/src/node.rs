@@ -644,21 +644,16 @@ impl Node {
         let (text, _) = self
             .local_calendar_text()
             .map_err(|e| NodeError::BadRequest(Msg::new(format!("工作日历无法读取：{e}"), e)))?;
-        let existing = self
+        let actor = case_doc::node_actor(&self.config.node.id);
+        let published = self
             .store
-            .county_doc_bytes(crate::county_doc::CALENDAR_DOC)?;
-        let changes = crate::county_doc::publish_calendar(
-            existing.as_deref(),
-            &text,
-            case_doc::node_actor(&self.config.node.id),
-        )
-        .map_err(StoreError::from)?;
-        let Some(changes) = changes else {
-            return Ok(false);
-        };
-        self.store
-            .apply_county_changes("", true, crate::county_doc::CALENDAR_DOC, changes)
+            .publish_county_doc(crate::county_doc::CALENDAR_DOC, |existing| {
+                Ok(crate::county_doc::publish_calendar(existing, &text, actor)?)
+            })
             .await?;
+        if !published {
+            return Ok(false);
+        }
         *self.calendar.lock().unwrap_or_else(|p| p.into_inner()) = CalendarCache::default();
         tracing::info!("working-day calendar published to every node");
         Ok(true)

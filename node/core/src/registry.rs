@@ -215,24 +215,17 @@ pub async fn list(
     if store.registry().get(&entry.id) == Some(entry) {
         return Ok(false);
     }
-    // One listing at a time: each reads the document, then commits as the county's actor
-    // on top of it, and two at once (nodes enrolling or connecting together) would both
-    // make the same sequence number of that actor, which no replica accepts.
-    static LISTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let _one = LISTING.lock().await;
-    let existing = store.county_doc_bytes(REGISTRY_DOC)?;
-    let Some(changes) = put_entry(
-        existing.as_deref(),
-        entry,
-        crate::case_doc::node_actor(county_id),
-    )?
-    else {
-        return Ok(false);
-    };
+    // Nodes enrolling or connecting together list themselves at once: the store publishes
+    // one change at a time.
     store
-        .apply_county_changes("", true, REGISTRY_DOC, changes)
-        .await?;
-    Ok(true)
+        .publish_county_doc(REGISTRY_DOC, |existing| {
+            Ok(put_entry(
+                existing,
+                entry,
+                crate::case_doc::node_actor(county_id),
+            )?)
+        })
+        .await
 }
 
 /// Lists the node a certificate the county issued or the TLS layer verified names.

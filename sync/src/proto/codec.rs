@@ -294,17 +294,7 @@ fn decode_offer(r: &mut Reader<'_>, with_tips: bool) -> Result<Message, DecodeEr
             (false, _) | (true, Some(0)) => None,
             (true, Some(1)) => {
                 let base = r.heads()?;
-                if base.is_empty() {
-                    return Err(DecodeError::BadValue("tip base"));
-                }
-                let left = MAX_OFFER_TIP_BYTES - tip_bytes;
-                let change = r.bytes("tip change", MAX_TIP_BYTES.min(left))?;
-                tip_bytes += change.len();
-                Some(OfferTip {
-                    base,
-                    change,
-                    derived: false,
-                })
+                Some(read_tip(r, base, false, &mut tip_bytes)?)
             }
             (true, _) => return Err(DecodeError::BadValue("tip flag")),
         };
@@ -323,6 +313,28 @@ fn decode_offer(r: &mut Reader<'_>, with_tips: bool) -> Result<Message, DecodeEr
         after,
         upto,
         entries,
+    })
+}
+
+/// A tip's change after its `base` (empty when derived): bounded by what the offer's tips
+/// may carry together, `tip_bytes` so far.
+fn read_tip(
+    r: &mut Reader<'_>,
+    base: Vec<crate::store::ChangeHash>,
+    derived: bool,
+    tip_bytes: &mut usize,
+) -> Result<OfferTip, DecodeError> {
+    // A full tip on no base heads would apply to nothing.
+    if !derived && base.is_empty() {
+        return Err(DecodeError::BadValue("tip base"));
+    }
+    let left = MAX_OFFER_TIP_BYTES - *tip_bytes;
+    let change = r.bytes("tip change", MAX_TIP_BYTES.min(left))?;
+    *tip_bytes += change.len();
+    Ok(OfferTip {
+        base,
+        change,
+        derived,
     })
 }
 
@@ -346,20 +358,11 @@ fn decode_derived_offer(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
         };
         let tip = match flag {
             0 => None,
-            _ => {
-                let base = if flag == 1 { r.heads()? } else { Vec::new() };
-                if flag == 1 && base.is_empty() {
-                    return Err(DecodeError::BadValue("tip base"));
-                }
-                let left = MAX_OFFER_TIP_BYTES - tip_bytes;
-                let change = r.bytes("tip change", MAX_TIP_BYTES.min(left))?;
-                tip_bytes += change.len();
-                Some(OfferTip {
-                    base,
-                    change,
-                    derived: flag == 2,
-                })
+            1 => {
+                let base = r.heads()?;
+                Some(read_tip(r, base, false, &mut tip_bytes)?)
             }
+            _ => Some(read_tip(r, Vec::new(), true, &mut tip_bytes)?),
         };
         entries.push(OfferEntry {
             doc_id,

@@ -706,6 +706,26 @@ impl Store {
             .collect()
     }
 
+    /// Publishes here a change to county-wide document `doc_id`: `make` gets its saved
+    /// bytes (if any) and returns the changes to apply on top, `None` for none; `true` when
+    /// some were written. One publication at a time in this process: each commits as the
+    /// county's actor on the document it read, and two at once would both make the same
+    /// sequence number of that actor, which no replica accepts.
+    pub async fn publish_county_doc(
+        &self,
+        doc_id: &str,
+        make: impl FnOnce(Option<&[u8]>) -> Result<Option<Vec<Vec<u8>>>, StoreError>,
+    ) -> Result<bool, StoreError> {
+        static PUBLISHING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one = PUBLISHING.lock().await;
+        let existing = self.county_doc_bytes(doc_id)?;
+        let Some(changes) = make(existing.as_deref())? else {
+            return Ok(false);
+        };
+        self.apply_county_changes("", true, doc_id, changes).await?;
+        Ok(true)
+    }
+
     /// Merges changes of a county-wide document (`crate::county_doc`) sent by `peer`;
     /// refused unless `from_county` (the peer's certificate says county) or published here
     /// (`peer` empty). Nothing is written when the changes add nothing.
