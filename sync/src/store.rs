@@ -127,13 +127,15 @@ pub trait ReplicaStore {
         Ok(None)
     }
 
-    /// Whether the store holds the document with every one of its current heads among
-    /// `deps`: a derived tip depending on them applies here ([`crate::proto::OfferTip`]),
-    /// or falls short and is wanted after. The default asks `doc_heads`.
+    /// Whether a derived tip depending on `deps` applies here ([`crate::proto::OfferTip`]):
+    /// the store holds the document with every one of its current heads among `deps`, or,
+    /// for a document's first change (no `deps`), does not hold it at all. Else it falls
+    /// short and is wanted after. The default asks `doc_heads`.
     fn heads_within(&self, doc_id: &str, deps: &[ChangeHash]) -> Result<bool, Self::Error> {
-        Ok(self
-            .doc_heads(doc_id)?
-            .is_some_and(|held| !held.is_empty() && held.iter().all(|h| deps.contains(h))))
+        Ok(match self.doc_heads(doc_id)? {
+            None => deps.is_empty(),
+            Some(held) => !held.is_empty() && held.iter().all(|h| deps.contains(h)),
+        })
     }
 
     /// What `change` says of itself, when this store's changes say it: its hash and the

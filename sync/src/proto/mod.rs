@@ -12,11 +12,13 @@
 //!    the receiver's hello: a reconnection costs no round trip before the first offer.
 //! 2. The feed owner walks its feed from that cursor and sends `Offer` batches
 //!    (`doc_id, seq, heads`), then `FeedEnd` when it has caught up. An entry whose last
-//!    change the owner keeps at hand (a local edit on top of what it held: its tip) carries
-//!    that change and the heads it was made on ([`OfferTip`]); a puller that holds those
-//!    heads applies it at once instead of wanting it, which saves the want's round trip. If the cursor is missing
-//!    or names another store epoch (the store was restored from a backup, so its sequence
-//!    numbers mean something else now), it falls back to `Digest` batches: its whole set as
+//!    change the owner keeps at hand (a local edit on top of what it held, or a new
+//!    document's first change: its tip) carries that change and the heads it was made on
+//!    ([`OfferTip`]); a puller that holds those heads (for a first change, nothing of the
+//!    document) applies it at once instead of wanting it, which saves the want's round trip.
+//!    A receiver with no cursor is offered the feed from its start. If the cursor names
+//!    another store epoch (the store was restored from a backup, so its sequence numbers
+//!    mean something else now), it falls back to `Digest` batches: its whole set as
 //!    `(doc_id, heads)`. That costs O(documents), but only on fallback; a range-based set
 //!    reconciliation (fingerprints of key ranges) can replace `Digest` without touching the
 //!    rest of the protocol.
@@ -107,7 +109,8 @@ pub struct OfferEntry {
 /// a want. Encoded only in an offer with tips (tag 13, or 16 with a derived one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OfferTip {
-    /// The document's heads before the change; never empty once the session has it.
+    /// The document's heads before the change; empty only for a derived tip that is the
+    /// document's first change.
     pub base: Vec<ChangeHash>,
     /// The change's bytes, at most [`MAX_TIP_BYTES`].
     pub change: Vec<u8>,

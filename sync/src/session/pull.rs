@@ -336,12 +336,10 @@ impl Session {
                 let (hash, deps) = store
                     .change_id(&tip.change)
                     .ok_or(ProtoError::BadBatch("a derived tip this store cannot read"))?;
-                if deps.is_empty() {
-                    return Err(ProtoError::BadBatch("a derived tip made on no heads"));
-                }
                 // The base is every change it depends on, which may include ancestors of
                 // the heads it was made on (Automerge lists its author's previous change too):
-                // `add` applies it where this store's heads are all among them.
+                // `add` applies it where this store's heads are all among them, and a
+                // document's first change (no dependencies) where it holds nothing of it.
                 tip.base = deps;
                 e.heads = vec![hash];
             }

@@ -31,8 +31,9 @@ pub(super) struct Push {
 }
 
 impl Push {
-    /// Starts the walk at the peer's cursor, or from zero in digest mode when the cursor is
-    /// missing, names another epoch (a restore from backup) or lies beyond the feed's head.
+    /// Starts the walk at the peer's cursor (from zero when it has none: a first session),
+    /// or from zero in digest mode when the cursor names another epoch (a restore from
+    /// backup) or lies beyond the feed's head.
     pub(super) fn start(
         store: &impl ReplicaStore,
         local_epoch: u64,
@@ -41,9 +42,13 @@ impl Push {
         out: &mut Output,
     ) -> Result<Self, ProtoError> {
         let head = store.feed_head().map_err(store_err)?;
+        // A peer with no cursor holds nothing it learnt from this feed: offered from the
+        // start, the new documents' first changes ride with their entries as tips. A cursor
+        // of another epoch may stand for anything, so that peer gets the whole set as digests.
         let (mode, from) = match since {
+            None => (Mode::Offer, 0),
             Some(c) if c.epoch == local_epoch && c.seq <= head => (Mode::Offer, c.seq),
-            _ => (Mode::Digest, 0),
+            Some(_) => (Mode::Digest, 0),
         };
         let mut push = Self {
             mode,
@@ -137,20 +142,22 @@ impl Push {
                     Mode::Offer => row
                         .tip
                         .filter(|(base, change)| {
-                            !base.is_empty()
-                                && base.len() <= MAX_HEADS
+                            base.len() <= MAX_HEADS
                                 && change.len() <= MAX_TIP_BYTES
                                 && tip_bytes + change.len() <= MAX_OFFER_TIP_BYTES
                         })
                         .map(|(base, change)| {
-                            tip_bytes += change.len();
                             let derived = derivable(store, &base, &heads, &change);
                             OfferTip {
                                 base,
                                 change,
                                 derived,
                             }
-                        }),
+                        })
+                        // A document's first change (made on no heads) goes only derived:
+                        // a tip sent with its base has one.
+                        .filter(|tip| tip.derived || !tip.base.is_empty())
+                        .inspect(|tip| tip_bytes += tip.change.len()),
                     Mode::Digest => None,
                 };
                 offers.push(OfferEntry {

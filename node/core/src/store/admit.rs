@@ -175,18 +175,25 @@ fn new_case_admissible(case: &Case, check: &MergeCheck) -> Result<(), StoreError
 
 /// The checks of a merged case `case` (`writers`: who wrote each event; `new`: the events
 /// this merge added, all of them for a case new here), then its screening; returns the
-/// case with its forged events moved aside and the new ones among them.
+/// case with its forged events moved aside and the new ones among them. With `deferred`,
+/// signatures not verified before count for now and are left in it
+/// ([`crate::authorship::screen_deferring`]).
 pub(super) fn admit(
     mut case: Case,
     writers: &HashMap<String, ActorId>,
-    new: &[String],
-    held: bool,
+    (new, held): (&[String], bool),
     doc_bytes: usize,
     check: &MergeCheck,
+    deferred: Option<&mut crate::authorship::Deferred>,
 ) -> Result<(Case, Vec<crate::authorship::Forged>), StoreError> {
     let new_ids: HashSet<&str> = new.iter().map(String::as_str).collect();
     // Each event is checked once; the rules below read the outcome.
-    crate::authorship::screen(&mut case, writers, &check.registry);
+    match deferred {
+        Some(deferred) => {
+            crate::authorship::screen_deferring(&mut case, writers, &check.registry, deferred)
+        }
+        None => crate::authorship::screen(&mut case, writers, &check.registry),
+    }
     if !held {
         new_case_admissible(&case, check)?;
     }

@@ -182,6 +182,9 @@ pub struct SavedDoc {
     pub bytes: Vec<u8>,
     /// `None` only for bytes that do not load (the store then keeps no heads row).
     pub heads: Option<Vec<automerge::ChangeHash>>,
+    /// The document's one change, when it has only one: kept as its tip (`tip`), so a new
+    /// case is offered with it and a peer holding nothing of it applies it without a want.
+    pub first_change: Option<Vec<u8>>,
 }
 
 impl SavedDoc {
@@ -190,8 +193,19 @@ impl SavedDoc {
     /// workers' time in perf of the 32-client ingest burst.
     pub fn of(doc: &mut AutoCommit) -> Self {
         let bytes = doc.save_nocompress();
-        let heads = Some(doc.get_heads());
-        Self { bytes, heads }
+        let heads = doc.get_heads();
+        let first_change = match heads.as_slice() {
+            [head] => doc
+                .get_change_by_hash(head)
+                .filter(|c| c.deps().is_empty())
+                .map(|c| c.raw_bytes().to_vec()),
+            _ => None,
+        };
+        Self {
+            bytes,
+            heads: Some(heads),
+            first_change,
+        }
     }
 
     /// Bytes saved elsewhere (in any saved form): loaded once to learn their heads.
@@ -199,7 +213,11 @@ impl SavedDoc {
         let heads = automerge::Automerge::load(&bytes)
             .ok()
             .map(|d| d.get_heads());
-        Self { bytes, heads }
+        Self {
+            bytes,
+            heads,
+            first_change: None,
+        }
     }
 }
 
@@ -228,6 +246,34 @@ pub struct CaseQuery {
 
 /// Merges a streamed run hands the writer at a time ([`RunMode::Streamed`]).
 const STREAM_CHUNK: usize = 16;
+
+/// Verifies together the signatures the prepared merges of `requests` counted before
+/// verifying them ([`writer::prepare_case`] with `defer`). A merge whose own signatures do
+/// not all verify goes to the writer unprepared: the writer merges it again and screens it
+/// one signature at a time, so exactly its bad events are marked.
+fn settle_signatures(requests: &mut [WriteRequest]) {
+    let mut sets = Vec::new();
+    for (i, req) in requests.iter_mut().enumerate() {
+        if let WriteOp::ApplyChanges {
+            prepared: Some(p), ..
+        } = &mut req.op
+            && !p.deferred.is_empty()
+        {
+            sets.push((i, std::mem::take(&mut p.deferred)));
+        }
+    }
+    let all: Vec<&crate::authorship::Deferred> = sets.iter().map(|(_, d)| d).collect();
+    if crate::authorship::verify_deferred(&all) {
+        return;
+    }
+    for (i, d) in &sets {
+        if !crate::authorship::verify_deferred(&[d])
+            && let WriteOp::ApplyChanges { prepared, .. } = &mut requests[*i].op
+        {
+            *prepared = None;
+        }
+    }
+}
 
 /// How a run of merges reaches the writer ([`Store::apply_changes_many`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -463,6 +509,7 @@ impl Store {
         let op = WriteOp::PutCase {
             id: case.id.clone(),
             heads: new.doc.heads,
+            first_change: new.doc.first_change,
             doc: new.doc.bytes,
             summary: Box::new(new.summary),
             receipt: new.receipt,
@@ -582,7 +629,8 @@ impl Store {
         // The merge itself runs here, on the caller's task, so the merges of a batch use
         // both cores; the writer only checks the stored document did not move meanwhile.
         // A merge that fails here is refused here, with nothing written.
-        let prepared = writer::prepare_case(self.held_case(doc_id)?, doc_id, &changes, &check)?;
+        let prepared =
+            writer::prepare_case(self.held_case(doc_id)?, doc_id, &changes, &check, false)?;
         self.write(
             WriteOp::ApplyChanges {
                 doc_id: doc_id.to_string(),
@@ -633,7 +681,7 @@ impl Store {
             merges.spawn(async move {
                 let prepared = store
                     .held_case(&doc_id)
-                    .and_then(|held| writer::prepare_case(held, &doc_id, &changes, &check));
+                    .and_then(|held| writer::prepare_case(held, &doc_id, &changes, &check, true));
                 let answer = prepared.map(|prepared| {
                     let audit = store.record(
                         &format!("peer:{peer}"),
@@ -678,6 +726,7 @@ impl Store {
             // short for the kernel to move a waiting merge worker there (docs/bench.md,
             // session 21). A writer that is gone fails the replies, which say so.
             if mode == RunMode::Streamed && (ready.len() >= STREAM_CHUNK || merges.is_empty()) {
+                settle_signatures(&mut ready);
                 for req in ready.drain(..) {
                     let _ = run.send(req);
                 }
@@ -691,6 +740,7 @@ impl Store {
             ?mode,
             "sync merges prepared"
         );
+        settle_signatures(&mut ready);
         if !ready.is_empty() && self.writer.send(ready.into()).await.is_err() {
             return (0..count).map(|_| Err(StoreError::Closed)).collect();
         }
@@ -1093,6 +1143,15 @@ impl Store {
             tracing::warn!(doc = doc_id, "doc_tips row too short; loading the document");
             return None;
         };
+        // The usual row (an uncompressed change whose checksum holds) is read without
+        // parsing its operations.
+        if let Some((hash, _)) = tip::change_id(change) {
+            return Some(HeldTip {
+                base,
+                hash,
+                change: change.to_vec(),
+            });
+        }
         let change = match automerge::Change::from_bytes(change.to_vec()) {
             Ok(change) => change,
             Err(e) => {
@@ -2127,6 +2186,9 @@ impl yiciban_sync::store::ReplicaStore for Store {
     // An Automerge change lists the changes it depends on: a tip made on heads all among
     // them is offered without its heads and base.
     fn change_id(&self, change: &[u8]) -> Option<([u8; 32], Vec<[u8; 32]>)> {
+        if let Some(id) = tip::change_id(change) {
+            return Some(id);
+        }
         let change = automerge::Change::from_bytes(change.to_vec()).ok()?;
         Some((change.hash().0, change.deps().iter().map(|h| h.0).collect()))
     }
@@ -2217,9 +2279,10 @@ impl yiciban_sync::store::ReplicaStore for Store {
     }
 
     fn heads_within(&self, doc_id: &str, deps: &[[u8; 32]]) -> Result<bool, StoreError> {
-        Ok(self
-            .heads(doc_id)?
-            .is_some_and(|held| !held.is_empty() && held.iter().all(|h| deps.contains(h))))
+        Ok(match self.heads(doc_id)? {
+            None => deps.is_empty(),
+            Some(held) => !held.is_empty() && held.iter().all(|h| deps.contains(h)),
+        })
     }
 
     fn blob_len(&self, hash: &[u8; 32]) -> Result<Option<u64>, StoreError> {

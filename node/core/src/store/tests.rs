@@ -558,7 +558,9 @@ async fn offer_rows_read_at_once_match_heads_and_tips_read_one_by_one() {
         let at_once = store.offer_rows(&ids, with_tips).unwrap();
         assert_eq!(at_once, one_by_one, "with_tips {with_tips}");
         assert_eq!(at_once[0].tip.is_some(), with_tips, "c1 has a tip");
-        assert!(at_once[1].tip.is_none() && at_once[1].heads.is_some());
+        // c2, just filed, has its first change as its tip.
+        assert_eq!(at_once[1].tip.is_some(), with_tips, "c2 has a tip");
+        assert!(at_once[1].heads.is_some());
         assert_eq!(at_once[2], OfferRow::default());
         assert!(at_once[3].heads.is_some(), "c3 loaded for its heads");
     }
@@ -1251,7 +1253,8 @@ async fn merge_prepared_on_a_moved_document(heads_not_known: bool) {
     let have = b.doc_heads("c1").unwrap().unwrap();
     let later = a.changes_after("c1", &have).unwrap();
     let check = std::sync::Arc::new(b.merge_check(None));
-    let stale = writer::prepare_case(b.held_case("c1").unwrap(), "c1", &later, &check).unwrap();
+    let stale =
+        writer::prepare_case(b.held_case("c1").unwrap(), "c1", &later, &check, false).unwrap();
     comment_as(&b, &case, "own", 5, "b").await;
     if heads_not_known {
         forget_heads(&b, "c1");
@@ -1441,13 +1444,33 @@ async fn an_offer_of_heads_held_but_moved_past_settles_after_one_want() {
     let b_heads = b.doc_heads("c1").unwrap().unwrap();
 
     let (sessions, wanted) = sync_pair(&a, &b).await;
-    // b wanted c1 once (the cheap check cannot tell), a once (it lacks b's comment); the
-    // exact check after the merge settled b's entry, with nothing written.
-    assert_eq!(wanted, [1, 1]);
+    // b wanted c1 once (the cheap check cannot tell); a took b's comment from the tip on
+    // b's offer, with no want (a peer with no cursor is offered the feed from its start, tips
+    // and all); the exact check after the merge settled b's entry, with nothing written.
+    assert_eq!(wanted, [0, 1]);
     assert!(sessions.iter().all(|s| s.is_caught_up()));
     assert_eq!(b.doc_heads("c1").unwrap().unwrap(), b_heads);
     assert_eq!(a.doc_heads("c1").unwrap().unwrap(), b_heads);
     assert_eq!(a.case("c1").unwrap().unwrap().events.len(), 2);
+}
+
+/// New cases cross with their offer: each one's first change rides as a derived tip, and a
+/// store holding nothing of them applies it without a want.
+#[tokio::test]
+async fn filed_cases_cross_as_their_first_change_with_no_want() {
+    use yiciban_sync::store::ReplicaStore;
+    let here = tempfile::tempdir().unwrap();
+    let there = tempfile::tempdir().unwrap();
+    let (a, b) = (open(&here), open(&there));
+    put(&a, "c1", 1).await;
+    put(&a, "c2", 2).await;
+    let (sessions, wanted) = sync_pair(&a, &b).await;
+    assert_eq!(wanted, [0, 0]);
+    assert!(sessions.iter().all(|s| s.is_caught_up()));
+    for id in ["c1", "c2"] {
+        assert_eq!(b.doc_heads(id).unwrap(), a.doc_heads(id).unwrap());
+        assert_eq!(b.case(id).unwrap().unwrap(), a.case(id).unwrap().unwrap());
+    }
 }
 
 #[tokio::test]
@@ -1588,9 +1611,16 @@ async fn a_local_events_change_is_answered_from_its_tip_until_another_write() {
             .collect::<Vec<_>>()
     };
     let case = put(&a, "c1", 1).await;
-    assert_eq!(tip_row(&a), None, "a filed case keeps no tip");
     let filed = a.doc_heads("c1").unwrap().unwrap();
     let filed_bytes = a.case_doc_bytes("c1").unwrap().unwrap();
+    // A filed case's one change is its tip, on no heads: offered with it, derived.
+    let first = tip::decode(&tip_row(&a).expect("a filed case keeps its first change"))
+        .unwrap()
+        .change
+        .to_vec();
+    assert_eq!(a.tip("c1", &filed).unwrap(), Some((vec![], first.clone())));
+    assert_eq!(a.change_id(&first), Some((filed[0], vec![])));
+    assert_eq!(loaded(&a, &[]), vec![first.clone()]);
     comment_on(&a, &case).await;
     let row = tip_row(&a).expect("the comment's change is the tip");
     let tip = tip::decode(&row).unwrap();

@@ -33,6 +33,8 @@ pub(super) enum WriteOp {
         id: String,
         /// The document's heads, if the caller could load it (`doc_pos-1`).
         heads: Option<Vec<automerge::ChangeHash>>,
+        /// The document's one change, kept as its tip ([`super::SavedDoc::first_change`]).
+        first_change: Option<Vec<u8>>,
         doc: Vec<u8>,
         summary: Box<CaseSummary>,
         /// Receipt date and sequence to record.
@@ -1100,10 +1102,20 @@ impl<'txn> Tables<'txn> {
         self.bump_feed_under(doc_id, &Scope::prefixes_of(division), heads, feed_head)
     }
 
+    /// Keeps `change`, the one change of new document `doc_id`, as its tip on no heads: a
+    /// peer that holds nothing of the document lacks exactly that change. Readers check it
+    /// is the document's one head before they use it.
+    fn keep_first_tip(&mut self, doc_id: &str, change: &[u8]) -> Result<(), StoreError> {
+        if let Some(row) = super::tip::encode(&[], change) {
+            self.doc_tips.insert(doc_id, row.as_slice())?;
+        }
+        Ok(())
+    }
+
     /// Keeps `change`, a local write made on `heads_before`, as `doc_id`'s tip
     /// (`super::tip`), when it is the document's one head now (`heads`) and was made on
-    /// something a peer can hold (a new document has no tip). Called after the document's
-    /// feed bump; the row replaces the one of an earlier tip.
+    /// something a peer can hold (a new case's first change: [`Tables::keep_first_tip`]).
+    /// Called after the document's feed bump; the row replaces the one of an earlier tip.
     fn keep_tip(
         &mut self,
         doc_id: &str,
@@ -1243,6 +1255,7 @@ fn apply(
         WriteOp::PutCase {
             id,
             heads,
+            first_change,
             doc,
             summary,
             receipt,
@@ -1271,6 +1284,11 @@ fn apply(
             }
             t.put_projections(None, summary)?;
             t.put_case_doc(id, doc, division, heads.as_deref(), feed_head)?;
+            if let Some(change) = first_change
+                && heads.as_ref().is_some_and(|h| h.len() == 1)
+            {
+                t.keep_first_tip(id, change)?;
+            }
             t.scope_blobs(division, blob_refs.iter().map(String::as_str))?;
             t.raise_hlc(*at)?;
             Ok((WriteOutcome::Done, true))
@@ -1952,6 +1970,9 @@ pub(crate) struct PreparedCase {
     case: Arc<Case>,
     /// The events this merge added that do not count: the county raises the alert.
     forged_new: Vec<crate::authorship::Forged>,
+    /// The signatures counted before they were verified ([`prepare_case`] with `defer`):
+    /// the merge is stored as prepared only once they verify.
+    pub(crate) deferred: crate::authorship::Deferred,
 }
 
 /// A stored case as a merge starts from: its document's bytes and its summary row, read
@@ -1999,13 +2020,18 @@ fn summary_or_read(row: Option<CaseSummary>, doc: &AutoCommit) -> Result<OldSumm
 
 /// Merges `changes` of case `doc_id` onto its stored form `existing`: the CPU part of a case
 /// merge, which needs no table. Refused if the result is not a complete, readable case
-/// document with that id.
+/// document with that id. With `defer`, the signatures it has not verified before count
+/// for now and are left in [`PreparedCase::deferred`], for the caller to verify together
+/// with other merges' before the writer takes it.
 pub(crate) fn prepare_case(
     existing: Option<HeldCase>,
     doc_id: &str,
     changes: &[Vec<u8>],
     check: &super::admit::MergeCheck,
+    defer: bool,
 ) -> Result<PreparedCase, StoreError> {
+    let mut deferred = crate::authorship::Deferred::default();
+    let mut deferring = defer.then_some(&mut deferred);
     // A case this node holds nothing of usually comes whole, as the sender's stored bytes:
     // if they load strictly (every chunk whole, every hash checked), they are stored as they
     // came, without saving the document again.
@@ -2017,7 +2043,7 @@ pub(crate) fn prepare_case(
         let (case, writers) = checked_read(&doc, doc_id)?;
         let new: Vec<String> = case.events.iter().map(|e| e.id.clone()).collect();
         let (case, forged_new) =
-            super::admit::admit(case, &writers, &new, false, whole.len(), check)?;
+            super::admit::admit(case, &writers, (&new, false), whole.len(), check, deferring)?;
         return Ok(PreparedCase {
             base: None,
             base_heads: None,
@@ -2028,6 +2054,7 @@ pub(crate) fn prepare_case(
             summary: CaseSummary::of(&case, &case.state()),
             case: Arc::new(case),
             forged_new,
+            deferred,
         });
     }
     let mut doc = match &existing {
@@ -2065,8 +2092,14 @@ pub(crate) fn prepare_case(
     };
     let heads = doc.get_heads();
     let bytes = doc.save_nocompress();
-    let (case, forged_new) =
-        super::admit::admit(case, &writers, &new, base.is_some(), bytes.len(), check)?;
+    let (case, forged_new) = super::admit::admit(
+        case,
+        &writers,
+        (&new, base.is_some()),
+        bytes.len(),
+        check,
+        deferring.take(),
+    )?;
     Ok(PreparedCase {
         base_heads: base.is_some().then(|| heads_before.clone()),
         base,
@@ -2077,6 +2110,7 @@ pub(crate) fn prepare_case(
         summary: CaseSummary::of(&case, &case.state()),
         case: Arc::new(case),
         forged_new,
+        deferred,
     })
 }
 
@@ -2116,7 +2150,7 @@ fn apply_changes(
                 }),
                 None => None,
             };
-            merged_here = prepare_case(held, doc_id, changes, check)?;
+            merged_here = prepare_case(held, doc_id, changes, check, false)?;
             &merged_here
         }
     };
