@@ -237,9 +237,9 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
     }
     let msg = match r.u8()? {
         tag @ (1 | 14) => decode_hello(&mut r, tag == 14)?,
-        2 => decode_offer(&mut r, false)?,
-        13 => decode_offer(&mut r, true)?,
-        16 => decode_derived_offer(&mut r)?,
+        2 => decode_offer(&mut r, OfferForm::Plain)?,
+        13 => decode_offer(&mut r, OfferForm::Tips)?,
+        16 => decode_offer(&mut r, OfferForm::Derived)?,
         3 => Message::FeedEnd { head_seq: r.u64()? },
         4 => decode_digest(&mut r)?,
         tag => decode_rest(&mut r, tag)?,
@@ -279,24 +279,49 @@ fn decode_hello(r: &mut Reader<'_>, with_early: bool) -> Result<Message, DecodeE
     }))
 }
 
-fn decode_offer(r: &mut Reader<'_>, with_tips: bool) -> Result<Message, DecodeError> {
+/// How an `Offer`'s entries are laid out, by its tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OfferForm {
+    /// Tag 2: id, seq, heads.
+    Plain,
+    /// Tag 13: id, seq, heads, then a flag: 0, or 1 and a tip (base, change).
+    Tips,
+    /// Tag 16: id, seq, then a flag: 0 and heads; 1, heads and a tip (base, change); 2 and a
+    /// derived tip's change alone.
+    Derived,
+}
+
+fn decode_offer(r: &mut Reader<'_>, form: OfferForm) -> Result<Message, DecodeError> {
     let after = r.u64()?;
     let upto = r.u64()?;
-    // Smallest entry: empty id (4), seq (8), no heads (4), and the tip flag (1) with tips.
-    let n = r.count("offer batch", MAX_BATCH, 16 + usize::from(with_tips))?;
+    // Smallest entry: empty id (4), seq (8), then no heads (4) with the tips' flag (1), or
+    // the flag and an empty change (4) derived.
+    let least = if form == OfferForm::Plain { 16 } else { 17 };
+    let n = r.count("offer batch", MAX_BATCH, least)?;
     let mut entries = Vec::with_capacity(n);
     let mut tip_bytes = 0usize;
     for _ in 0..n {
         let doc_id = r.string("doc id")?;
         let seq = r.u64()?;
-        let heads = r.heads()?;
-        let tip = match (with_tips, r.u8_if(with_tips)?) {
-            (false, _) | (true, Some(0)) => None,
-            (true, Some(1)) => {
-                let base = r.heads()?;
-                Some(read_tip(r, base, false, &mut tip_bytes)?)
+        let (heads, tip) = match form {
+            OfferForm::Plain => (r.heads()?, None),
+            OfferForm::Tips => {
+                let heads = r.heads()?;
+                match r.u8()? {
+                    0 => (heads, None),
+                    1 => (heads, Some(read_full_tip(r, &mut tip_bytes)?)),
+                    _ => return Err(DecodeError::BadValue("tip flag")),
+                }
             }
-            (true, _) => return Err(DecodeError::BadValue("tip flag")),
+            OfferForm::Derived => match r.u8()? {
+                0 => (r.heads()?, None),
+                1 => (r.heads()?, Some(read_full_tip(r, &mut tip_bytes)?)),
+                2 => (
+                    Vec::new(),
+                    Some(read_tip(r, Vec::new(), true, &mut tip_bytes)?),
+                ),
+                _ => return Err(DecodeError::BadValue("tip flag")),
+            },
         };
         entries.push(OfferEntry {
             doc_id,
@@ -305,15 +330,30 @@ fn decode_offer(r: &mut Reader<'_>, with_tips: bool) -> Result<Message, DecodeEr
             tip,
         });
     }
-    // Canonical: an offer with no tip is tag 2.
-    if with_tips && entries.iter().all(|e| e.tip.is_none()) {
-        return Err(DecodeError::BadValue("offer with tips carries none"));
+    // Canonical: tag 13 only with a tip, 16 only with a derived one.
+    let mut tips = entries.iter().filter_map(|e| e.tip.as_ref());
+    match form {
+        OfferForm::Tips if entries.iter().all(|e| e.tip.is_none()) => {
+            return Err(DecodeError::BadValue("offer with tips carries none"));
+        }
+        OfferForm::Derived if !tips.any(|t| t.derived) => {
+            return Err(DecodeError::BadValue(
+                "offer with derived tips carries none",
+            ));
+        }
+        _ => {}
     }
     Ok(Message::Offer {
         after,
         upto,
         entries,
     })
+}
+
+/// A tip sent with its base: the base heads, then the change.
+fn read_full_tip(r: &mut Reader<'_>, tip_bytes: &mut usize) -> Result<OfferTip, DecodeError> {
+    let base = r.heads()?;
+    read_tip(r, base, false, tip_bytes)
 }
 
 /// A tip's change after its `base` (empty when derived): bounded by what the offer's tips
@@ -335,55 +375,6 @@ fn read_tip(
         base,
         change,
         derived,
-    })
-}
-
-/// Tag 16: an offer whose entries each say, by a flag, whether their heads follow (0, no tip;
-/// 1, a tip with its base) or are derived from the tip's change (2).
-fn decode_derived_offer(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
-    let after = r.u64()?;
-    let upto = r.u64()?;
-    // Smallest entry: empty id (4), seq (8), the flag (1) and an empty change (4).
-    let n = r.count("offer batch", MAX_BATCH, 17)?;
-    let mut entries = Vec::with_capacity(n);
-    let mut tip_bytes = 0usize;
-    for _ in 0..n {
-        let doc_id = r.string("doc id")?;
-        let seq = r.u64()?;
-        let flag = r.u8()?;
-        let heads = match flag {
-            0 | 1 => r.heads()?,
-            2 => Vec::new(),
-            _ => return Err(DecodeError::BadValue("tip flag")),
-        };
-        let tip = match flag {
-            0 => None,
-            1 => {
-                let base = r.heads()?;
-                Some(read_tip(r, base, false, &mut tip_bytes)?)
-            }
-            _ => Some(read_tip(r, Vec::new(), true, &mut tip_bytes)?),
-        };
-        entries.push(OfferEntry {
-            doc_id,
-            seq,
-            heads,
-            tip,
-        });
-    }
-    // Canonical: an offer with no derived tip is tag 13 or 2.
-    if !entries
-        .iter()
-        .any(|e| e.tip.as_ref().is_some_and(|t| t.derived))
-    {
-        return Err(DecodeError::BadValue(
-            "offer with derived tips carries none",
-        ));
-    }
-    Ok(Message::Offer {
-        after,
-        upto,
-        entries,
     })
 }
 
@@ -491,15 +482,6 @@ impl Reader<'_> {
     fn u8(&mut self) -> Result<u8, DecodeError> {
         let b = self.take(1)?;
         b.first().copied().ok_or(DecodeError::Truncated)
-    }
-
-    /// A byte when `present`, else nothing read.
-    fn u8_if(&mut self, present: bool) -> Result<Option<u8>, DecodeError> {
-        if present {
-            self.u8().map(Some)
-        } else {
-            Ok(None)
-        }
     }
 
     fn u64(&mut self) -> Result<u64, DecodeError> {

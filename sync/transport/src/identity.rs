@@ -427,11 +427,17 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn signatures_verify_alone_and_together_and_one_bad_fails_the_batch() {
+    /// A county CA, a node key and the identity `village-1` to certify it with.
+    fn village_1() -> (CountyCa, NodeKey, NodeIdentity) {
         let ca = CountyCa::create("430181000000").unwrap();
         let key = NodeKey::generate().unwrap();
         let id = NodeIdentity::new("village-1", "village", "430181101001").unwrap();
+        (ca, key, id)
+    }
+
+    #[test]
+    fn signatures_verify_alone_and_together_and_one_bad_fails_the_batch() {
+        let (ca, key, id) = village_1();
         let issued = ca.issue(&key.csr_pem().unwrap(), &id, 30).unwrap();
         let public = cert_public_key(&first_cert_der(&issued.cert_pem).unwrap()).unwrap();
         let msgs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 40 + usize::from(i)]).collect();
@@ -477,9 +483,7 @@ mod tests {
 
     #[test]
     fn serials_differ_and_a_crl_is_produced() {
-        let ca = CountyCa::create("430181000000").unwrap();
-        let key = NodeKey::generate().unwrap();
-        let id = NodeIdentity::new("village-1", "village", "430181101001").unwrap();
+        let (ca, key, id) = village_1();
         let a = ca.issue(&key.csr_pem().unwrap(), &id, 30).unwrap();
         let b = ca.issue(&key.csr_pem().unwrap(), &id, 30).unwrap();
         assert_ne!(a.serial, b.serial);

@@ -1143,26 +1143,17 @@ impl Store {
             tracing::warn!(doc = doc_id, "doc_tips row too short; loading the document");
             return None;
         };
-        // The usual row (an uncompressed change whose checksum holds) is read without
-        // parsing its operations.
-        if let Some((hash, _)) = tip::change_id(change) {
-            return Some(HeldTip {
-                base,
-                hash,
-                change: change.to_vec(),
-            });
-        }
-        let change = match automerge::Change::from_bytes(change.to_vec()) {
-            Ok(change) => change,
-            Err(e) => {
-                tracing::warn!(doc = doc_id, error = %e, "doc_tips row unreadable; loading the document");
-                return None;
-            }
+        let Some((hash, _)) = tip::change_id_or_parse(change) else {
+            tracing::warn!(
+                doc = doc_id,
+                "doc_tips row unreadable; loading the document"
+            );
+            return None;
         };
         Some(HeldTip {
             base,
-            hash: change.hash().0,
-            change: change.raw_bytes().to_vec(),
+            hash,
+            change: change.to_vec(),
         })
     }
 
@@ -2186,11 +2177,7 @@ impl yiciban_sync::store::ReplicaStore for Store {
     // An Automerge change lists the changes it depends on: a tip made on heads all among
     // them is offered without its heads and base.
     fn change_id(&self, change: &[u8]) -> Option<([u8; 32], Vec<[u8; 32]>)> {
-        if let Some(id) = tip::change_id(change) {
-            return Some(id);
-        }
-        let change = automerge::Change::from_bytes(change.to_vec()).ok()?;
-        Some((change.hash().0, change.deps().iter().map(|h| h.0).collect()))
+        tip::change_id_or_parse(change)
     }
 
     // The tip of a local event, while it is the document's one head: sent with the offer.
@@ -2275,13 +2262,6 @@ impl yiciban_sync::store::ReplicaStore for Store {
         Ok(match self.heads(doc_id)? {
             None => heads.is_empty(),
             Some(current) => heads.iter().all(|h| current.contains(h)),
-        })
-    }
-
-    fn heads_within(&self, doc_id: &str, deps: &[[u8; 32]]) -> Result<bool, StoreError> {
-        Ok(match self.heads(doc_id)? {
-            None => deps.is_empty(),
-            Some(held) => !held.is_empty() && held.iter().all(|h| deps.contains(h)),
         })
     }
 

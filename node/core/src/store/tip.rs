@@ -92,6 +92,16 @@ pub(crate) fn change_id(raw: &[u8]) -> Option<([u8; 32], Vec<[u8; 32]>)> {
     Some((hash, deps))
 }
 
+/// [`change_id`], or, for a change it cannot read so (a compressed one), what Automerge
+/// parses of it; `None` when the bytes are no change.
+pub(crate) fn change_id_or_parse(raw: &[u8]) -> Option<([u8; 32], Vec<[u8; 32]>)> {
+    if let Some(id) = change_id(raw) {
+        return Some(id);
+    }
+    let change = automerge::Change::from_bytes(raw.to_vec()).ok()?;
+    Some((change.hash().0, change.deps().iter().map(|h| h.0).collect()))
+}
+
 /// An unsigned LEB128 integer at the start of `bytes`, and the bytes after it; `None` if it
 /// runs past ten bytes, past `bytes` or past 64 bits.
 fn uleb(bytes: &[u8]) -> Option<(u64, &[u8])> {
